@@ -1,0 +1,126 @@
+//! Tree hash functions with RFC 9162 domain separation.
+//!
+//! A leaf is hashed as `H(0x00 || entry)` and an interior node as
+//! `H(0x01 || left || right)`; the empty tree's root is `H("")`. DLog uses
+//! BLAKE3-256 ([`Blake3Hasher`]); [`Sha256Hasher`] exists so the same tree
+//! code can be checked against RFC 6962 / RFC 9162 SHA-256 behaviour.
+
+/// A 32-byte hash: a leaf hash, an interior node or a tree root.
+pub type Hash = [u8; 32];
+
+/// Domain-separation prefix of a leaf hash.
+pub const LEAF_PREFIX: u8 = 0x00;
+/// Domain-separation prefix of an interior node hash.
+pub const NODE_PREFIX: u8 = 0x01;
+/// Domain-separation prefix of a segment chain hash (DESIGN §4).
+pub const CHAIN_PREFIX: u8 = 0x02;
+
+/// The hash function of a Merkle tree, with RFC 9162 domain separation.
+pub trait TreeHasher {
+    /// Root of the empty tree: `H("")`.
+    fn empty_root() -> Hash;
+    /// `H(0x00 || data)`.
+    fn hash_leaf(data: &[u8]) -> Hash;
+    /// `H(0x01 || left || right)`.
+    fn hash_children(left: &Hash, right: &Hash) -> Hash;
+}
+
+/// BLAKE3-256, DLog's production tree hash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blake3Hasher;
+
+impl TreeHasher for Blake3Hasher {
+    fn empty_root() -> Hash {
+        *blake3::hash(b"").as_bytes()
+    }
+
+    #[inline]
+    fn hash_leaf(data: &[u8]) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(&[LEAF_PREFIX]);
+        h.update(data);
+        *h.finalize().as_bytes()
+    }
+
+    #[inline]
+    fn hash_children(left: &Hash, right: &Hash) -> Hash {
+        let mut buf = [0u8; 65];
+        buf[0] = NODE_PREFIX;
+        buf[1..33].copy_from_slice(left);
+        buf[33..].copy_from_slice(right);
+        *blake3::hash(&buf).as_bytes()
+    }
+}
+
+/// SHA-256, the RFC 6962 tree hash; used to check the tree math against the RFC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sha256Hasher;
+
+impl TreeHasher for Sha256Hasher {
+    fn empty_root() -> Hash {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"").into()
+    }
+
+    fn hash_leaf(data: &[u8]) -> Hash {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update([LEAF_PREFIX]);
+        h.update(data);
+        h.finalize().into()
+    }
+
+    fn hash_children(left: &Hash, right: &Hash) -> Hash {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update([NODE_PREFIX]);
+        h.update(left);
+        h.update(right);
+        h.finalize().into()
+    }
+}
+
+/// Segment chain hash: `H(0x02 || segment:u64be || root || prev)` (DESIGN §4).
+///
+/// `prev` is the chain hash of the previous segment, 32 zero bytes for segment 0.
+pub fn chain_hash(segment: u64, root: &Hash, prev: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[CHAIN_PREFIX]);
+    h.update(&segment.to_be_bytes());
+    h.update(root);
+    h.update(prev);
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6962_sha256_vectors() {
+        // RFC 6962 test vectors (certificate-transparency-go testdata).
+        assert_eq!(
+            hex(&Sha256Hasher::empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(&Sha256Hasher::hash_leaf(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+    }
+
+    #[test]
+    fn blake3_domain_separation() {
+        let leaf = Blake3Hasher::hash_leaf(b"x");
+        assert_ne!(leaf, *blake3::hash(b"x").as_bytes());
+        let node = Blake3Hasher::hash_children(&leaf, &leaf);
+        let mut buf = vec![1u8];
+        buf.extend_from_slice(&leaf);
+        buf.extend_from_slice(&leaf);
+        assert_eq!(node, *blake3::hash(&buf).as_bytes());
+    }
+
+    fn hex(h: &Hash) -> String {
+        h.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,1 @@
+//! DLog notary (being written).
