@@ -1,0 +1,208 @@
+//! Scrub: re-read and re-hash everything, and name exactly what is wrong.
+
+use crate::error::Result;
+use crate::segment::{self, SegmentError, Tail};
+use crate::store::Ledger;
+use dlog_crypto::hash::chain_hash;
+use dlog_crypto::tree::MemoryTree;
+use dlog_crypto::{Blake3Hasher, Hash};
+use std::path::PathBuf;
+
+/// One problem found by scrub.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Segment number.
+    pub segment: u64,
+    /// Global index of the entry to blame, when one is.
+    pub entry: Option<u64>,
+    /// The file holding the damage.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "segment {}", self.segment)?;
+        if let Some(e) = self.entry {
+            write!(f, ", entry {e}")?;
+        }
+        write!(f, " ({}): {}", self.file.display(), self.detail)
+    }
+}
+
+/// What scrub checked and found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScrubReport {
+    /// Segments read.
+    pub segments: u64,
+    /// Entries whose frame, CRC and leaf hash were checked.
+    pub entries: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Everything that is wrong; empty means the log is intact.
+    pub problems: Vec<Problem>,
+}
+
+impl ScrubReport {
+    /// True when no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+const MAX_PER_SEGMENT: usize = 16;
+
+impl Ledger {
+    /// Re-reads every segment: header, every frame's CRC, every leaf hash
+    /// against the node file, every node, every sealed root, the chain, the
+    /// offset index, and the stored checkpoint's root.
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let bits = self.meta().segment_bits;
+        let max_entry = self
+            .meta()
+            .max_payload
+            .saturating_add(crate::entry::ENTRY_HEADER_LEN as u32);
+        let mut prev_chain: Hash = [0; 32];
+        let mut min_ts = 0u64;
+        for s in 0..self.sealed_segments() {
+            let (seg, idx, tree, footer) = self.sealed_maps(s).expect("sealed segment exists");
+            let seg_file = self.segment_path(s, "seg");
+            let mut problems = Vec::new();
+            let mut push = |entry: Option<u64>, file: &PathBuf, detail: String| {
+                if problems.len() < MAX_PER_SEGMENT {
+                    problems.push(Problem {
+                        segment: s,
+                        entry,
+                        file: file.clone(),
+                        detail,
+                    });
+                }
+            };
+            report.segments += 1;
+            report.bytes += (seg.len() + idx.len() + tree.len()) as u64;
+            let first = s << bits;
+            match segment::scan(seg, max_entry, min_ts) {
+                Err(e) => push(blame(&e), &seg_file, e.to_string()),
+                Ok(scan) => {
+                    report.entries += scan.offsets.len() as u64;
+                    min_ts = scan.last_timestamp.unwrap_or(min_ts);
+                    if scan.header.prev_chain != prev_chain {
+                        push(None, &seg_file, "header's previous chain hash is wrong".into());
+                    }
+                    if !matches!(scan.tail, Tail::Sealed(_)) {
+                        push(
+                            Some(first + scan.offsets.len() as u64),
+                            &seg_file,
+                            "entry damaged or missing before the footer".into(),
+                        );
+                    }
+                    let idx_file = self.segment_path(s, "idx");
+                    for (i, off) in scan.offsets.iter().enumerate() {
+                        let stored = idx.get(i * 8..i * 8 + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8")));
+                        if stored != Some(*off) {
+                            push(Some(first + i as u64), &idx_file, format!("offset index says {stored:?}, frame is at byte {off}"));
+                        }
+                    }
+                    let tree_file = self.segment_path(s, "tree");
+                    let rebuilt = MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
+                    let mut node_at = 0usize;
+                    for level in 0..=bits as u32 {
+                        for i in 0..(1u64 << (bits as u32 - level)) {
+                            let stored = tree.get(node_at * 32..node_at * 32 + 32);
+                            node_at += 1;
+                            let ours = rebuilt.node(level, i);
+                            if stored.map(|b| b.to_vec()) != ours.map(|h| h.to_vec()) {
+                                let entry = (level == 0).then_some(first + i);
+                                push(entry, &tree_file, format!("stored node (level {level}, {i}) differs from the entries' hash"));
+                            }
+                        }
+                    }
+                    if scan.offsets.len() as u64 == 1 << bits && rebuilt.root() != footer.root {
+                        push(None, &seg_file, "entries do not hash to the footer's root".into());
+                    }
+                }
+            }
+            if footer.chain != chain_hash(s, &footer.root, &prev_chain) {
+                push(None, &seg_file, "footer chain hash is wrong".into());
+            }
+            prev_chain = footer.chain;
+            report.problems.extend(problems);
+        }
+        // The open segment: re-read the file and compare with what is in memory.
+        let (path, header, offsets, tree, len) = self.open_state();
+        let s = header.segment;
+        report.segments += 1;
+        match std::fs::read(path) {
+            Err(e) => report.problems.push(Problem {
+                segment: s,
+                entry: None,
+                file: path.to_path_buf(),
+                detail: format!("cannot read: {e}"),
+            }),
+            Ok(bytes) => {
+                let bytes = &bytes[..(len as usize).min(bytes.len())];
+                report.bytes += bytes.len() as u64;
+                let first = s << bits;
+                match segment::scan(bytes, max_entry, min_ts) {
+                    Err(e) => report.problems.push(Problem {
+                        segment: s,
+                        entry: blame(&e),
+                        file: path.to_path_buf(),
+                        detail: e.to_string(),
+                    }),
+                    Ok(scan) => {
+                        report.entries += scan.offsets.len() as u64;
+                        if scan.header.prev_chain != prev_chain {
+                            report.problems.push(Problem {
+                                segment: s,
+                                entry: None,
+                                file: path.to_path_buf(),
+                                detail: "header's previous chain hash is wrong".into(),
+                            });
+                        }
+                        let n = offsets.len();
+                        if scan.offsets.len() < n {
+                            report.problems.push(Problem {
+                                segment: s,
+                                entry: Some(first + scan.offsets.len() as u64),
+                                file: path.to_path_buf(),
+                                detail: "entry damaged (frame unreadable)".into(),
+                            });
+                        }
+                        for (i, leaf) in scan.leaves.iter().enumerate().take(n) {
+                            if tree.leaves().get(i) != Some(leaf) {
+                                report.problems.push(Problem {
+                                    segment: s,
+                                    entry: Some(first + i as u64),
+                                    file: path.to_path_buf(),
+                                    detail: "entry differs from the one appended".into(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(cp) = self.checkpoint() {
+            match self.root_at(cp.size) {
+                Ok(r) if r == cp.root => {}
+                _ => report.problems.push(Problem {
+                    segment: cp.size.saturating_sub(1) >> bits,
+                    entry: None,
+                    file: self.dir().join(crate::store::CHECKPOINT_FILE),
+                    detail: format!("stored checkpoint's root for size {} differs from the log", cp.size),
+                }),
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn blame(e: &SegmentError) -> Option<u64> {
+    match e {
+        SegmentError::Damaged { index, .. } => Some(*index),
+        _ => None,
+    }
+}

@@ -1,0 +1,1082 @@
+//! The file store: a directory of hash-chained segment files.
+//!
+//! ```text
+//! <dir>/log.toml                     log identity and shape (written once by `create`)
+//! <dir>/LOCK                         flock held by the one writer
+//! <dir>/checkpoint                   latest signed checkpoint note (atomic replace)
+//! <dir>/segments/<s:020>.seg         segment s: header, frames, footer once sealed
+//! <dir>/segments/<s:020>.idx         sealed: frame offsets, u64 BE per entry (mmap)
+//! <dir>/segments/<s:020>.tree        sealed: every Merkle node of the segment, level by level (mmap)
+//! ```
+//!
+//! Sealed segments are never rehashed at open: their footer, offset index and
+//! node file are mapped and checked for shape. The open segment is scanned and
+//! its torn tail (a write cut by a crash, never acknowledged) is cut.
+
+use crate::entry::{self, EntryKind};
+use crate::error::{LedgerError, Result};
+use crate::segment::{self, Frame, SegmentFooter, SegmentHeader, Tail, FOOTER_LEN, HEADER_LEN};
+use dlog_crypto::hash::chain_hash;
+use dlog_crypto::tree::{self, MemoryTree, Subtree};
+use dlog_crypto::{Blake3Hasher, Hash, TreeHasher};
+use memmap2::Mmap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Name of the log configuration file.
+pub const LOG_FILE: &str = "log.toml";
+/// Name of the stored checkpoint file.
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Name of the segment directory.
+pub const SEGMENT_DIR: &str = "segments";
+const LOCK_FILE: &str = "LOCK";
+
+/// Shape and identity of a log, fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogMeta {
+    /// Store format version (1).
+    pub format: u32,
+    /// Random log identity, hex; every segment header carries it.
+    pub log_id: String,
+    /// Checkpoint origin line, e.g. `dlog/local`.
+    pub origin: String,
+    /// `k`: a sealed segment holds `2^k` entries.
+    pub segment_bits: u8,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u32,
+}
+
+/// Options for [`Ledger::create`].
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Checkpoint origin line.
+    pub origin: String,
+    /// `k`, 1..=30 (default 16).
+    pub segment_bits: u8,
+    /// Payload limit (default 1 MiB).
+    pub max_payload: u32,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            origin: "dlog/local".into(),
+            segment_bits: 16,
+            max_payload: entry::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// How to open a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Take the writer lock, repair a torn tail, allow appends.
+    ReadWrite,
+    /// Read only, no lock; a torn tail is ignored, not cut.
+    ReadOnly,
+}
+
+/// A checkpoint stored beside the log (the note as signed, plus what it commits to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size it covers.
+    pub size: u64,
+    /// Root hash at that size.
+    pub root: Hash,
+    /// The signed note, verbatim.
+    pub note: String,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Index of the first entry of the batch.
+    pub first: u64,
+    /// Number of entries.
+    pub count: u64,
+    /// Timestamp given to the entries.
+    pub timestamp_ns: u64,
+}
+
+struct Sealed {
+    footer: SegmentFooter,
+    seg: Mmap,
+    idx: Mmap,
+    tree: Mmap,
+}
+
+struct OpenSegment {
+    header: SegmentHeader,
+    path: PathBuf,
+    file: File,
+    offsets: Vec<u64>,
+    tree: MemoryTree<Blake3Hasher>,
+    len: u64,
+}
+
+/// A log on disk. Reads take `&self`; appends take `&mut self`.
+pub struct Ledger {
+    dir: PathBuf,
+    meta: LogMeta,
+    log_id: [u8; 16],
+    writable: bool,
+    _lock: Option<File>,
+    sealed: Vec<Sealed>,
+    upper: MemoryTree<Blake3Hasher>,
+    open: OpenSegment,
+    last_ts: u64,
+    checkpoint: Option<StoredCheckpoint>,
+    edge: Mutex<Option<(u64, Vec<(u64, Hash)>)>>,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("dir", &self.dir)
+            .field("size", &self.size())
+            .field("sealed", &self.sealed.len())
+            .finish()
+    }
+}
+
+fn seg_path(dir: &Path, s: u64, ext: &str) -> PathBuf {
+    dir.join(SEGMENT_DIR).join(format!("{s:020}.{ext}"))
+}
+
+fn tree_file_len(bits: u8) -> u64 {
+    ((2u64 << bits) - 1) * 32
+}
+
+/// Offset (in nodes) of `level` inside a segment's node file.
+fn tree_level_offset(bits: u8, level: u32) -> u64 {
+    (2u64 << bits) - (2u64 << (bits as u32 - level))
+}
+
+pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(LedgerError::io("fsync directory", path))
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+    f.write_all(bytes).map_err(LedgerError::io("write", &tmp))?;
+    f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn map(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).map_err(LedgerError::io("open", path))?;
+    // SAFETY: segment files of a sealed segment are never modified in place by
+    // DLog; a writer only creates new files. An outside process that rewrites
+    // them is exactly the damage scrub looks for; reads re-check CRCs and hashes.
+    unsafe { Mmap::map(&f) }.map_err(LedgerError::io("mmap", path))
+}
+
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(LedgerError::io("open", &path))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(LedgerError::Locked(dir.to_path_buf()));
+    }
+    Ok(f)
+}
+
+fn hex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Ledger {
+    /// Creates a new, empty log in `dir` (created if missing).
+    pub fn create(dir: &Path, opts: &CreateOptions) -> Result<Ledger> {
+        if !(1..=30).contains(&opts.segment_bits) {
+            return Err(LedgerError::Config {
+                path: dir.join(LOG_FILE),
+                detail: format!("segment bits {} not in 1..=30", opts.segment_bits),
+            });
+        }
+        if opts.origin.is_empty() || opts.origin.contains('\n') {
+            return Err(LedgerError::Config {
+                path: dir.join(LOG_FILE),
+                detail: "origin must be one non-empty line".into(),
+            });
+        }
+        fs::create_dir_all(dir).map_err(LedgerError::io("create directory", dir))?;
+        if dir.join(LOG_FILE).exists() {
+            return Err(LedgerError::AlreadyExists(dir.to_path_buf()));
+        }
+        let lock_file = lock(dir)?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| LedgerError::Io {
+            op: "getrandom",
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let meta = LogMeta {
+            format: 1,
+            log_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            origin: opts.origin.clone(),
+            segment_bits: opts.segment_bits,
+            max_payload: opts.max_payload,
+        };
+        let segdir = dir.join(SEGMENT_DIR);
+        fs::create_dir_all(&segdir).map_err(LedgerError::io("create directory", &segdir))?;
+        create_segment_file(dir, &SegmentHeader {
+            log_id: id,
+            segment: 0,
+            bits: opts.segment_bits,
+            prev_chain: [0; 32],
+        })?;
+        let text = toml::to_string(&meta).expect("log meta serializes");
+        // log.toml last: its presence marks a complete log.
+        write_atomic(&dir.join(LOG_FILE), text.as_bytes())?;
+        drop(lock_file);
+        Ledger::open(dir, OpenMode::ReadWrite)
+    }
+
+    /// Opens an existing log; sub-second even with millions of entries.
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Ledger> {
+        let meta_path = dir.join(LOG_FILE);
+        let text = match fs::read_to_string(&meta_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LedgerError::NotALog(dir.to_path_buf()))
+            }
+            Err(e) => return Err(LedgerError::io("read", &meta_path)(e)),
+        };
+        let config_err = |detail: String| LedgerError::Config {
+            path: meta_path.clone(),
+            detail,
+        };
+        let meta: LogMeta = toml::from_str(&text).map_err(|e| config_err(e.to_string()))?;
+        if meta.format != 1 {
+            return Err(config_err(format!("unsupported format {}", meta.format)));
+        }
+        if !(1..=30).contains(&meta.segment_bits) {
+            return Err(config_err(format!("segment_bits {} not in 1..=30", meta.segment_bits)));
+        }
+        let log_id = hex16(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
+        let writable = mode == OpenMode::ReadWrite;
+        let lock_file = if writable { Some(lock(dir)?) } else { None };
+
+        // Inventory the segment directory.
+        let segdir = dir.join(SEGMENT_DIR);
+        let mut segs: Vec<u64> = Vec::new();
+        let rd = fs::read_dir(&segdir).map_err(LedgerError::io("read directory", &segdir))?;
+        for ent in rd {
+            let ent = ent.map_err(LedgerError::io("read directory", &segdir))?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
+            let num = (stem.len() == 20).then(|| stem.parse::<u64>().ok()).flatten();
+            match (num, ext) {
+                (Some(n), "seg") => segs.push(n),
+                (Some(_), "idx" | "tree") => {}
+                (_, "tmp") => {
+                    if writable {
+                        let _ = fs::remove_file(ent.path());
+                    }
+                }
+                _ => return Err(LedgerError::ForeignFile(ent.path())),
+            }
+        }
+        segs.sort_unstable();
+        if segs.is_empty() {
+            return Err(LedgerError::MissingSegment {
+                segment: 0,
+                path: seg_path(dir, 0, "seg"),
+            });
+        }
+        for (i, &s) in segs.iter().enumerate() {
+            if s != i as u64 {
+                return Err(LedgerError::MissingSegment {
+                    segment: i as u64,
+                    path: seg_path(dir, i as u64, "seg"),
+                });
+            }
+        }
+        let bits = meta.segment_bits;
+        let max_entry = meta.max_payload.saturating_add(entry::ENTRY_HEADER_LEN as u32);
+        let mut sealed = Vec::with_capacity(segs.len());
+        let mut upper = MemoryTree::new();
+        let mut chain = [0u8; 32];
+        let mut last_ts = 0u64;
+        let last = segs.len() as u64 - 1;
+        let mut open_seg = None;
+        for s in 0..=last {
+            let path = seg_path(dir, s, "seg");
+            let expect = SegmentHeader {
+                log_id,
+                segment: s,
+                bits,
+                prev_chain: chain,
+            };
+            match open_sealed(dir, &expect, max_entry, writable)? {
+                Some((seal, ts)) => {
+                    chain = seal.footer.chain;
+                    upper.push(seal.footer.root);
+                    last_ts = ts;
+                    sealed.push(seal);
+                }
+                None if s == last => open_seg = Some(path),
+                None => {
+                    return Err(LedgerError::Corrupt {
+                        segment: s,
+                        entry: None,
+                        detail: "segment is not sealed but later segments exist".into(),
+                    })
+                }
+            }
+        }
+        let next = sealed.len() as u64;
+        let header = SegmentHeader {
+            log_id,
+            segment: next,
+            bits,
+            prev_chain: chain,
+        };
+        let (open, torn) = match open_seg {
+            Some(path) => open_unsealed(&path, &header, max_entry, last_ts, writable)?,
+            None => {
+                if !writable {
+                    return Err(LedgerError::NotWritable(
+                        "the next segment file does not exist yet; open read-write once".into(),
+                    ));
+                }
+                (create_segment_file(dir, &header)?, None)
+            }
+        };
+        if let Some(ts) = open_ts(&open)? {
+            last_ts = ts;
+        }
+        let mut ledger = Ledger {
+            dir: dir.to_path_buf(),
+            meta,
+            log_id,
+            writable,
+            _lock: lock_file,
+            sealed,
+            upper,
+            open,
+            last_ts,
+            checkpoint: None,
+            edge: Mutex::new(None),
+            poisoned: None,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+        };
+        ledger.checkpoint = ledger.load_checkpoint()?;
+        if let Some(cp) = &ledger.checkpoint {
+            // The log must still hold everything the last checkpoint covered.
+            if let Some((valid_len, detail)) = &torn {
+                if cp.size > ledger.size() {
+                    return Err(LedgerError::Corrupt {
+                        segment: ledger.open.header.segment,
+                        entry: Some(ledger.size()),
+                        detail: format!(
+                            "entries up to {} are covered by the stored checkpoint but unreadable after byte {valid_len}: {detail}",
+                            cp.size
+                        ),
+                    });
+                }
+            }
+            ledger.check_checkpoint_matches(cp)?;
+        }
+        if let (Some((valid_len, detail)), true) = (torn, writable) {
+            tracing::warn!(
+                segment = ledger.open.header.segment,
+                valid_len,
+                %detail,
+                "cutting torn tail left by a crash"
+            );
+            ledger
+                .open
+                .file
+                .set_len(valid_len)
+                .map_err(LedgerError::io("truncate", &ledger.open.path))?;
+            ledger
+                .open
+                .file
+                .sync_all()
+                .map_err(LedgerError::io("fsync", &ledger.open.path))?;
+        }
+        if writable && ledger.open.offsets.len() as u64 == ledger.capacity() {
+            ledger.seal()?;
+        }
+        Ok(ledger)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Log identity and shape.
+    pub fn meta(&self) -> &LogMeta {
+        &self.meta
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u64 {
+        ((self.sealed.len() as u64) << self.meta.segment_bits) + self.open.offsets.len() as u64
+    }
+
+    /// Entries per sealed segment.
+    pub fn capacity(&self) -> u64 {
+        1u64 << self.meta.segment_bits
+    }
+
+    /// Number of sealed segments.
+    pub fn sealed_segments(&self) -> u64 {
+        self.sealed.len() as u64
+    }
+
+    /// Chain hash of the last sealed segment (zeros when none is sealed).
+    pub fn chain_head(&self) -> Hash {
+        self.open.header.prev_chain
+    }
+
+    /// Timestamp of the last entry (0 for an empty log).
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// The latest stored checkpoint, if any.
+    pub fn checkpoint(&self) -> Option<&StoredCheckpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Appends a batch of entries durably: returns after `fdatasync`.
+    ///
+    /// Every entry gets timestamp `max(now_ns, last timestamp)`. The whole batch
+    /// is checked before anything is written; an IO error leaves the log as it
+    /// was (a failed fsync makes the log refuse further writes until reopened).
+    pub fn append(&mut self, now_ns: u64, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
+        if !self.writable {
+            return Err(LedgerError::NotWritable("opened read-only".into()));
+        }
+        if let Some(why) = &self.poisoned {
+            return Err(LedgerError::NotWritable(why.clone()));
+        }
+        for (_, p) in items {
+            if p.len() > self.meta.max_payload as usize {
+                return Err(LedgerError::PayloadTooLarge {
+                    len: p.len(),
+                    limit: self.meta.max_payload,
+                });
+            }
+        }
+        let ts = now_ns.max(self.last_ts);
+        let first = self.size();
+        let mut rest = items;
+        while !rest.is_empty() {
+            let room = (self.capacity() - self.open.offsets.len() as u64) as usize;
+            let (chunk, tail) = rest.split_at(room.min(rest.len()));
+            self.append_chunk(ts, chunk)?;
+            self.last_ts = ts;
+            rest = tail;
+            if self.open.offsets.len() as u64 == self.capacity() {
+                self.seal()?;
+            }
+        }
+        Ok(Appended {
+            first,
+            count: items.len() as u64,
+            timestamp_ns: ts,
+        })
+    }
+
+    fn append_chunk(&mut self, ts: u64, chunk: &[(EntryKind, &[u8])]) -> Result<()> {
+        let start_len = self.open.len;
+        let start_count = self.open.offsets.len();
+        let base = self.size();
+        self.buf.clear();
+        for (i, (kind, payload)) in chunk.iter().enumerate() {
+            self.scratch.clear();
+            entry::encode_into(&mut self.scratch, *kind, ts, payload);
+            self.open.offsets.push(start_len + self.buf.len() as u64);
+            segment::encode_frame(&mut self.buf, base + i as u64, &self.scratch);
+            self.open.tree.push(Blake3Hasher::hash_leaf(&self.scratch));
+        }
+        let res = self
+            .open
+            .file
+            .write_all_at(&self.buf, start_len)
+            .map_err(LedgerError::io("write", &self.open.path));
+        if let Err(e) = res {
+            self.rollback(start_len, start_count);
+            return Err(e);
+        }
+        if let Err(e) = self.open.file.sync_data() {
+            // After a failed fsync the kernel may have dropped dirty pages: the
+            // file's state is unknown. Stop writing; reopening recovers.
+            self.poisoned = Some(format!("fsync of {} failed: {e}", self.open.path.display()));
+            self.rollback(start_len, start_count);
+            return Err(LedgerError::io("fsync", &self.open.path)(e));
+        }
+        self.open.len = start_len + self.buf.len() as u64;
+        Ok(())
+    }
+
+    fn rollback(&mut self, len: u64, count: usize) {
+        let _ = self.open.file.set_len(len);
+        self.open.offsets.truncate(count);
+        self.open.tree.truncate(count as u64);
+    }
+
+    /// Seals the full open segment: footer, offset index, node file, next segment.
+    fn seal(&mut self) -> Result<()> {
+        let s = self.open.header.segment;
+        let root = self.open.tree.root();
+        let chain = chain_hash(s, &root, &self.open.header.prev_chain);
+        let footer = SegmentFooter {
+            count: self.capacity(),
+            root,
+            chain,
+        };
+        let path = self.open.path.clone();
+        self.open
+            .file
+            .write_all_at(&footer.encode(), self.open.len)
+            .map_err(LedgerError::io("write", &path))?;
+        self.open.file.sync_data().map_err(|e| {
+            self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+            LedgerError::io("fsync", &path)(e)
+        })?;
+        self.open.len += FOOTER_LEN as u64;
+        write_sidecars(&self.dir, s, self.meta.segment_bits, &self.open.offsets, &self.open.tree)?;
+        let next = SegmentHeader {
+            log_id: self.log_id,
+            segment: s + 1,
+            bits: self.meta.segment_bits,
+            prev_chain: chain,
+        };
+        let new_open = create_segment_file(&self.dir, &next)?;
+        let sealed = Sealed {
+            footer,
+            seg: map(&path)?,
+            idx: map(&seg_path(&self.dir, s, "idx"))?,
+            tree: map(&seg_path(&self.dir, s, "tree"))?,
+        };
+        self.sealed.push(sealed);
+        self.upper.push(root);
+        self.open = new_open;
+        Ok(())
+    }
+
+    /// Canonical bytes of entry `index`, checked against its CRC and its leaf hash.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
+        let size = self.size();
+        if index >= size {
+            return Err(LedgerError::NoSuchEntry { index, size });
+        }
+        let bits = self.meta.segment_bits;
+        let s = index >> bits;
+        let local = index - (s << bits);
+        let max_entry = self.meta.max_payload.saturating_add(entry::ENTRY_HEADER_LEN as u32);
+        let corrupt = |detail: String| LedgerError::Corrupt {
+            segment: s,
+            entry: Some(index),
+            detail,
+        };
+        let bytes = if let Some(seal) = self.sealed.get(s as usize) {
+            let off = read_u64(&seal.idx, local as usize)
+                .ok_or_else(|| corrupt("offset index is short".into()))?;
+            match segment::read_frame(&seal.seg, off as usize, index, max_entry) {
+                Frame::Entry { entry, .. } => entry.to_vec(),
+                Frame::Invalid { detail, .. } => return Err(corrupt(detail)),
+                other => return Err(corrupt(format!("no frame at byte {off}: {other:?}"))),
+            }
+        } else {
+            let off = self.open.offsets[local as usize];
+            let mut head = [0u8; segment::FRAME_HEADER_LEN];
+            self.open
+                .file
+                .read_exact_at(&mut head, off)
+                .map_err(LedgerError::io("read", &self.open.path))?;
+            let len = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
+            if len > max_entry {
+                return Err(corrupt(format!("frame length {len} is over the limit")));
+            }
+            let mut frame = vec![0u8; segment::FRAME_HEADER_LEN + len as usize];
+            self.open
+                .file
+                .read_exact_at(&mut frame, off)
+                .map_err(LedgerError::io("read", &self.open.path))?;
+            match segment::read_frame(&frame, 0, index, max_entry) {
+                Frame::Entry { entry, .. } => entry.to_vec(),
+                Frame::Invalid { detail, .. } => return Err(corrupt(detail)),
+                other => return Err(corrupt(format!("no frame at byte {off}: {other:?}"))),
+            }
+        };
+        if Blake3Hasher::hash_leaf(&bytes) != self.leaf_hash(index)? {
+            return Err(corrupt("entry does not match its stored leaf hash".into()));
+        }
+        Ok(bytes)
+    }
+
+    /// The stored leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash> {
+        let size = self.size();
+        if index >= size {
+            return Err(LedgerError::NoSuchEntry { index, size });
+        }
+        self.node(0, index)
+    }
+
+    /// The perfect Merkle node `(level, index)` of the global tree.
+    pub fn node(&self, level: u32, index: u64) -> Result<Hash> {
+        let bits = self.meta.segment_bits as u32;
+        if level > bits {
+            return self.upper.node(level - bits, index).ok_or(LedgerError::NoSuchEntry {
+                index: index << level,
+                size: self.size(),
+            });
+        }
+        let s = (index << level) >> bits;
+        let local = index - (s << (bits - level));
+        if let Some(seal) = self.sealed.get(s as usize) {
+            let at = (tree_level_offset(self.meta.segment_bits, level) + local) as usize * 32;
+            return seal
+                .tree
+                .get(at..at + 32)
+                .map(|b| b.try_into().expect("32 bytes"))
+                .ok_or(LedgerError::Corrupt {
+                    segment: s,
+                    entry: None,
+                    detail: "node file is short".into(),
+                });
+        }
+        self.open.tree.node(level, local).ok_or(LedgerError::NoSuchEntry {
+            index: index << level,
+            size: self.size(),
+        })
+    }
+
+    /// Hash of a proof subtree; right-edge subtrees of the current size come from a cache.
+    fn subtree(&self, st: Subtree, size: u64) -> Result<Hash> {
+        if let Some((level, index)) = st.as_perfect() {
+            return self.node(level, index);
+        }
+        if st.end == size && size == self.size() {
+            let mut edge = self.edge.lock().unwrap_or_else(|p| p.into_inner());
+            if edge.as_ref().map(|(s, _)| *s) != Some(size) {
+                *edge = Some((size, self.edge_hashes(size)?));
+            }
+            let (_, list) = edge.as_ref().expect("just filled");
+            if let Some((_, h)) = list.iter().find(|(start, _)| *start == st.start) {
+                return Ok(*h);
+            }
+        }
+        tree::hash_subtree::<Blake3Hasher, LedgerError>(st, |l, i| self.node(l, i))
+    }
+
+    /// Hashes of every right-edge subtree `[start, size)` along the tree's right edge.
+    fn edge_hashes(&self, size: u64) -> Result<Vec<(u64, Hash)>> {
+        let parts: Vec<(u32, u64)> = Subtree { start: 0, end: size }.perfect_parts().collect();
+        let mut out = Vec::with_capacity(parts.len());
+        let mut acc: Option<Hash> = None;
+        for &(level, index) in parts.iter().rev() {
+            let h = self.node(level, index)?;
+            let v = match acc {
+                None => h,
+                Some(a) => Blake3Hasher::hash_children(&h, &a),
+            };
+            out.push((index << level, v));
+            acc = Some(v);
+        }
+        Ok(out)
+    }
+
+    /// Root of the tree of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash> {
+        if size > self.size() {
+            return Err(LedgerError::NoSuchEntry {
+                index: size,
+                size: self.size(),
+            });
+        }
+        if size == 0 {
+            return Ok(Blake3Hasher::empty_root());
+        }
+        self.subtree(Subtree { start: 0, end: size }, size)
+    }
+
+    /// Root of the whole log.
+    pub fn root(&self) -> Result<Hash> {
+        self.root_at(self.size())
+    }
+
+    /// Inclusion proof of entry `index` in the tree of size `size`; reads no payloads.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        if size > self.size() {
+            return Err(LedgerError::NoSuchEntry {
+                index: size,
+                size: self.size(),
+            });
+        }
+        let path = tree::inclusion_path(index, size)?;
+        path.iter().map(|&st| self.subtree(st, size)).collect()
+    }
+
+    /// Consistency proof between tree sizes `old` and `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+        if new > self.size() {
+            return Err(LedgerError::NoSuchEntry {
+                index: new,
+                size: self.size(),
+            });
+        }
+        let path = tree::consistency_path(old, new)?;
+        path.iter().map(|&st| self.subtree(st, new)).collect()
+    }
+
+    /// Stores a signed checkpoint after checking it commits to this log's tree,
+    /// and that it does not go backwards. `size`/`root` are what the note says.
+    pub fn store_checkpoint(&mut self, size: u64, root: Hash, note: &str) -> Result<()> {
+        if !self.writable {
+            return Err(LedgerError::NotWritable("opened read-only".into()));
+        }
+        let cp = StoredCheckpoint {
+            size,
+            root,
+            note: note.to_string(),
+        };
+        self.check_checkpoint_matches(&cp)?;
+        if let Some(prev) = &self.checkpoint {
+            if prev.size > size {
+                return Err(LedgerError::Checkpoint(format!(
+                    "size {size} is older than the stored checkpoint's {}",
+                    prev.size
+                )));
+            }
+        }
+        write_atomic(&self.dir.join(CHECKPOINT_FILE), note.as_bytes())?;
+        self.checkpoint = Some(cp);
+        Ok(())
+    }
+
+    fn check_checkpoint_matches(&self, cp: &StoredCheckpoint) -> Result<()> {
+        if cp.size > self.size() {
+            return Err(LedgerError::Checkpoint(format!(
+                "checkpoint covers {} entries but the log holds {}",
+                cp.size,
+                self.size()
+            )));
+        }
+        let ours = self.root_at(cp.size)?;
+        if ours != cp.root {
+            return Err(LedgerError::Checkpoint(format!(
+                "checkpoint root for size {} differs from the log's own root",
+                cp.size
+            )));
+        }
+        Ok(())
+    }
+
+    fn load_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let note = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LedgerError::io("read", &path)(e)),
+        };
+        let (size, root) = parse_checkpoint_body(&note).ok_or_else(|| LedgerError::Config {
+            path: path.clone(),
+            detail: "not a checkpoint note (origin, size, root lines)".into(),
+        })?;
+        Ok(Some(StoredCheckpoint { size, root, note }))
+    }
+
+    pub(crate) fn sealed_maps(&self, s: u64) -> Option<(&[u8], &[u8], &[u8], &SegmentFooter)> {
+        self.sealed
+            .get(s as usize)
+            .map(|x| (&x.seg[..], &x.idx[..], &x.tree[..], &x.footer))
+    }
+
+    pub(crate) fn open_state(&self) -> (&Path, &SegmentHeader, &[u64], &MemoryTree<Blake3Hasher>, u64) {
+        (
+            &self.open.path,
+            &self.open.header,
+            &self.open.offsets,
+            &self.open.tree,
+            self.open.len,
+        )
+    }
+
+    pub(crate) fn segment_path(&self, s: u64, ext: &str) -> PathBuf {
+        seg_path(&self.dir, s, ext)
+    }
+}
+
+/// Extracts `(size, root)` from a checkpoint note's body lines 2 and 3.
+pub fn parse_checkpoint_body(note: &str) -> Option<(u64, Hash)> {
+    use base64::Engine;
+    let mut lines = note.split('\n');
+    let _origin = lines.next()?;
+    let size: u64 = lines.next()?.parse().ok()?;
+    let root = base64::engine::general_purpose::STANDARD
+        .decode(lines.next()?)
+        .ok()?;
+    Some((size, root.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i * 8..i * 8 + 8)
+        .map(|x| u64::from_be_bytes(x.try_into().expect("8 bytes")))
+}
+
+fn create_segment_file(dir: &Path, header: &SegmentHeader) -> Result<OpenSegment> {
+    let path = seg_path(dir, header.segment, "seg");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(LedgerError::io("create", &path))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(LedgerError::io("write", &path))?;
+    file.sync_all().map_err(LedgerError::io("fsync", &path))?;
+    fsync_dir(&dir.join(SEGMENT_DIR))?;
+    Ok(OpenSegment {
+        header: *header,
+        path,
+        file,
+        offsets: Vec::new(),
+        tree: MemoryTree::new(),
+        len: HEADER_LEN as u64,
+    })
+}
+
+fn write_sidecars(
+    dir: &Path,
+    s: u64,
+    bits: u8,
+    offsets: &[u64],
+    tree: &MemoryTree<Blake3Hasher>,
+) -> Result<()> {
+    let mut idx = Vec::with_capacity(offsets.len() * 8);
+    for o in offsets {
+        idx.extend_from_slice(&o.to_be_bytes());
+    }
+    let mut nodes = Vec::with_capacity(tree_file_len(bits) as usize);
+    for level in 0..=bits as u32 {
+        for i in 0..(1u64 << (bits as u32 - level)) {
+            nodes.extend_from_slice(&tree.node(level, i).expect("full segment has every node"));
+        }
+    }
+    for (ext, bytes) in [("idx", &idx), ("tree", &nodes)] {
+        let path = seg_path(dir, s, ext);
+        let tmp = path.with_extension(format!("{ext}.tmp"));
+        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+        f.write_all(bytes).map_err(LedgerError::io("write", &tmp))?;
+        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(LedgerError::io("rename", &path))?;
+    }
+    fsync_dir(&dir.join(SEGMENT_DIR))
+}
+
+/// Opens segment `expect.segment` if it is sealed; `None` if it has no footer.
+/// Returns the mapped segment and its last timestamp.
+fn open_sealed(
+    dir: &Path,
+    expect: &SegmentHeader,
+    max_entry: u32,
+    writable: bool,
+) -> Result<Option<(Sealed, u64)>> {
+    let s = expect.segment;
+    let path = seg_path(dir, s, "seg");
+    let corrupt = |detail: String| LedgerError::Corrupt {
+        segment: s,
+        entry: None,
+        detail,
+    };
+    let f = File::open(&path).map_err(LedgerError::io("open", &path))?;
+    let len = f.metadata().map_err(LedgerError::io("stat", &path))?.len();
+    let mut head = [0u8; HEADER_LEN];
+    if len < HEADER_LEN as u64 {
+        return Ok(None);
+    }
+    f.read_exact_at(&mut head, 0)
+        .map_err(LedgerError::io("read", &path))?;
+    let header = SegmentHeader::decode(&head).map_err(|e| corrupt(e.to_string()))?;
+    check_header(&header, expect).map_err(corrupt)?;
+    if len < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Ok(None);
+    }
+    let mut foot = [0u8; FOOTER_LEN];
+    f.read_exact_at(&mut foot, len - FOOTER_LEN as u64)
+        .map_err(LedgerError::io("read", &path))?;
+    let Ok(footer) = SegmentFooter::decode(&foot) else {
+        return Ok(None);
+    };
+    if footer.count != expect.capacity() {
+        return Err(corrupt(format!("footer counts {} entries", footer.count)));
+    }
+    if footer.chain != chain_hash(s, &footer.root, &expect.prev_chain) {
+        return Err(corrupt("footer chain hash does not follow from root and previous chain".into()));
+    }
+    let seg = map(&path)?;
+    let idx_path = seg_path(dir, s, "idx");
+    let tree_path = seg_path(dir, s, "tree");
+    let sidecars_ok = || -> Option<(Mmap, Mmap)> {
+        let idx = map(&idx_path).ok()?;
+        let tree = map(&tree_path).ok()?;
+        let root_at = (tree_file_len(expect.bits) - 32) as usize;
+        (idx.len() as u64 == expect.capacity() * 8
+            && tree.len() as u64 == tree_file_len(expect.bits)
+            && tree[root_at..] == footer.root)
+            .then_some((idx, tree))
+    };
+    let (idx, tree) = match sidecars_ok() {
+        Some(x) => x,
+        None if writable => {
+            // A crash between footer and side files, or a damaged side file:
+            // rebuild them from the segment, which must match its footer.
+            tracing::warn!(segment = s, "rebuilding offset index and node file");
+            let scan = segment::scan(&seg, max_entry, 0).map_err(|e| corrupt(e.to_string()))?;
+            let tree = MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
+            if !matches!(scan.tail, Tail::Sealed(_)) || tree.root() != footer.root {
+                return Err(corrupt("entries do not hash to the footer's root".into()));
+            }
+            write_sidecars(dir, s, expect.bits, &scan.offsets, &tree)?;
+            (map(&idx_path)?, map(&tree_path)?)
+        }
+        None => {
+            return Err(corrupt(
+                "offset index or node file missing or damaged (open read-write to rebuild)".into(),
+            ))
+        }
+    };
+    let last_off = read_u64(&idx, expect.capacity() as usize - 1).expect("checked length");
+    let ts = match segment::read_frame(&seg, last_off as usize, expect.first_index() + expect.capacity() - 1, max_entry) {
+        Frame::Entry { entry, .. } => u64::from_be_bytes(entry[2..10].try_into().expect("8 bytes")),
+        _ => return Err(corrupt("last entry unreadable".into())),
+    };
+    Ok(Some((Sealed { footer, seg, idx, tree }, ts)))
+}
+
+fn check_header(h: &SegmentHeader, expect: &SegmentHeader) -> std::result::Result<(), String> {
+    if h.log_id != expect.log_id {
+        return Err("segment belongs to another log".into());
+    }
+    if h.segment != expect.segment {
+        return Err(format!("header says segment {}", h.segment));
+    }
+    if h.bits != expect.bits {
+        return Err(format!("header says {} segment bits", h.bits));
+    }
+    if h.prev_chain != expect.prev_chain {
+        return Err("previous chain hash does not match the previous segment's footer".into());
+    }
+    Ok(())
+}
+
+type Torn = Option<(u64, String)>;
+
+fn open_unsealed(
+    path: &Path,
+    expect: &SegmentHeader,
+    max_entry: u32,
+    min_ts: u64,
+    writable: bool,
+) -> Result<(OpenSegment, Torn)> {
+    let s = expect.segment;
+    let corrupt = |detail: String| LedgerError::Corrupt {
+        segment: s,
+        entry: None,
+        detail,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(LedgerError::io("open", path))?;
+    let len = file.metadata().map_err(LedgerError::io("stat", path))?.len();
+    if len < HEADER_LEN as u64 {
+        // Crash while creating the file: it holds no entry yet.
+        if !writable {
+            return Err(corrupt("segment header is incomplete".into()));
+        }
+        file.write_all_at(&expect.encode(), 0)
+            .map_err(LedgerError::io("write", path))?;
+        file.set_len(HEADER_LEN as u64)
+            .map_err(LedgerError::io("truncate", path))?;
+        file.sync_all().map_err(LedgerError::io("fsync", path))?;
+        return Ok((
+            OpenSegment {
+                header: *expect,
+                path: path.to_path_buf(),
+                file,
+                offsets: Vec::new(),
+                tree: MemoryTree::new(),
+                len: HEADER_LEN as u64,
+            },
+            None,
+        ));
+    }
+    // SAFETY: see `map`; the mapping is dropped before anything writes the file.
+    let bytes = unsafe { Mmap::map(&file) }.map_err(LedgerError::io("mmap", path))?;
+    let scan = segment::scan(&bytes, max_entry, min_ts).map_err(|e| match e {
+        segment::SegmentError::Damaged { index, detail, .. } => LedgerError::Corrupt {
+            segment: s,
+            entry: Some(index),
+            detail,
+        },
+        other => corrupt(other.to_string()),
+    })?;
+    drop(bytes);
+    check_header(&scan.header, expect).map_err(corrupt)?;
+    let (valid_len, torn) = match scan.tail {
+        Tail::Clean => (len, None),
+        Tail::Torn { valid_len, detail } => (valid_len, Some((valid_len, detail))),
+        Tail::Sealed(_) => return Err(corrupt("sealed segment with a damaged side file".into())),
+    };
+    Ok((
+        OpenSegment {
+            header: *expect,
+            path: path.to_path_buf(),
+            file,
+            offsets: scan.offsets,
+            tree: MemoryTree::from_leaves(scan.leaves),
+            len: valid_len,
+        },
+        torn,
+    ))
+}
+
+fn open_ts(open: &OpenSegment) -> Result<Option<u64>> {
+    let Some(&off) = open.offsets.last() else {
+        return Ok(None);
+    };
+    let mut ts = [0u8; 8];
+    open.file
+        .read_exact_at(&mut ts, off + segment::FRAME_HEADER_LEN as u64 + 2)
+        .map_err(LedgerError::io("read", &open.path))?;
+    Ok(Some(u64::from_be_bytes(ts)))
+}
