@@ -1,1 +1,12 @@
-//! x
+//! DLog transport: embedded userspace WireGuard.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod frame;
+pub mod keys;
+pub mod pq;
+
+pub use error::{Error, Result};
