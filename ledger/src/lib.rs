@@ -7,12 +7,14 @@
 //! * [`scrub`] re-reads everything and names what is damaged.
 #![deny(missing_docs)]
 
+pub mod commit;
 pub mod entry;
 pub mod error;
 pub mod scrub;
 pub mod segment;
 pub mod store;
 
+pub use commit::{BatchError, GroupCommit};
 pub use entry::{Entry, EntryError, EntryKind};
 pub use error::{LedgerError, Result};
 pub use scrub::{Problem, ScrubReport};
