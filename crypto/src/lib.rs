@@ -18,3 +18,9 @@ pub mod tree;
 pub mod trust;
 
 pub use hash::{Blake3Hasher, Hash, Sha256Hasher, TreeHasher};
+pub use keys::{KeyError, NodeKey};
+pub use note::{
+    Checkpoint, CosignatureVerifier, Cosigner, NoteError, NoteSignature, NoteSigner, NoteVerifier,
+    SignedNote,
+};
+pub use trust::{TrustError, TrustPolicy, VerifiedCheckpoint};
