@@ -10,3 +10,5 @@ pub mod keys;
 pub mod pq;
 
 pub use error::{Error, Result};
+pub mod driver;
+pub use driver::{Endpoint, Listener, Netem, PeerStatus, Stream};
