@@ -1,1 +1,706 @@
-fn main() {}
+//! `dlog`: the DLog command line.
+//!
+//! Exit codes: 0 success, 1 verification failed (or damage found), 2 usage or
+//! input error.
+
+mod bench;
+mod local;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dlog_ledger::{Entry, EntryKind, LedgerError, OpenMode};
+use dlog_notary::payload::{DigestAlg, NotaryPayload};
+use dlog_notary::receipt::Receipt;
+use local::LocalLog;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dlog",
+    version,
+    about = "DLog: a verifiable, append-only ledger"
+)]
+struct Cli {
+    /// Data directory of the local log.
+    #[arg(long, global = true, env = "DLOG_DIR", default_value = "dlog-data")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a log: data directory, node signing key (0600) and trust.toml.
+    Init {
+        /// Checkpoint origin line.
+        #[arg(long, default_value = "dlog/local")]
+        origin: String,
+        /// A sealed segment holds 2^K entries.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=30))]
+        segment_bits: u8,
+        /// Largest payload in bytes.
+        #[arg(long, default_value_t = dlog_ledger::entry::DEFAULT_MAX_PAYLOAD)]
+        max_payload: u32,
+        /// Name of the node's signing key (appears in checkpoints).
+        #[arg(long, default_value = "node-1")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append one entry (argument, --file, or stdin), or each stdin line with --lines.
+    Append(AppendArgs),
+    /// Print entries by index.
+    Get {
+        /// Index of the (first) entry.
+        index: u64,
+        /// Number of entries to print.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Print JSON lines (index, kind, timestamp, payload in base64).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last entries; -f keeps following new ones.
+    Tail {
+        /// How many entries.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: u64,
+        /// Follow: print new entries as they are appended.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint (C2SP signed note).
+    Checkpoint {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inclusion and consistency proofs.
+    #[command(subcommand)]
+    Proof(ProofCmd),
+    /// Verify a receipt offline against a trust file (no data directory needed).
+    Verify {
+        /// The trust file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The receipt (.tlog-proof or its JSON form).
+        receipt: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notarize files: append their digests, write FILE.tlog-proof receipts.
+    Notarize {
+        /// Files to notarize.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Digest algorithm.
+        #[arg(long, value_enum, default_value_t = Alg::Blake3)]
+        alg: Alg,
+        /// A label stored with the digest.
+        #[arg(long)]
+        label: Option<String>,
+        /// Receipt path (one file) or directory (many files).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notary verification.
+    #[command(subcommand)]
+    Notary(NotaryCmd),
+    /// Re-read everything: CRCs, leaves, segment roots, chain. Exit 1 on damage.
+    Scrub {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure append, proof and verify speed against same-run baselines.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    /// The entry's data (else --file, else stdin).
+    data: Option<String>,
+    /// Read the entry's data from a file.
+    #[arg(long, conflicts_with = "data")]
+    file: Option<PathBuf>,
+    /// Append each line of stdin as its own entry (batched).
+    #[arg(long, conflicts_with_all = ["data", "file", "receipt"])]
+    lines: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write a .tlog-proof receipt for the entry.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ProofCmd {
+    /// Receipt proving entry INDEX is in the log.
+    Inclusion {
+        /// The entry.
+        index: u64,
+        /// Tree size to prove against (default: the latest checkpoint).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Write the receipt here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the JSON form.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Proof that the tree of size --to extends the tree of size --from.
+    Consistency {
+        /// Old tree size.
+        #[arg(long)]
+        from: u64,
+        /// New tree size (default: the latest checkpoint).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Print JSON (the only format).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotaryCmd {
+    /// Re-hash FILE and check its receipt offline.
+    Verify {
+        /// The document.
+        file: PathBuf,
+        /// Its receipt.
+        receipt: PathBuf,
+        /// The trust file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Alg {
+    Blake3,
+    Sha256,
+}
+
+impl From<Alg> for DigestAlg {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::Blake3 => DigestAlg::Blake3,
+            Alg::Sha256 => DigestAlg::Sha256,
+        }
+    }
+}
+
+/// A verification that ran and failed: exit code 1.
+#[derive(Debug)]
+struct VerifyFailed(String);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let corrupt = e
+                .downcast_ref::<LedgerError>()
+                .is_some_and(LedgerError::is_corruption);
+            if e.downcast_ref::<VerifyFailed>().is_some() || corrupt {
+                eprintln!("dlog: FAILED: {e:#}");
+                ExitCode::from(1)
+            } else {
+                eprintln!("dlog: error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = cli.dir;
+    match cli.cmd {
+        Cmd::Init {
+            origin,
+            segment_bits,
+            max_payload,
+            name,
+            json,
+        } => {
+            let trust = LocalLog::init(&dir, &origin, segment_bits, max_payload, &name)?;
+            let trust_path = dir.join(local::TRUST_FILE);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"dir": dir, "origin": origin, "trust": trust_path, "voters": trust.voters.iter().map(|v| v.to_vkey()).collect::<Vec<_>>()})
+                );
+            } else {
+                println!("created log {origin} in {}", dir.display());
+                println!("signing key: {}", trust.voters[0].to_vkey());
+                println!(
+                    "trust file:  {}  (give it to verifiers)",
+                    trust_path.display()
+                );
+            }
+        }
+        Cmd::Append(a) => return append(&dir, a),
+        Cmd::Get { index, count, json } => {
+            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let end = index
+                .checked_add(count)
+                .ok_or_else(|| anyhow!("range overflows"))?;
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            for i in index..end {
+                let e = Entry::decode(&log.ledger.entry(i)?)?;
+                print_entry(&mut out, i, &e, json || count > 1)?;
+            }
+        }
+        Cmd::Tail { n, follow, json } => return tail(&dir, n, follow, json),
+        Cmd::Checkpoint { json } => {
+            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let cp = log
+                .ledger
+                .checkpoint()
+                .ok_or_else(|| anyhow!("the log has no checkpoint yet"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"size": cp.size, "root": B64.encode(cp.root), "note": cp.note, "log_size": log.ledger.size()})
+                );
+            } else {
+                print!("{}", cp.note);
+            }
+        }
+        Cmd::Proof(ProofCmd::Inclusion {
+            index,
+            size,
+            out,
+            json,
+        }) => {
+            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let size = match size {
+                Some(s) => s,
+                None => log
+                    .ledger
+                    .checkpoint()
+                    .map(|c| c.size)
+                    .filter(|&s| s > index)
+                    .unwrap_or(log.ledger.size()),
+            };
+            let receipt = build_receipt(&log, index, size)?;
+            emit_receipt(&receipt, out.as_deref(), json)?;
+        }
+        Cmd::Proof(ProofCmd::Consistency { from, to, json: _ }) => {
+            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let to = to
+                .or(log.ledger.checkpoint().map(|c| c.size))
+                .unwrap_or(log.ledger.size());
+            let proof = log.ledger.consistency_proof(from, to)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "old_size": from,
+                    "new_size": to,
+                    "old_root": B64.encode(log.ledger.root_at(from)?),
+                    "new_root": B64.encode(log.ledger.root_at(to)?),
+                    "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+                })
+            );
+        }
+        Cmd::Verify {
+            trust,
+            receipt,
+            json,
+        } => return verify(&trust, &receipt, json),
+        Cmd::Notarize {
+            files,
+            alg,
+            label,
+            out,
+            json,
+        } => return notarize(&dir, &files, alg.into(), label, out, json),
+        Cmd::Notary(NotaryCmd::Verify {
+            file,
+            receipt,
+            trust,
+            json,
+        }) => return notary_verify(&file, &receipt, &trust, json),
+        Cmd::Scrub { json } => {
+            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let report = log.ledger.scrub()?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for p in &report.problems {
+                    println!("DAMAGED: {p}");
+                }
+                println!(
+                    "scrub: {} segments, {} entries, {} bytes checked, {} problem(s)",
+                    report.segments,
+                    report.entries,
+                    report.bytes,
+                    report.problems.len()
+                );
+            }
+            if !report.is_clean() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Bench(args) => return bench::run(&args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_entry(out: &mut impl Write, index: u64, e: &Entry, json: bool) -> Result<()> {
+    if json {
+        let text = std::str::from_utf8(&e.payload).ok();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "index": index,
+                "kind": e.kind,
+                "timestamp_ns": e.timestamp_ns,
+                "payload": B64.encode(&e.payload),
+                "text": text,
+            })
+        )?;
+    } else {
+        out.write_all(&e.payload)?;
+        if !e.payload.ends_with(b"\n") {
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// The embedded default: writing to a directory with no log creates one.
+fn open_or_init(dir: &Path) -> Result<LocalLog> {
+    if !dir.join(dlog_ledger::store::LOG_FILE).exists() && !dir.join(local::KEY_FILE).exists() {
+        LocalLog::init(
+            dir,
+            "dlog/local",
+            16,
+            dlog_ledger::entry::DEFAULT_MAX_PAYLOAD,
+            "node-1",
+        )?;
+        eprintln!(
+            "dlog: created a new log in {} (trust file: {})",
+            dir.display(),
+            dir.join(local::TRUST_FILE).display()
+        );
+    }
+    LocalLog::open(dir, OpenMode::ReadWrite)
+}
+
+fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
+    let mut log = open_or_init(dir)?;
+    if a.lines {
+        return append_lines(&mut log, a.json);
+    }
+    let data = match (a.data, a.file) {
+        (Some(d), _) => d.into_bytes(),
+        (None, Some(f)) => {
+            std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
+        }
+    };
+    let appended = log.append(&[(EntryKind::Data, &data)])?;
+    log.sign_checkpoint()?;
+    let index = appended.first;
+    if let Some(path) = &a.receipt {
+        let size = log.ledger.size();
+        let r = build_receipt(&log, index, size)?;
+        write_file(path, r.to_tlog_proof().as_bytes())?;
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"index": index, "timestamp_ns": appended.timestamp_ns, "tree_size": log.ledger.size()})
+        );
+    } else {
+        println!("{index}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bulk append: each stdin line is an entry. Lines already buffered are
+/// committed together (up to 4096 entries or 4 MiB), each batch with one
+/// fsync; indices are printed once a batch is durable.
+fn append_lines(log: &mut LocalLog, json: bool) -> Result<ExitCode> {
+    const MAX_BATCH: usize = 4096;
+    const MAX_BYTES: usize = 4 << 20;
+    let stdin = std::io::stdin();
+    let mut input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
+    let mut total = 0u64;
+    loop {
+        lines.clear();
+        let mut bytes = 0;
+        let mut eof = false;
+        while lines.len() < MAX_BATCH && bytes < MAX_BYTES {
+            let mut line = Vec::new();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                eof = true;
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            bytes += line.len();
+            lines.push(line);
+            // Stop at what is already buffered, so a slow writer still gets acks.
+            if !input.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if !lines.is_empty() {
+            let items: Vec<(EntryKind, &[u8])> = lines
+                .iter()
+                .map(|l| (EntryKind::Data, l.as_slice()))
+                .collect();
+            let a = log.append(&items)?;
+            log.sign_checkpoint()?;
+            total += a.count;
+            for i in a.first..a.first + a.count {
+                if json {
+                    writeln!(out, "{{\"index\":{i},\"timestamp_ns\":{}}}", a.timestamp_ns)?;
+                } else {
+                    writeln!(out, "{i}")?;
+                }
+            }
+            out.flush()?;
+        }
+        if eof {
+            break;
+        }
+    }
+    out.flush()?;
+    eprintln!("appended {total} entries; log size {}", log.ledger.size());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tail(dir: &Path, n: u64, follow: bool, json: bool) -> Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut log = LocalLog::open(dir, OpenMode::ReadOnly)?;
+    let mut next = log.ledger.size().saturating_sub(n);
+    loop {
+        let size = log.ledger.size();
+        {
+            let mut out = stdout.lock();
+            for i in next..size {
+                let e = Entry::decode(&log.ledger.entry(i)?)?;
+                print_entry(&mut out, i, &e, json)?;
+            }
+            out.flush()?;
+        }
+        next = size;
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        log = LocalLog::open(dir, OpenMode::ReadOnly)?;
+    }
+}
+
+fn build_receipt(log: &LocalLog, index: u64, size: u64) -> Result<Receipt> {
+    if index >= size {
+        bail!("entry {index} is not in a tree of size {size}");
+    }
+    let entry = log.ledger.entry(index)?;
+    let inclusion = log.ledger.inclusion_proof(index, size)?;
+    let checkpoint = log.note_for_size(size)?;
+    Ok(Receipt {
+        entry,
+        index,
+        inclusion,
+        checkpoint,
+    })
+}
+
+fn emit_receipt(r: &Receipt, out: Option<&Path>, json: bool) -> Result<()> {
+    let text = if json {
+        r.to_json() + "\n"
+    } else {
+        r.to_tlog_proof()
+    };
+    match out {
+        Some(p) => write_file(p, text.as_bytes()),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_receipt(path: &Path) -> Result<Receipt> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read receipt {}", path.display()))?;
+    let parsed = if text.trim_start().starts_with('{') {
+        Receipt::from_json(&text)
+    } else {
+        Receipt::parse_tlog_proof(&text)
+    };
+    parsed.map_err(|e| anyhow!("malformed receipt {}: {e}", path.display()))
+}
+
+fn verify_outcome<T>(r: Result<T, dlog_notary::verify::VerifyError>) -> Result<T> {
+    r.map_err(|e| {
+        if e.is_malformed() {
+            anyhow!("malformed input: {e}")
+        } else {
+            anyhow::Error::new(VerifyFailed(e.to_string()))
+        }
+    })
+}
+
+fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {
+    let policy = local::load_trust(trust)?;
+    let r = read_receipt(receipt)?;
+    let v = verify_outcome(dlog_notary::verify::verify_receipt(&policy, &r))?;
+    let cp = v.checkpoint();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "verified": true,
+                "index": v.index(),
+                "tree_size": cp.checkpoint().size,
+                "origin": cp.checkpoint().origin,
+                "timestamp_ns": v.entry().timestamp_ns,
+                "signers": cp.signers(),
+                "cosignatures": cp.cosignatures().iter().map(|(n, t)| serde_json::json!({"name": n, "time": t})).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "verified: entry {} is in {} at tree size {} (signed by {})",
+            v.index(),
+            cp.checkpoint().origin,
+            cp.checkpoint().size,
+            cp.signers().join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn notarize(
+    dir: &Path,
+    files: &[PathBuf],
+    alg: DigestAlg,
+    label: Option<String>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let out_is_dir = out.as_ref().is_some_and(|o| o.is_dir());
+    if files.len() > 1 && out.is_some() && !out_is_dir {
+        bail!("--out must be a directory when notarizing several files");
+    }
+    let mut payloads = Vec::with_capacity(files.len());
+    for f in files {
+        let digest = dlog_notary::payload::hash_file(f, alg)
+            .with_context(|| format!("cannot hash {}", f.display()))?;
+        let p = NotaryPayload {
+            alg,
+            digest,
+            label: label.clone(),
+        };
+        payloads.push(p.encode().map_err(|e| anyhow!("{e}"))?);
+    }
+    let mut log = open_or_init(dir)?;
+    let items: Vec<(EntryKind, &[u8])> = payloads
+        .iter()
+        .map(|p| (EntryKind::Notarization, p.as_slice()))
+        .collect();
+    let a = log.append(&items)?;
+    log.sign_checkpoint()?;
+    let size = log.ledger.size();
+    for (i, f) in files.iter().enumerate() {
+        let index = a.first + i as u64;
+        let r = build_receipt(&log, index, size)?;
+        let path = match &out {
+            Some(o) if out_is_dir => o.join(format!(
+                "{}.tlog-proof",
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )),
+            Some(o) => o.clone(),
+            None => {
+                let mut p = f.clone().into_os_string();
+                p.push(".tlog-proof");
+                PathBuf::from(p)
+            }
+        };
+        write_file(&path, r.to_tlog_proof().as_bytes())?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"file": f, "index": index, "receipt": path, "payload": String::from_utf8_lossy(&payloads[i])})
+            );
+        } else {
+            println!(
+                "{} -> entry {index}, receipt {}",
+                f.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn notary_verify(file: &Path, receipt: &Path, trust: &Path, json: bool) -> Result<ExitCode> {
+    let policy = local::load_trust(trust)?;
+    let r = read_receipt(receipt)?;
+    let v = verify_outcome(dlog_notary::verify::verify_notarized_file(
+        &policy, &r, file,
+    ))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"verified": true, "file": file, "index": v.index(), "tree_size": v.checkpoint().checkpoint().size, "timestamp_ns": v.entry().timestamp_ns})
+        );
+    } else {
+        println!(
+            "verified: {} was notarized as entry {} of {} (tree size {})",
+            file.display(),
+            v.index(),
+            v.checkpoint().checkpoint().origin,
+            v.checkpoint().checkpoint().size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -124,10 +124,16 @@ pub fn inclusion_path(index: u64, size: u64) -> Result<Vec<Subtree>, ProofError>
     while hi - lo > 1 {
         let k = split_point(hi - lo);
         if m < lo + k {
-            path.push(Subtree { start: lo + k, end: hi });
+            path.push(Subtree {
+                start: lo + k,
+                end: hi,
+            });
             hi = lo + k;
         } else {
-            path.push(Subtree { start: lo, end: lo + k });
+            path.push(Subtree {
+                start: lo,
+                end: lo + k,
+            });
             lo += k;
         }
     }
@@ -157,10 +163,16 @@ pub fn consistency_path(old: u64, new: u64) -> Result<Vec<Subtree>, ProofError> 
         }
         let k = split_point(n);
         if m <= k {
-            path.push(Subtree { start: lo + k, end: hi });
+            path.push(Subtree {
+                start: lo + k,
+                end: hi,
+            });
             hi = lo + k;
         } else {
-            path.push(Subtree { start: lo, end: lo + k });
+            path.push(Subtree {
+                start: lo,
+                end: lo + k,
+            });
             lo += k;
             m -= k;
             complete = false;
@@ -193,7 +205,9 @@ pub fn hash_path<H: TreeHasher, E>(
     path: &[Subtree],
     mut node: impl FnMut(u32, u64) -> Result<Hash, E>,
 ) -> Result<Vec<Hash>, E> {
-    path.iter().map(|&st| hash_subtree::<H, E>(st, &mut node)).collect()
+    path.iter()
+        .map(|&st| hash_subtree::<H, E>(st, &mut node))
+        .collect()
 }
 
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
@@ -457,7 +471,13 @@ impl<H: TreeHasher> MemoryTree<H> {
                 size: self.len(),
             });
         }
-        hash_subtree::<H, ProofError>(Subtree { start: 0, end: size }, |l, i| self.must_node(l, i))
+        hash_subtree::<H, ProofError>(
+            Subtree {
+                start: 0,
+                end: size,
+            },
+            |l, i| self.must_node(l, i),
+        )
     }
 
     /// Inclusion proof of leaf `index` in the tree of the first `size` leaves.
@@ -594,9 +614,7 @@ mod tests {
         for j in 0..c.len() {
             let mut bad = c.clone();
             bad[j][31] ^= 0x80;
-            assert!(
-                verify_consistency::<Blake3Hasher>(11, 37, &old_root, &root, &bad).is_err()
-            );
+            assert!(verify_consistency::<Blake3Hasher>(11, 37, &old_root, &root, &bad).is_err());
         }
         assert!(verify_consistency::<Blake3Hasher>(12, 37, &old_root, &root, &c).is_err());
     }
@@ -607,7 +625,8 @@ mod tests {
         let mut tree = MemoryTree::<Blake3Hasher>::from_leaves(ls.iter().copied());
         for size in (0..100).rev() {
             tree.truncate(size);
-            let fresh = MemoryTree::<Blake3Hasher>::from_leaves(ls[..size as usize].iter().copied());
+            let fresh =
+                MemoryTree::<Blake3Hasher>::from_leaves(ls[..size as usize].iter().copied());
             assert_eq!(tree.root(), fresh.root());
             assert_eq!(tree.len(), size);
         }

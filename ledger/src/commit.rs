@@ -67,7 +67,11 @@ impl GroupCommit {
     }
 
     /// Appends one entry; returns its index once it is durable.
-    pub fn append(&self, kind: EntryKind, payload: Vec<u8>) -> std::result::Result<u64, BatchError> {
+    pub fn append(
+        &self,
+        kind: EntryKind,
+        payload: Vec<u8>,
+    ) -> std::result::Result<u64, BatchError> {
         let slot: Slot = Arc::new(OnceLock::new());
         let mut q = self.lock_queue();
         q.pending.push((kind, payload, slot.clone()));
@@ -91,7 +95,8 @@ impl GroupCommit {
     }
 
     fn commit(&self, batch: Vec<(EntryKind, Vec<u8>, Slot)>) {
-        let items: Vec<(EntryKind, &[u8])> = batch.iter().map(|(k, p, _)| (*k, p.as_slice())).collect();
+        let items: Vec<(EntryKind, &[u8])> =
+            batch.iter().map(|(k, p, _)| (*k, p.as_slice())).collect();
         let mut ledger = self.lock_ledger();
         match ledger.append((self.clock)(), &items) {
             Ok(a) => {
@@ -154,7 +159,10 @@ mod tests {
                     .collect::<Vec<_>>()
             }));
         }
-        let mut all: Vec<(u64, Vec<u8>)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<(u64, Vec<u8>)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort();
         assert_eq!(all.len(), 400);
         for (n, (i, _)) in all.iter().enumerate() {
@@ -163,7 +171,10 @@ mod tests {
         drop(Arc::try_unwrap(gc).unwrap().into_inner());
         let l = Ledger::open(dir.path(), OpenMode::ReadOnly).unwrap();
         for (i, p) in all {
-            assert_eq!(crate::Entry::decode(&l.entry(i).unwrap()).unwrap().payload, p);
+            assert_eq!(
+                crate::Entry::decode(&l.entry(i).unwrap()).unwrap().payload,
+                p
+            );
         }
     }
 }

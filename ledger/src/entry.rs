@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(Entry::decode(&good), Err(EntryError::ReservedKind(7)));
         good[1] = 0;
         good.push(0);
-        assert!(matches!(Entry::decode(&good), Err(EntryError::Length { .. })));
+        assert!(matches!(
+            Entry::decode(&good),
+            Err(EntryError::Length { .. })
+        ));
     }
 
     proptest! {

@@ -89,7 +89,11 @@ impl Ledger {
                     report.entries += scan.offsets.len() as u64;
                     min_ts = scan.last_timestamp.unwrap_or(min_ts);
                     if scan.header.prev_chain != prev_chain {
-                        push(None, &seg_file, "header's previous chain hash is wrong".into());
+                        push(
+                            None,
+                            &seg_file,
+                            "header's previous chain hash is wrong".into(),
+                        );
                     }
                     if !matches!(scan.tail, Tail::Sealed(_)) {
                         push(
@@ -100,13 +104,20 @@ impl Ledger {
                     }
                     let idx_file = self.segment_path(s, "idx");
                     for (i, off) in scan.offsets.iter().enumerate() {
-                        let stored = idx.get(i * 8..i * 8 + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8")));
+                        let stored = idx
+                            .get(i * 8..i * 8 + 8)
+                            .map(|b| u64::from_be_bytes(b.try_into().expect("8")));
                         if stored != Some(*off) {
-                            push(Some(first + i as u64), &idx_file, format!("offset index says {stored:?}, frame is at byte {off}"));
+                            push(
+                                Some(first + i as u64),
+                                &idx_file,
+                                format!("offset index says {stored:?}, frame is at byte {off}"),
+                            );
                         }
                     }
                     let tree_file = self.segment_path(s, "tree");
-                    let rebuilt = MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
+                    let rebuilt =
+                        MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
                     let mut node_at = 0usize;
                     for level in 0..=bits as u32 {
                         for i in 0..(1u64 << (bits as u32 - level)) {
@@ -120,7 +131,11 @@ impl Ledger {
                         }
                     }
                     if scan.offsets.len() as u64 == 1 << bits && rebuilt.root() != footer.root {
-                        push(None, &seg_file, "entries do not hash to the footer's root".into());
+                        push(
+                            None,
+                            &seg_file,
+                            "entries do not hash to the footer's root".into(),
+                        );
                     }
                 }
             }
@@ -131,7 +146,9 @@ impl Ledger {
             report.problems.extend(problems);
         }
         // The open segment: re-read the file and compare with what is in memory.
-        let (path, header, offsets, tree, len) = self.open_state();
+        let Some((path, header, offsets, tree, len)) = self.open_state() else {
+            return Ok(self.scrub_checkpoint(report));
+        };
         let s = header.segment;
         report.segments += 1;
         match std::fs::read(path) {
@@ -185,6 +202,11 @@ impl Ledger {
                 }
             }
         }
+        Ok(self.scrub_checkpoint(report))
+    }
+
+    fn scrub_checkpoint(&self, mut report: ScrubReport) -> ScrubReport {
+        let bits = self.meta().segment_bits;
         if let Some(cp) = self.checkpoint() {
             match self.root_at(cp.size) {
                 Ok(r) if r == cp.root => {}
@@ -192,11 +214,14 @@ impl Ledger {
                     segment: cp.size.saturating_sub(1) >> bits,
                     entry: None,
                     file: self.dir().join(crate::store::CHECKPOINT_FILE),
-                    detail: format!("stored checkpoint's root for size {} differs from the log", cp.size),
+                    detail: format!(
+                        "stored checkpoint's root for size {} differs from the log",
+                        cp.size
+                    ),
                 }),
             }
         }
-        Ok(report)
+        report
     }
 }
 

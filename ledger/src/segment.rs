@@ -444,7 +444,11 @@ mod tests {
             let s = scan(&full[..cut], 1 << 20, 0).unwrap();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
             assert_eq!(s.offsets.len(), whole, "cut at {cut}");
-            let valid_len = if whole == 0 { HEADER_LEN } else { ends[whole - 1] };
+            let valid_len = if whole == 0 {
+                HEADER_LEN
+            } else {
+                ends[whole - 1]
+            };
             if valid_len == cut {
                 assert_eq!(s.tail, Tail::Clean);
             } else {
@@ -487,10 +491,16 @@ mod tests {
         seg.extend_from_slice(&f.encode());
         assert_eq!(scan(&seg, 1 << 20, 0).unwrap().tail, Tail::Sealed(f));
         seg.push(0);
-        assert_eq!(scan(&seg, 1 << 20, 0).unwrap_err(), SegmentError::TrailingBytes(1));
+        assert_eq!(
+            scan(&seg, 1 << 20, 0).unwrap_err(),
+            SegmentError::TrailingBytes(1)
+        );
         let mut short = segment(15, 4);
         short.extend_from_slice(&SegmentFooter { count: 15, ..f }.encode());
-        assert!(matches!(scan(&short, 1 << 20, 0), Err(SegmentError::Footer(_))));
+        assert!(matches!(
+            scan(&short, 1 << 20, 0),
+            Err(SegmentError::Footer(_))
+        ));
     }
 
     #[test]

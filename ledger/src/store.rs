@@ -104,14 +104,32 @@ pub struct Appended {
 struct Sealed {
     footer: SegmentFooter,
     seg: Mmap,
-    idx: Mmap,
-    tree: Mmap,
+    idx: Bytes,
+    tree: Bytes,
+}
+
+/// Side-file bytes: mapped from disk, or rebuilt in memory by a read-only
+/// open that found them missing after a crash (it may not write).
+enum Bytes {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 struct OpenSegment {
     header: SegmentHeader,
     path: PathBuf,
-    file: File,
+    /// `None` only read-only, when a crash left the next segment uncreated.
+    file: Option<File>,
     offsets: Vec<u64>,
     tree: MemoryTree<Blake3Hasher>,
     len: u64,
@@ -143,6 +161,15 @@ impl std::fmt::Debug for Ledger {
             .field("sealed", &self.sealed.len())
             .finish()
     }
+}
+
+/// The open segment's file, or why there is none (read-only, not yet created).
+fn open_file(f: &Option<File>) -> Result<&File> {
+    f.as_ref().ok_or_else(|| {
+        LedgerError::NotWritable(
+            "the next segment file does not exist yet; open read-write once".into(),
+        )
+    })
 }
 
 fn seg_path(dir: &Path, s: u64, ext: &str) -> PathBuf {
@@ -245,12 +272,15 @@ impl Ledger {
         };
         let segdir = dir.join(SEGMENT_DIR);
         fs::create_dir_all(&segdir).map_err(LedgerError::io("create directory", &segdir))?;
-        create_segment_file(dir, &SegmentHeader {
-            log_id: id,
-            segment: 0,
-            bits: opts.segment_bits,
-            prev_chain: [0; 32],
-        })?;
+        create_segment_file(
+            dir,
+            &SegmentHeader {
+                log_id: id,
+                segment: 0,
+                bits: opts.segment_bits,
+                prev_chain: [0; 32],
+            },
+        )?;
         let text = toml::to_string(&meta).expect("log meta serializes");
         // log.toml last: its presence marks a complete log.
         write_atomic(&dir.join(LOG_FILE), text.as_bytes())?;
@@ -277,9 +307,13 @@ impl Ledger {
             return Err(config_err(format!("unsupported format {}", meta.format)));
         }
         if !(1..=30).contains(&meta.segment_bits) {
-            return Err(config_err(format!("segment_bits {} not in 1..=30", meta.segment_bits)));
+            return Err(config_err(format!(
+                "segment_bits {} not in 1..=30",
+                meta.segment_bits
+            )));
         }
-        let log_id = hex16(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
+        let log_id =
+            hex16(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
         let writable = mode == OpenMode::ReadWrite;
         let lock_file = if writable { Some(lock(dir)?) } else { None };
 
@@ -292,7 +326,9 @@ impl Ledger {
             let name = ent.file_name();
             let name = name.to_string_lossy();
             let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
-            let num = (stem.len() == 20).then(|| stem.parse::<u64>().ok()).flatten();
+            let num = (stem.len() == 20)
+                .then(|| stem.parse::<u64>().ok())
+                .flatten();
             match (num, ext) {
                 (Some(n), "seg") => segs.push(n),
                 (Some(_), "idx" | "tree") => {}
@@ -320,7 +356,9 @@ impl Ledger {
             }
         }
         let bits = meta.segment_bits;
-        let max_entry = meta.max_payload.saturating_add(entry::ENTRY_HEADER_LEN as u32);
+        let max_entry = meta
+            .max_payload
+            .saturating_add(entry::ENTRY_HEADER_LEN as u32);
         let mut sealed = Vec::with_capacity(segs.len());
         let mut upper = MemoryTree::new();
         let mut chain = [0u8; 32];
@@ -361,14 +399,20 @@ impl Ledger {
         };
         let (open, torn) = match open_seg {
             Some(path) => open_unsealed(&path, &header, max_entry, last_ts, writable)?,
-            None => {
-                if !writable {
-                    return Err(LedgerError::NotWritable(
-                        "the next segment file does not exist yet; open read-write once".into(),
-                    ));
-                }
-                (create_segment_file(dir, &header)?, None)
-            }
+            // A crash between sealing and creating the next segment: read-write
+            // creates it; read-only sees an empty open segment.
+            None if writable => (create_segment_file(dir, &header)?, None),
+            None => (
+                OpenSegment {
+                    header,
+                    path: seg_path(dir, next, "seg"),
+                    file: None,
+                    offsets: Vec::new(),
+                    tree: MemoryTree::new(),
+                    len: HEADER_LEN as u64,
+                },
+                None,
+            ),
         };
         if let Some(ts) = open_ts(&open)? {
             last_ts = ts;
@@ -413,14 +457,10 @@ impl Ledger {
                 %detail,
                 "cutting torn tail left by a crash"
             );
-            ledger
-                .open
-                .file
+            open_file(&ledger.open.file)?
                 .set_len(valid_len)
                 .map_err(LedgerError::io("truncate", &ledger.open.path))?;
-            ledger
-                .open
-                .file
+            open_file(&ledger.open.file)?
                 .sync_all()
                 .map_err(LedgerError::io("fsync", &ledger.open.path))?;
         }
@@ -511,39 +551,71 @@ impl Ledger {
     }
 
     fn append_chunk(&mut self, ts: u64, chunk: &[(EntryKind, &[u8])]) -> Result<()> {
+        /// Chunks at least this large write and fsync on a second thread
+        /// while this one hashes, so the disk and the CPU work at once.
+        const OVERLAP_MIN: usize = 64;
         let start_len = self.open.len;
         let start_count = self.open.offsets.len();
         let base = self.size();
         self.buf.clear();
+        // Frame every entry; remember where each entry's bytes are in `buf`.
+        let mut spans = Vec::with_capacity(chunk.len());
         for (i, (kind, payload)) in chunk.iter().enumerate() {
             self.scratch.clear();
             entry::encode_into(&mut self.scratch, *kind, ts, payload);
             self.open.offsets.push(start_len + self.buf.len() as u64);
+            let at = self.buf.len() + segment::FRAME_HEADER_LEN;
             segment::encode_frame(&mut self.buf, base + i as u64, &self.scratch);
-            self.open.tree.push(Blake3Hasher::hash_leaf(&self.scratch));
+            spans.push(at..self.buf.len());
         }
-        let res = self
-            .open
-            .file
-            .write_all_at(&self.buf, start_len)
-            .map_err(LedgerError::io("write", &self.open.path));
-        if let Err(e) = res {
-            self.rollback(start_len, start_count);
-            return Err(e);
+        let file = open_file(&self.open.file)?;
+        let buf = &self.buf;
+        let tree = &mut self.open.tree;
+        let hash_all = |tree: &mut MemoryTree<Blake3Hasher>| {
+            for span in &spans {
+                tree.push(Blake3Hasher::hash_leaf(&buf[span.clone()]));
+            }
+        };
+        let durable = |file: &File| -> std::result::Result<(), (&'static str, std::io::Error)> {
+            file.write_all_at(buf, start_len)
+                .map_err(|e| ("write", e))?;
+            file.sync_data().map_err(|e| ("fsync", e))
+        };
+        let outcome = if chunk.len() >= OVERLAP_MIN {
+            std::thread::scope(|scope| {
+                let io = scope.spawn(|| durable(file));
+                hash_all(tree);
+                io.join().unwrap_or_else(|_| {
+                    Err(("write", std::io::Error::other("writer thread panicked")))
+                })
+            })
+        } else {
+            hash_all(tree);
+            durable(file)
+        };
+        match outcome {
+            Ok(()) => {
+                self.open.len = start_len + self.buf.len() as u64;
+                Ok(())
+            }
+            Err((op, e)) => {
+                if op == "fsync" {
+                    // After a failed fsync the kernel may have dropped dirty
+                    // pages: the file's state is unknown. Stop writing;
+                    // reopening recovers from what is really on disk.
+                    self.poisoned =
+                        Some(format!("fsync of {} failed: {e}", self.open.path.display()));
+                }
+                self.rollback(start_len, start_count);
+                Err(LedgerError::io(op, &self.open.path)(e))
+            }
         }
-        if let Err(e) = self.open.file.sync_data() {
-            // After a failed fsync the kernel may have dropped dirty pages: the
-            // file's state is unknown. Stop writing; reopening recovers.
-            self.poisoned = Some(format!("fsync of {} failed: {e}", self.open.path.display()));
-            self.rollback(start_len, start_count);
-            return Err(LedgerError::io("fsync", &self.open.path)(e));
-        }
-        self.open.len = start_len + self.buf.len() as u64;
-        Ok(())
     }
 
     fn rollback(&mut self, len: u64, count: usize) {
-        let _ = self.open.file.set_len(len);
+        if let Some(f) = &self.open.file {
+            let _ = f.set_len(len);
+        }
         self.open.offsets.truncate(count);
         self.open.tree.truncate(count as u64);
     }
@@ -559,16 +631,21 @@ impl Ledger {
             chain,
         };
         let path = self.open.path.clone();
-        self.open
-            .file
+        open_file(&self.open.file)?
             .write_all_at(&footer.encode(), self.open.len)
             .map_err(LedgerError::io("write", &path))?;
-        self.open.file.sync_data().map_err(|e| {
+        open_file(&self.open.file)?.sync_data().map_err(|e| {
             self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
             LedgerError::io("fsync", &path)(e)
         })?;
         self.open.len += FOOTER_LEN as u64;
-        write_sidecars(&self.dir, s, self.meta.segment_bits, &self.open.offsets, &self.open.tree)?;
+        write_sidecars(
+            &self.dir,
+            s,
+            self.meta.segment_bits,
+            &self.open.offsets,
+            &self.open.tree,
+        )?;
         let next = SegmentHeader {
             log_id: self.log_id,
             segment: s + 1,
@@ -579,8 +656,8 @@ impl Ledger {
         let sealed = Sealed {
             footer,
             seg: map(&path)?,
-            idx: map(&seg_path(&self.dir, s, "idx"))?,
-            tree: map(&seg_path(&self.dir, s, "tree"))?,
+            idx: Bytes::Map(map(&seg_path(&self.dir, s, "idx"))?),
+            tree: Bytes::Map(map(&seg_path(&self.dir, s, "tree"))?),
         };
         self.sealed.push(sealed);
         self.upper.push(root);
@@ -597,7 +674,10 @@ impl Ledger {
         let bits = self.meta.segment_bits;
         let s = index >> bits;
         let local = index - (s << bits);
-        let max_entry = self.meta.max_payload.saturating_add(entry::ENTRY_HEADER_LEN as u32);
+        let max_entry = self
+            .meta
+            .max_payload
+            .saturating_add(entry::ENTRY_HEADER_LEN as u32);
         let corrupt = |detail: String| LedgerError::Corrupt {
             segment: s,
             entry: Some(index),
@@ -614,8 +694,7 @@ impl Ledger {
         } else {
             let off = self.open.offsets[local as usize];
             let mut head = [0u8; segment::FRAME_HEADER_LEN];
-            self.open
-                .file
+            open_file(&self.open.file)?
                 .read_exact_at(&mut head, off)
                 .map_err(LedgerError::io("read", &self.open.path))?;
             let len = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
@@ -623,8 +702,7 @@ impl Ledger {
                 return Err(corrupt(format!("frame length {len} is over the limit")));
             }
             let mut frame = vec![0u8; segment::FRAME_HEADER_LEN + len as usize];
-            self.open
-                .file
+            open_file(&self.open.file)?
                 .read_exact_at(&mut frame, off)
                 .map_err(LedgerError::io("read", &self.open.path))?;
             match segment::read_frame(&frame, 0, index, max_entry) {
@@ -652,10 +730,13 @@ impl Ledger {
     pub fn node(&self, level: u32, index: u64) -> Result<Hash> {
         let bits = self.meta.segment_bits as u32;
         if level > bits {
-            return self.upper.node(level - bits, index).ok_or(LedgerError::NoSuchEntry {
-                index: index << level,
-                size: self.size(),
-            });
+            return self
+                .upper
+                .node(level - bits, index)
+                .ok_or(LedgerError::NoSuchEntry {
+                    index: index << level,
+                    size: self.size(),
+                });
         }
         let s = (index << level) >> bits;
         let local = index - (s << (bits - level));
@@ -671,10 +752,13 @@ impl Ledger {
                     detail: "node file is short".into(),
                 });
         }
-        self.open.tree.node(level, local).ok_or(LedgerError::NoSuchEntry {
-            index: index << level,
-            size: self.size(),
-        })
+        self.open
+            .tree
+            .node(level, local)
+            .ok_or(LedgerError::NoSuchEntry {
+                index: index << level,
+                size: self.size(),
+            })
     }
 
     /// Hash of a proof subtree; right-edge subtrees of the current size come from a cache.
@@ -697,7 +781,12 @@ impl Ledger {
 
     /// Hashes of every right-edge subtree `[start, size)` along the tree's right edge.
     fn edge_hashes(&self, size: u64) -> Result<Vec<(u64, Hash)>> {
-        let parts: Vec<(u32, u64)> = Subtree { start: 0, end: size }.perfect_parts().collect();
+        let parts: Vec<(u32, u64)> = Subtree {
+            start: 0,
+            end: size,
+        }
+        .perfect_parts()
+        .collect();
         let mut out = Vec::with_capacity(parts.len());
         let mut acc: Option<Hash> = None;
         for &(level, index) in parts.iter().rev() {
@@ -723,7 +812,13 @@ impl Ledger {
         if size == 0 {
             return Ok(Blake3Hasher::empty_root());
         }
-        self.subtree(Subtree { start: 0, end: size }, size)
+        self.subtree(
+            Subtree {
+                start: 0,
+                end: size,
+            },
+            size,
+        )
     }
 
     /// Root of the whole log.
@@ -818,14 +913,25 @@ impl Ledger {
             .map(|x| (&x.seg[..], &x.idx[..], &x.tree[..], &x.footer))
     }
 
-    pub(crate) fn open_state(&self) -> (&Path, &SegmentHeader, &[u64], &MemoryTree<Blake3Hasher>, u64) {
-        (
+    /// The open segment for scrub; `None` when a crash left it uncreated or
+    /// headerless (read-only view: it holds no entry).
+    pub(crate) fn open_state(
+        &self,
+    ) -> Option<(
+        &Path,
+        &SegmentHeader,
+        &[u64],
+        &MemoryTree<Blake3Hasher>,
+        u64,
+    )> {
+        self.open.file.as_ref()?;
+        Some((
             &self.open.path,
             &self.open.header,
             &self.open.offsets,
             &self.open.tree,
             self.open.len,
-        )
+        ))
     }
 
     pub(crate) fn segment_path(&self, s: u64, ext: &str) -> PathBuf {
@@ -866,20 +972,15 @@ fn create_segment_file(dir: &Path, header: &SegmentHeader) -> Result<OpenSegment
     Ok(OpenSegment {
         header: *header,
         path,
-        file,
+        file: Some(file),
         offsets: Vec::new(),
         tree: MemoryTree::new(),
         len: HEADER_LEN as u64,
     })
 }
 
-fn write_sidecars(
-    dir: &Path,
-    s: u64,
-    bits: u8,
-    offsets: &[u64],
-    tree: &MemoryTree<Blake3Hasher>,
-) -> Result<()> {
+/// The bytes of a sealed segment's `.idx` and `.tree` files.
+fn sidecar_bytes(bits: u8, offsets: &[u64], tree: &MemoryTree<Blake3Hasher>) -> (Vec<u8>, Vec<u8>) {
     let mut idx = Vec::with_capacity(offsets.len() * 8);
     for o in offsets {
         idx.extend_from_slice(&o.to_be_bytes());
@@ -890,6 +991,17 @@ fn write_sidecars(
             nodes.extend_from_slice(&tree.node(level, i).expect("full segment has every node"));
         }
     }
+    (idx, nodes)
+}
+
+fn write_sidecars(
+    dir: &Path,
+    s: u64,
+    bits: u8,
+    offsets: &[u64],
+    tree: &MemoryTree<Blake3Hasher>,
+) -> Result<()> {
+    let (idx, nodes) = sidecar_bytes(bits, offsets, tree);
     for (ext, bytes) in [("idx", &idx), ("tree", &nodes)] {
         let path = seg_path(dir, s, ext);
         let tmp = path.with_extension(format!("{ext}.tmp"));
@@ -939,7 +1051,9 @@ fn open_sealed(
         return Err(corrupt(format!("footer counts {} entries", footer.count)));
     }
     if footer.chain != chain_hash(s, &footer.root, &expect.prev_chain) {
-        return Err(corrupt("footer chain hash does not follow from root and previous chain".into()));
+        return Err(corrupt(
+            "footer chain hash does not follow from root and previous chain".into(),
+        ));
     }
     let seg = map(&path)?;
     let idx_path = seg_path(dir, s, "idx");
@@ -954,8 +1068,8 @@ fn open_sealed(
             .then_some((idx, tree))
     };
     let (idx, tree) = match sidecars_ok() {
-        Some(x) => x,
-        None if writable => {
+        Some((idx, tree)) => (Bytes::Map(idx), Bytes::Map(tree)),
+        None => {
             // A crash between footer and side files, or a damaged side file:
             // rebuild them from the segment, which must match its footer.
             tracing::warn!(segment = s, "rebuilding offset index and node file");
@@ -964,21 +1078,34 @@ fn open_sealed(
             if !matches!(scan.tail, Tail::Sealed(_)) || tree.root() != footer.root {
                 return Err(corrupt("entries do not hash to the footer's root".into()));
             }
-            write_sidecars(dir, s, expect.bits, &scan.offsets, &tree)?;
-            (map(&idx_path)?, map(&tree_path)?)
-        }
-        None => {
-            return Err(corrupt(
-                "offset index or node file missing or damaged (open read-write to rebuild)".into(),
-            ))
+            if writable {
+                write_sidecars(dir, s, expect.bits, &scan.offsets, &tree)?;
+                (Bytes::Map(map(&idx_path)?), Bytes::Map(map(&tree_path)?))
+            } else {
+                let (idx, nodes) = sidecar_bytes(expect.bits, &scan.offsets, &tree);
+                (Bytes::Owned(idx), Bytes::Owned(nodes))
+            }
         }
     };
     let last_off = read_u64(&idx, expect.capacity() as usize - 1).expect("checked length");
-    let ts = match segment::read_frame(&seg, last_off as usize, expect.first_index() + expect.capacity() - 1, max_entry) {
+    let ts = match segment::read_frame(
+        &seg,
+        last_off as usize,
+        expect.first_index() + expect.capacity() - 1,
+        max_entry,
+    ) {
         Frame::Entry { entry, .. } => u64::from_be_bytes(entry[2..10].try_into().expect("8 bytes")),
         _ => return Err(corrupt("last entry unreadable".into())),
     };
-    Ok(Some((Sealed { footer, seg, idx, tree }, ts)))
+    Ok(Some((
+        Sealed {
+            footer,
+            seg,
+            idx,
+            tree,
+        },
+        ts,
+    )))
 }
 
 fn check_header(h: &SegmentHeader, expect: &SegmentHeader) -> std::result::Result<(), String> {
@@ -1017,17 +1144,29 @@ fn open_unsealed(
         .write(writable)
         .open(path)
         .map_err(LedgerError::io("open", path))?;
-    let len = file.metadata().map_err(LedgerError::io("stat", path))?.len();
-    if len < HEADER_LEN as u64 {
-        // Crash while creating the file: it holds no entry yet.
-        if !writable {
-            return Err(corrupt("segment header is incomplete".into()));
-        }
-        file.write_all_at(&expect.encode(), 0)
-            .map_err(LedgerError::io("write", path))?;
-        file.set_len(HEADER_LEN as u64)
-            .map_err(LedgerError::io("truncate", path))?;
-        file.sync_all().map_err(LedgerError::io("fsync", path))?;
+    let len = file
+        .metadata()
+        .map_err(LedgerError::io("stat", path))?
+        .len();
+    // A crash while creating the file leaves it shorter than a header, or
+    // (power loss) a header-sized hole: either way it holds no entry yet.
+    let torn_creation = len < HEADER_LEN as u64 || {
+        let mut head = [0u8; HEADER_LEN];
+        len == HEADER_LEN as u64
+            && file.read_exact_at(&mut head, 0).is_ok()
+            && SegmentHeader::decode(&head).is_err()
+    };
+    if torn_creation {
+        let file = if writable {
+            file.write_all_at(&expect.encode(), 0)
+                .map_err(LedgerError::io("write", path))?;
+            file.set_len(HEADER_LEN as u64)
+                .map_err(LedgerError::io("truncate", path))?;
+            file.sync_all().map_err(LedgerError::io("fsync", path))?;
+            Some(file)
+        } else {
+            None
+        };
         return Ok((
             OpenSegment {
                 header: *expect,
@@ -1061,7 +1200,7 @@ fn open_unsealed(
         OpenSegment {
             header: *expect,
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             offsets: scan.offsets,
             tree: MemoryTree::from_leaves(scan.leaves),
             len: valid_len,
@@ -1075,7 +1214,7 @@ fn open_ts(open: &OpenSegment) -> Result<Option<u64>> {
         return Ok(None);
     };
     let mut ts = [0u8; 8];
-    open.file
+    open_file(&open.file)?
         .read_exact_at(&mut ts, off + segment::FRAME_HEADER_LEN as u64 + 2)
         .map_err(LedgerError::io("read", &open.path))?;
     Ok(Some(u64::from_be_bytes(ts)))

@@ -25,8 +25,10 @@ fn fill(l: &mut Ledger, n: u64, batch: usize) -> MemoryTree<Blake3Hasher> {
     while i < n {
         let end = (i + batch as u64).min(n);
         let payloads: Vec<Vec<u8>> = (i..end).map(payload).collect();
-        let items: Vec<(EntryKind, &[u8])> =
-            payloads.iter().map(|p| (EntryKind::Data, p.as_slice())).collect();
+        let items: Vec<(EntryKind, &[u8])> = payloads
+            .iter()
+            .map(|p| (EntryKind::Data, p.as_slice()))
+            .collect();
         let a = l.append(1_000 + i, &items).unwrap();
         assert_eq!(a.first, i);
         i = end;
@@ -41,14 +43,19 @@ fn check_against(l: &Ledger, reference: &MemoryTree<Blake3Hasher>) {
     let n = l.size();
     assert_eq!(n, reference.len());
     for size in 0..=n {
-        assert_eq!(l.root_at(size).unwrap(), reference.root_at(size).unwrap(), "root at {size}");
+        assert_eq!(
+            l.root_at(size).unwrap(),
+            reference.root_at(size).unwrap(),
+            "root at {size}"
+        );
     }
     for size in 1..=n {
         let root = reference.root_at(size).unwrap();
         for i in 0..size {
             let p = l.inclusion_proof(i, size).unwrap();
             assert_eq!(p, reference.inclusion_proof(i, size).unwrap());
-            tree::verify_inclusion::<Blake3Hasher>(&l.leaf_hash(i).unwrap(), i, size, &p, &root).unwrap();
+            tree::verify_inclusion::<Blake3Hasher>(&l.leaf_hash(i).unwrap(), i, size, &p, &root)
+                .unwrap();
         }
         for old in 0..=size {
             assert_eq!(
@@ -117,7 +124,8 @@ fn torn_tail_is_cut_on_reopen() {
     assert_eq!(l.size(), 20);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), clean_len);
     check_against(&l, &reference);
-    l.append(5_000, &[(EntryKind::Data, b"after crash")]).unwrap();
+    l.append(5_000, &[(EntryKind::Data, b"after crash")])
+        .unwrap();
     drop(l);
     let l = Ledger::open(dir.path(), OpenMode::ReadWrite).unwrap();
     assert_eq!(l.size(), 21);
@@ -141,13 +149,24 @@ fn damage_in_sealed_segment_is_named_by_scrub_and_get() {
     std::fs::write(&path, &bytes).unwrap();
     let l = Ledger::open(dir.path(), OpenMode::ReadOnly).unwrap();
     match l.entry(10) {
-        Err(LedgerError::Corrupt { segment: 1, entry: Some(10), .. }) => {}
+        Err(LedgerError::Corrupt {
+            segment: 1,
+            entry: Some(10),
+            ..
+        }) => {}
         other => panic!("expected corruption at entry 10, got {other:?}"),
     }
     assert!(l.entry(9).is_ok());
     let report = l.scrub().unwrap();
     assert!(!report.is_clean());
-    assert!(report.problems.iter().any(|p| p.segment == 1 && p.entry == Some(10)), "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.segment == 1 && p.entry == Some(10)),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]
@@ -162,7 +181,11 @@ fn damage_in_node_file_is_found() {
     std::fs::write(&path, &bytes).unwrap();
     let l = Ledger::open(dir.path(), OpenMode::ReadOnly).unwrap();
     let report = l.scrub().unwrap();
-    assert!(report.problems.iter().any(|p| p.entry == Some(3)), "{:?}", report.problems);
+    assert!(
+        report.problems.iter().any(|p| p.entry == Some(3)),
+        "{:?}",
+        report.problems
+    );
     assert!(l.entry(3).is_err(), "a mismatching leaf hash must not pass");
 }
 
@@ -173,9 +196,17 @@ fn missing_node_file_is_rebuilt_read_write() {
     let reference = fill(&mut l, 17, 5);
     drop(l);
     std::fs::remove_file(dir.path().join("segments").join(format!("{:020}.tree", 1))).unwrap();
-    assert!(Ledger::open(dir.path(), OpenMode::ReadOnly).is_err());
+    // Read-only rebuilds in memory (it may not write); read-write rebuilds the file.
+    let ro = Ledger::open(dir.path(), OpenMode::ReadOnly).unwrap();
+    check_against(&ro, &reference);
+    drop(ro);
     let l = Ledger::open(dir.path(), OpenMode::ReadWrite).unwrap();
     check_against(&l, &reference);
+    assert!(dir
+        .path()
+        .join("segments")
+        .join(format!("{:020}.tree", 1))
+        .exists());
 }
 
 #[test]
@@ -184,14 +215,25 @@ fn refusals_are_clear_and_lose_nothing() {
     let mut l = Ledger::create(dir.path(), &opts(3)).unwrap();
     fill(&mut l, 5, 5);
     let big = vec![0u8; 1025];
-    let err = l.append(1, &[(EntryKind::Data, b"ok"), (EntryKind::Data, &big)]).unwrap_err();
-    assert!(matches!(err, LedgerError::PayloadTooLarge { len: 1025, limit: 1024 }));
+    let err = l
+        .append(1, &[(EntryKind::Data, b"ok"), (EntryKind::Data, &big)])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        LedgerError::PayloadTooLarge {
+            len: 1025,
+            limit: 1024
+        }
+    ));
     assert_eq!(l.size(), 5);
     assert!(matches!(
         Ledger::open(dir.path(), OpenMode::ReadWrite),
         Err(LedgerError::Locked(_))
     ));
-    assert!(matches!(Ledger::create(dir.path(), &opts(3)), Err(LedgerError::AlreadyExists(_))));
+    assert!(matches!(
+        Ledger::create(dir.path(), &opts(3)),
+        Err(LedgerError::AlreadyExists(_))
+    ));
     drop(l);
     std::fs::write(dir.path().join("segments").join("notes.txt"), b"hi").unwrap();
     assert!(matches!(
@@ -229,7 +271,13 @@ fn checkpoints_must_match_and_never_go_back() {
     let root = l.root_at(10).unwrap();
     let note = checkpoint_note(10, &root);
     l.store_checkpoint(10, root, &note).unwrap();
-    assert!(l.store_checkpoint(9, l.root_at(9).unwrap(), &checkpoint_note(9, &l.root_at(9).unwrap())).is_err());
+    assert!(l
+        .store_checkpoint(
+            9,
+            l.root_at(9).unwrap(),
+            &checkpoint_note(9, &l.root_at(9).unwrap())
+        )
+        .is_err());
     assert!(l.store_checkpoint(10, [0; 32], &note).is_err());
     drop(l);
     let l = Ledger::open(dir.path(), OpenMode::ReadWrite).unwrap();

@@ -1,0 +1,405 @@
+//! `dlog bench`: append, proof and verify speed, each next to a baseline
+//! measured in the same run (raw fdatasync rate, raw BLAKE3 speed), because
+//! shared machines are noisy and only ratios travel.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dlog_crypto::tree;
+use dlog_crypto::{Blake3Hasher, TreeHasher};
+use dlog_ledger::{CreateOptions, EntryKind, GroupCommit, Ledger, OpenMode};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `dlog bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Entries in the log used for the proof benchmark (and the open test).
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Entries per batch in the bulk append test.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent single-entry appenders.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Seconds per timed phase.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Scratch directory (default: a new directory under the system temp dir).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Report {
+    json: bool,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn line(&mut self, key: &str, value: f64, unit: &str, note: &str) {
+        if !self.json {
+            println!("{key:<34} {value:>14.1} {unit:<10} {note}");
+        }
+        self.fields
+            .insert(key.to_string(), serde_json::json!(value));
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Runs the benchmark.
+pub fn run(a: &BenchArgs) -> Result<ExitCode> {
+    let scratch = match &a.scratch {
+        Some(p) => p.clone(),
+        None => std::env::temp_dir().join(format!("dlog-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let res = run_in(a, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    res
+}
+
+fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
+    let mut r = Report {
+        json: a.json,
+        fields: serde_json::Map::new(),
+    };
+    let phase = Duration::from_secs_f64(a.seconds);
+    if !a.json {
+        println!(
+            "dlog bench: payload {} B, scratch {}",
+            a.payload,
+            scratch.display()
+        );
+    }
+
+    // Baseline 1: raw fdatasync of 4 KiB writes.
+    let fsync_rate = {
+        let path = scratch.join("fsync-baseline");
+        let mut f = File::create(&path)?;
+        let block = vec![7u8; 4096];
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < phase.min(Duration::from_secs(2)) {
+            f.write_all(&block)?;
+            f.sync_data()?;
+            n += 1;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        std::fs::remove_file(&path)?;
+        rate
+    };
+    r.line(
+        "baseline.fsync_per_s",
+        fsync_rate,
+        "fsync/s",
+        "raw write(4 KiB)+fdatasync",
+    );
+
+    // Baseline 2: raw BLAKE3 over the same entry-sized inputs, and in bulk.
+    let entry_len = dlog_ledger::entry::ENTRY_HEADER_LEN + a.payload;
+    let inputs: Vec<Vec<u8>> = (0..100_000u64)
+        .map(|i| {
+            let mut v = vec![(i % 251) as u8; entry_len];
+            v[..8].copy_from_slice(&i.to_be_bytes());
+            v
+        })
+        .collect();
+    let raw_per_s = {
+        let start = Instant::now();
+        let mut rounds = 0u64;
+        let mut sink = 0u8;
+        while start.elapsed() < Duration::from_secs(1) {
+            for x in &inputs {
+                sink ^= blake3::hash(x).as_bytes()[0];
+            }
+            rounds += 1;
+        }
+        std::hint::black_box(sink);
+        (rounds * inputs.len() as u64) as f64 / start.elapsed().as_secs_f64()
+    };
+    let bulk_mb_s = {
+        let buf = vec![0x5au8; 64 << 20];
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < Duration::from_secs(1) {
+            std::hint::black_box(blake3::hash(&buf));
+            n += 1;
+        }
+        (n * buf.len()) as f64 / start.elapsed().as_secs_f64() / 1e6
+    };
+    r.line(
+        "baseline.blake3_entry_hashes_per_s",
+        raw_per_s,
+        "hash/s",
+        "raw BLAKE3 of each entry, 1 thread",
+    );
+    r.line(
+        "baseline.blake3_bulk_mb_s",
+        bulk_mb_s,
+        "MB/s",
+        "raw BLAKE3 of 64 MiB, 1 thread",
+    );
+    let tree_per_s = {
+        let start = Instant::now();
+        let mut rounds = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            let mut t = tree::MemoryTree::<Blake3Hasher>::new();
+            for x in &inputs {
+                t.push(Blake3Hasher::hash_leaf(x));
+            }
+            std::hint::black_box(t.root());
+            rounds += 1;
+        }
+        (rounds * inputs.len() as u64) as f64 / start.elapsed().as_secs_f64()
+    };
+    r.line(
+        "hash.leaf_and_tree_per_s",
+        tree_per_s,
+        "entry/s",
+        &format!(
+            "{:.0}% of per-entry raw BLAKE3; {:.0}% of bulk BLAKE3 bytes",
+            100.0 * tree_per_s / raw_per_s,
+            100.0 * tree_per_s * entry_len as f64 / 1e6 / bulk_mb_s
+        ),
+    );
+
+    // Bulk durable append: batches of `batch` entries, one fdatasync each.
+    let dir = scratch.join("log");
+    let opts = CreateOptions {
+        origin: "dlog/bench".into(),
+        ..CreateOptions::default()
+    };
+    let mut ledger = Ledger::create(&dir, &opts)?;
+    let payload = vec![b'x'; a.payload];
+    let batch: Vec<(EntryKind, &[u8])> = (0..a.batch)
+        .map(|_| (EntryKind::Data, payload.as_slice()))
+        .collect();
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < phase || ledger.size() < a.entries.min(a.batch as u64 * 10) {
+        let t = Instant::now();
+        ledger.append(crate::local::now_ns(), &batch)?;
+        lat.push(t.elapsed());
+        if ledger.size() >= a.entries && start.elapsed() >= phase {
+            break;
+        }
+    }
+    let bulk_rate = ledger.size() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    r.line(
+        "append.batch_entries_per_s",
+        bulk_rate,
+        "entry/s",
+        &format!(
+            "batches of {}; {:.1}x raw fsync rate in entries",
+            a.batch,
+            bulk_rate / fsync_rate
+        ),
+    );
+    r.line(
+        "append.batch_p50_us",
+        pct(&lat, 0.5),
+        "us",
+        "per durable batch",
+    );
+    r.line(
+        "append.batch_p99_us",
+        pct(&lat, 0.99),
+        "us",
+        "per durable batch",
+    );
+
+    // Fill up to the requested size for the proof benchmark.
+    while ledger.size() < a.entries {
+        let n = (a.entries - ledger.size()).min(a.batch as u64) as usize;
+        ledger.append(crate::local::now_ns(), &batch[..n])?;
+    }
+    let size = ledger.size();
+    drop(ledger);
+
+    // Open time and idle memory, in a fresh process: `dlog get <last>`.
+    let t = Instant::now();
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["get", &(size - 1).to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(status.success(), "dlog get failed on the bench log");
+    r.line(
+        "open.process_ms",
+        open_ms,
+        "ms",
+        &format!("new process: open {size} entries + read one"),
+    );
+    r.line(
+        "open.process_max_rss_mb",
+        child_max_rss_mb(),
+        "MB",
+        "peak RSS of that process",
+    );
+    let t = Instant::now();
+    let ledger = Ledger::open(&dir, OpenMode::ReadWrite)?;
+    r.line(
+        "open.in_process_ms",
+        t.elapsed().as_secs_f64() * 1e3,
+        "ms",
+        "Ledger::open, read-write",
+    );
+
+    // Inclusion proofs at the full size, random indices, one core.
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let root = ledger.root_at(size)?;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut proofs = Vec::new();
+    while start.elapsed() < phase.min(Duration::from_secs(2)) {
+        for _ in 0..1000 {
+            let i = next() % size;
+            let t = Instant::now();
+            let p = ledger.inclusion_proof(i, size)?;
+            lat.push(t.elapsed());
+            if proofs.len() < 10_000 {
+                proofs.push((i, p));
+            }
+        }
+    }
+    let proof_rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    r.line(
+        "proof.inclusion_per_s",
+        proof_rate,
+        "proof/s",
+        &format!("size {size}, no payload reads"),
+    );
+    r.line("proof.inclusion_p50_us", pct(&lat, 0.5), "us", "");
+    r.line("proof.inclusion_p99_us", pct(&lat, 0.99), "us", "");
+
+    // Verification.
+    let leaves: Vec<_> = proofs
+        .iter()
+        .map(|(i, _)| ledger.leaf_hash(*i))
+        .collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        for ((i, p), leaf) in proofs.iter().zip(&leaves) {
+            tree::verify_inclusion::<Blake3Hasher>(leaf, *i, size, p, &root)?;
+            n += 1;
+        }
+    }
+    let verify_rate = n as f64 / start.elapsed().as_secs_f64();
+    r.line("verify.inclusion_per_s", verify_rate, "proof/s", "");
+    drop(ledger);
+
+    // Concurrent single-entry appenders sharing fsyncs (group commit).
+    let gc = Arc::new(GroupCommit::new(
+        Ledger::open(&dir, OpenMode::ReadWrite)?,
+        crate::local::now_ns,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..a.appenders {
+        let gc = gc.clone();
+        let stop = stop.clone();
+        let payload = payload.clone();
+        handles.push(std::thread::spawn(
+            move || -> Result<Vec<Duration>, String> {
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    gc.append(EntryKind::Data, payload.clone())
+                        .map_err(|e| e.to_string())?;
+                    lat.push(t.elapsed());
+                }
+                Ok(lat)
+            },
+        ));
+    }
+    let start = Instant::now();
+    std::thread::sleep(phase);
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("appender thread panicked"))?
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    let conc_rate = lat.len() as f64 / elapsed;
+    r.line(
+        "append.concurrent_per_s",
+        conc_rate,
+        "append/s",
+        &format!(
+            "{} appenders; {:.1}x raw fsync rate",
+            a.appenders,
+            conc_rate / fsync_rate
+        ),
+    );
+    r.line("append.concurrent_p50_us", pct(&lat, 0.5), "us", "");
+    r.line("append.concurrent_p99_us", pct(&lat, 0.99), "us", "");
+
+    // Single appender latency.
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < phase.min(Duration::from_secs(1)) {
+        let t = Instant::now();
+        gc.append(EntryKind::Data, payload.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    r.line(
+        "append.single_p50_us",
+        pct(&lat, 0.5),
+        "us",
+        "one appender, durable",
+    );
+    r.line("append.single_p99_us", pct(&lat, 0.99), "us", "");
+    if a.json {
+        println!("{}", serde_json::Value::Object(r.fields));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn child_max_rss_mb() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass; it is plain old data.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    // SAFETY: initialised by the successful call above.
+    let ru = unsafe { ru.assume_init() };
+    ru.ru_maxrss as f64 / 1024.0
+}

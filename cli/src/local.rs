@@ -1,0 +1,186 @@
+//! The embedded single-node log: a ledger directory, its node key and trust file.
+
+use anyhow::{anyhow, bail, Context, Result};
+use dlog_crypto::keys::NodeKey;
+use dlog_crypto::note::{Checkpoint, NoteSigner, SignedNote};
+use dlog_crypto::trust::TrustPolicy;
+use dlog_ledger::{Appended, CreateOptions, Ledger, OpenMode};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Node signing key file inside the data directory.
+pub const KEY_FILE: &str = "node.key";
+/// Trust file inside the data directory.
+pub const TRUST_FILE: &str = "trust.toml";
+
+/// Writes a secret file with mode 0600, durably.
+pub fn write_secret(path: &Path, text: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a secret file, refusing one that group or others can read.
+pub fn read_secret(path: &Path) -> Result<String> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} has mode {mode:04o}; it must not be readable by group or others (chmod 600)",
+            path.display()
+        );
+    }
+    fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))
+}
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A local log opened for use by one CLI command.
+pub struct LocalLog {
+    /// The ledger.
+    pub ledger: Ledger,
+    dir: PathBuf,
+    /// The node's signer, loaded before any write so a bad key refuses early.
+    signer: Option<NoteSigner>,
+}
+
+impl LocalLog {
+    /// `dlog init`: creates the log, the node key (0600) and `trust.toml`.
+    pub fn init(
+        dir: &Path,
+        origin: &str,
+        bits: u8,
+        max_payload: u32,
+        name: &str,
+    ) -> Result<TrustPolicy> {
+        if dir.join(dlog_ledger::store::LOG_FILE).exists() {
+            bail!("{} already holds a DLog log", dir.display());
+        }
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let key = NodeKey::generate(name).map_err(|e| anyhow!("cannot generate key: {e}"))?;
+        let key_path = dir.join(KEY_FILE);
+        if key_path.exists() {
+            bail!("{} exists; refusing to overwrite a key", key_path.display());
+        }
+        write_secret(&key_path, &key.to_toml_string())?;
+        let signer = key.note_signer();
+        let trust = TrustPolicy::new(origin, vec![signer.verifier()], 1, Vec::new(), 0)
+            .map_err(|e| anyhow!("bad origin or key name: {e}"))?;
+        let trust_text = format!(
+            "# Trust file of the DLog log {origin}: give it to verifiers. It holds no secret.\n{}",
+            trust.to_toml_string()
+        );
+        dlog_ledger::store::write_atomic(&dir.join(TRUST_FILE), trust_text.as_bytes())?;
+        let ledger = Ledger::create(
+            dir,
+            &CreateOptions {
+                origin: origin.to_string(),
+                segment_bits: bits,
+                max_payload,
+            },
+        )?;
+        let mut log = LocalLog {
+            ledger,
+            dir: dir.to_path_buf(),
+            signer: Some(signer),
+        };
+        log.sign_checkpoint()?;
+        Ok(trust)
+    }
+
+    /// Opens the log in `dir`; read-write also loads the signing key first.
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<LocalLog> {
+        let signer = match mode {
+            OpenMode::ReadWrite if dir.join(dlog_ledger::store::LOG_FILE).exists() => {
+                Some(load_signer(dir)?)
+            }
+            _ => None,
+        };
+        let ledger = Ledger::open(dir, mode)?;
+        Ok(LocalLog {
+            ledger,
+            dir: dir.to_path_buf(),
+            signer,
+        })
+    }
+
+    /// The node's note signer.
+    pub fn signer(&self) -> Result<NoteSigner> {
+        match &self.signer {
+            Some(s) => Ok(s.clone()),
+            None => load_signer(&self.dir),
+        }
+    }
+
+    /// Signs a checkpoint at `size` (the log's own root) and returns the note.
+    pub fn checkpoint_at(&self, signer: &NoteSigner, size: u64) -> Result<String> {
+        let root = self.ledger.root_at(size)?;
+        let body = Checkpoint::new(self.ledger.meta().origin.clone(), size, root)
+            .map_err(|e| anyhow!("{e}"))?
+            .to_body();
+        let mut note = SignedNote::new(body).map_err(|e| anyhow!("{e}"))?;
+        note.add_signature(signer.sign(&note.text));
+        Ok(note.to_string())
+    }
+
+    /// Signs and stores a checkpoint at the current size (if it grew), returns it.
+    pub fn sign_checkpoint(&mut self) -> Result<String> {
+        let size = self.ledger.size();
+        if let Some(cp) = self.ledger.checkpoint() {
+            if cp.size == size {
+                return Ok(cp.note.clone());
+            }
+        }
+        let signer = self.signer()?;
+        let note = self.checkpoint_at(&signer, size)?;
+        let root = self.ledger.root_at(size)?;
+        self.ledger.store_checkpoint(size, root, &note)?;
+        Ok(note)
+    }
+
+    /// A checkpoint note covering at least `size` entries: the stored one when
+    /// it is exactly that size, else a freshly signed one.
+    pub fn note_for_size(&self, size: u64) -> Result<String> {
+        if let Some(cp) = self.ledger.checkpoint() {
+            if cp.size == size {
+                return Ok(cp.note.clone());
+            }
+        }
+        self.checkpoint_at(&self.signer()?, size)
+    }
+
+    /// Appends a batch durably.
+    pub fn append(&mut self, items: &[(dlog_ledger::EntryKind, &[u8])]) -> Result<Appended> {
+        Ok(self.ledger.append(now_ns(), items)?)
+    }
+}
+
+fn load_signer(dir: &Path) -> Result<NoteSigner> {
+    let path = dir.join(KEY_FILE);
+    let text = read_secret(&path)?;
+    let key = NodeKey::from_toml_str(&text)
+        .map_err(|e| anyhow!("bad key file {}: {e}", path.display()))?;
+    Ok(key.note_signer())
+}
+
+/// Reads and parses a trust file.
+pub fn load_trust(path: &Path) -> Result<TrustPolicy> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read trust file {}", path.display()))?;
+    TrustPolicy::from_toml_str(&text).map_err(|e| anyhow!("bad trust file {}: {e}", path.display()))
+}
