@@ -1,31 +1,55 @@
 //! Group commit: many concurrent appenders share one write and one fsync.
 //!
-//! Leader/follower, with no dedicated thread: an appender queues its entry;
-//! if no commit is running it becomes the leader, takes everything queued,
-//! appends it as one batch (one `fdatasync`) and wakes the others. While a
-//! leader is in `fdatasync`, new appenders queue up for the next batch, so the
-//! batch size grows with the load and the fsync cost is shared.
+//! A dedicated committer thread takes everything queued, appends it as one
+//! batch (one `fdatasync`) and then wakes exactly the appenders of that batch,
+//! each on its own park token: no shared condition variable, so no thundering
+//! herd. While the committer is in `fdatasync`, new appenders queue up for the
+//! next batch, so the batch grows with the load and the fsync cost is shared.
 
 use crate::entry::EntryKind;
 use crate::error::LedgerError;
 use crate::store::{Appended, Ledger};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
 
-type Slot = Arc<OnceLock<std::result::Result<u64, Arc<LedgerError>>>>;
+/// Largest batch the committer writes at once.
+const MAX_BATCH: usize = 64 * 1024;
 
+type Outcome = std::result::Result<u64, Arc<LedgerError>>;
+
+struct Slot {
+    result: OnceLock<Outcome>,
+    waiter: Thread,
+}
+
+struct Request {
+    kind: EntryKind,
+    payload: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+#[derive(Default)]
 struct Queue {
-    pending: Vec<(EntryKind, Vec<u8>, Slot)>,
-    committing: bool,
-    max_batch: usize,
+    pending: Vec<Request>,
+    committer_idle: bool,
+    shutdown: bool,
+}
+
+type Hook = Box<dyn Fn(&mut Ledger, &Appended) + Send + Sync>;
+
+struct Inner {
+    /// `None` only after [`GroupCommit::into_inner`] took it back.
+    ledger: Mutex<Option<Ledger>>,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    after_commit: Mutex<Option<Hook>>,
 }
 
 /// A ledger shared by concurrent appenders, with group commit.
 pub struct GroupCommit {
-    ledger: Mutex<Ledger>,
-    queue: Mutex<Queue>,
-    done: Condvar,
-    clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    after_commit: Box<dyn Fn(&mut Ledger, &Appended) + Send + Sync>,
+    inner: Arc<Inner>,
+    committer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -40,97 +64,161 @@ impl std::fmt::Debug for GroupCommit {
 pub struct BatchError(pub Arc<LedgerError>);
 
 impl GroupCommit {
-    /// Wraps a ledger opened read-write. `clock` gives Unix nanoseconds for
-    /// timestamps (the ledger itself reads no clock).
+    /// Wraps a ledger opened read-write and starts the committer thread.
+    /// `clock` gives Unix nanoseconds for timestamps (the ledger reads no clock).
     pub fn new(ledger: Ledger, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        GroupCommit {
-            ledger: Mutex::new(ledger),
-            queue: Mutex::new(Queue {
-                pending: Vec::new(),
-                committing: false,
-                max_batch: 64 * 1024,
-            }),
-            done: Condvar::new(),
+        let inner = Arc::new(Inner {
+            ledger: Mutex::new(Some(ledger)),
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
             clock: Box::new(clock),
-            after_commit: Box::new(|_, _| {}),
+            after_commit: Mutex::new(None),
+        });
+        let worker = inner.clone();
+        let committer = std::thread::Builder::new()
+            .name("dlog-commit".into())
+            .spawn(move || worker.run())
+            .expect("spawn the committer thread");
+        GroupCommit {
+            inner,
+            committer: Some(committer),
         }
     }
 
     /// Runs `hook` after every durable batch, still under the ledger lock
     /// (e.g. to sign and store a checkpoint).
     pub fn with_after_commit(
-        mut self,
+        self,
         hook: impl Fn(&mut Ledger, &Appended) + Send + Sync + 'static,
     ) -> Self {
-        self.after_commit = Box::new(hook);
+        *lock(&self.inner.after_commit) = Some(Box::new(hook));
         self
     }
 
     /// Appends one entry; returns its index once it is durable.
-    pub fn append(
-        &self,
-        kind: EntryKind,
-        payload: Vec<u8>,
-    ) -> std::result::Result<u64, BatchError> {
-        let slot: Slot = Arc::new(OnceLock::new());
-        let mut q = self.lock_queue();
-        q.pending.push((kind, payload, slot.clone()));
+    pub fn append(&self, kind: EntryKind, payload: Vec<u8>) -> Result<u64, BatchError> {
+        let slot = Arc::new(Slot {
+            result: OnceLock::new(),
+            waiter: std::thread::current(),
+        });
+        {
+            let mut q = lock(&self.inner.queue);
+            if q.shutdown {
+                return Err(BatchError(Arc::new(LedgerError::NotWritable(
+                    "shutting down".into(),
+                ))));
+            }
+            q.pending.push(Request {
+                kind,
+                payload,
+                slot: slot.clone(),
+            });
+            if q.committer_idle {
+                q.committer_idle = false;
+                self.inner.work.notify_one();
+            }
+        }
         loop {
-            if let Some(r) = slot.get() {
+            if let Some(r) = slot.result.get() {
                 return r.clone().map_err(BatchError);
             }
-            if !q.committing {
-                q.committing = true;
-                let take = q.pending.len().min(q.max_batch);
-                let batch: Vec<_> = q.pending.drain(..take).collect();
-                drop(q);
-                self.commit(batch);
-                q = self.lock_queue();
-                q.committing = false;
-                self.done.notify_all();
-                continue;
-            }
-            q = self.done.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn commit(&self, batch: Vec<(EntryKind, Vec<u8>, Slot)>) {
-        let items: Vec<(EntryKind, &[u8])> =
-            batch.iter().map(|(k, p, _)| (*k, p.as_slice())).collect();
-        let mut ledger = self.lock_ledger();
-        match ledger.append((self.clock)(), &items) {
-            Ok(a) => {
-                (self.after_commit)(&mut ledger, &a);
-                for (i, (_, _, slot)) in batch.iter().enumerate() {
-                    let _ = slot.set(Ok(a.first + i as u64));
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for (_, _, slot) in &batch {
-                    let _ = slot.set(Err(e.clone()));
-                }
-            }
+            std::thread::park();
         }
     }
 
     /// Runs `f` with the ledger locked (reads, proofs, checkpoints).
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
-        f(&mut self.lock_ledger())
+        f(lock(&self.inner.ledger)
+            .as_mut()
+            .expect("ledger present until into_inner"))
     }
 
-    /// Takes the ledger back.
-    pub fn into_inner(self) -> Ledger {
-        self.ledger.into_inner().unwrap_or_else(|p| p.into_inner())
+    /// Stops the committer (after the queued batch) and takes the ledger back.
+    pub fn into_inner(mut self) -> Ledger {
+        self.stop();
+        lock(&self.inner.ledger)
+            .take()
+            .expect("ledger present until into_inner")
     }
 
-    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn stop(&mut self) {
+        lock(&self.inner.queue).shutdown = true;
+        self.inner.work.notify_one();
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn run(&self) {
+        loop {
+            let batch = {
+                let mut q = lock(&self.queue);
+                while q.pending.is_empty() && !q.shutdown {
+                    q.committer_idle = true;
+                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                let take = q.pending.len().min(MAX_BATCH);
+                if take == q.pending.len() {
+                    std::mem::take(&mut q.pending)
+                } else {
+                    q.pending.drain(..take).collect::<Vec<_>>()
+                }
+            };
+            self.commit(batch);
+        }
     }
 
-    fn lock_ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    fn commit(&self, batch: Vec<Request>) {
+        let items: Vec<(EntryKind, &[u8])> = batch
+            .iter()
+            .map(|r| (r.kind, r.payload.as_slice()))
+            .collect();
+        let outcome = {
+            let mut guard = lock(&self.ledger);
+            match guard.as_mut() {
+                None => Err(LedgerError::NotWritable("ledger was taken back".into())),
+                Some(ledger) => {
+                    let res = ledger.append((self.clock)(), &items);
+                    if let Ok(a) = &res {
+                        if let Some(hook) = lock(&self.after_commit).as_ref() {
+                            hook(ledger, a);
+                        }
+                    }
+                    res
+                }
+            }
+        };
+        match outcome {
+            Ok(a) => {
+                for (i, r) in batch.iter().enumerate() {
+                    let _ = r.slot.result.set(Ok(a.first + i as u64));
+                    r.slot.waiter.unpark();
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for r in &batch {
+                    let _ = r.slot.result.set(Err(e.clone()));
+                    r.slot.waiter.unpark();
+                }
+            }
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -176,5 +264,22 @@ mod tests {
                 p
             );
         }
+    }
+
+    #[test]
+    fn a_failed_batch_fails_its_appenders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::create(
+            dir.path(),
+            &CreateOptions {
+                max_payload: 4,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        let gc = GroupCommit::new(l, || 1);
+        assert!(gc.append(EntryKind::Data, vec![0; 5]).is_err());
+        assert_eq!(gc.append(EntryKind::Data, vec![0; 4]).unwrap(), 0);
+        assert_eq!(gc.into_inner().size(), 1);
     }
 }

@@ -553,7 +553,7 @@ impl Ledger {
     fn append_chunk(&mut self, ts: u64, chunk: &[(EntryKind, &[u8])]) -> Result<()> {
         /// Chunks at least this large write and fsync on a second thread
         /// while this one hashes, so the disk and the CPU work at once.
-        const OVERLAP_MIN: usize = 64;
+        const OVERLAP_MIN: usize = 256;
         let start_len = self.open.len;
         let start_count = self.open.offsets.len();
         let base = self.size();
