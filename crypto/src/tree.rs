@@ -78,7 +78,7 @@ impl Subtree {
     /// If the subtree is one perfect node, its `(level, index)`.
     pub fn as_perfect(&self) -> Option<(u32, u64)> {
         let len = self.len();
-        if len.is_power_of_two() && self.start % len == 0 {
+        if len.is_power_of_two() && self.start.is_multiple_of(len) {
             let level = len.trailing_zeros();
             Some((level, self.start >> level))
         } else {
@@ -424,7 +424,7 @@ impl<H: TreeHasher> MemoryTree<H> {
     pub fn push(&mut self, leaf: Hash) {
         self.levels[0].push(leaf);
         let mut level = 0;
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let n = self.levels[level].len();
             let parent = H::hash_children(&self.levels[level][n - 2], &self.levels[level][n - 1]);
             if self.levels.len() == level + 1 {

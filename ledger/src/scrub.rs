@@ -67,7 +67,8 @@ impl Ledger {
         let mut prev_chain: Hash = [0; 32];
         let mut min_ts = 0u64;
         for s in 0..self.sealed_segments() {
-            let (seg, idx, tree, footer) = self.sealed_maps(s).expect("sealed segment exists");
+            let view = self.sealed_view(s).expect("sealed segment exists");
+            let (seg, idx, tree, footer) = (view.seg, view.idx, view.tree, view.footer);
             let seg_file = self.segment_path(s, "seg");
             let mut problems = Vec::new();
             let mut push = |entry: Option<u64>, file: &PathBuf, detail: String| {
@@ -146,9 +147,11 @@ impl Ledger {
             report.problems.extend(problems);
         }
         // The open segment: re-read the file and compare with what is in memory.
-        let Some((path, header, offsets, tree, len)) = self.open_state() else {
+        let Some(open) = self.open_view() else {
             return Ok(self.scrub_checkpoint(report));
         };
+        let (path, header, offsets, tree, len) =
+            (open.path, open.header, open.offsets, open.tree, open.len);
         let s = header.segment;
         report.segments += 1;
         match std::fs::read(path) {

@@ -101,6 +101,29 @@ pub struct Appended {
     pub timestamp_ns: u64,
 }
 
+/// Right-edge subtree hashes `[start, size)` of one tree size.
+struct EdgeCache {
+    size: u64,
+    hashes: Vec<(u64, Hash)>,
+}
+
+/// A sealed segment's bytes, for scrub.
+pub(crate) struct SealedView<'a> {
+    pub seg: &'a [u8],
+    pub idx: &'a [u8],
+    pub tree: &'a [u8],
+    pub footer: &'a SegmentFooter,
+}
+
+/// The open segment's state, for scrub.
+pub(crate) struct OpenView<'a> {
+    pub path: &'a Path,
+    pub header: &'a SegmentHeader,
+    pub offsets: &'a [u64],
+    pub tree: &'a MemoryTree<Blake3Hasher>,
+    pub len: u64,
+}
+
 struct Sealed {
     footer: SegmentFooter,
     seg: Mmap,
@@ -147,7 +170,7 @@ pub struct Ledger {
     open: OpenSegment,
     last_ts: u64,
     checkpoint: Option<StoredCheckpoint>,
-    edge: Mutex<Option<(u64, Vec<(u64, Hash)>)>>,
+    edge: Mutex<Option<EdgeCache>>,
     poisoned: Option<String>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -768,11 +791,14 @@ impl Ledger {
         }
         if st.end == size && size == self.size() {
             let mut edge = self.edge.lock().unwrap_or_else(|p| p.into_inner());
-            if edge.as_ref().map(|(s, _)| *s) != Some(size) {
-                *edge = Some((size, self.edge_hashes(size)?));
+            if edge.as_ref().map(|e| e.size) != Some(size) {
+                *edge = Some(EdgeCache {
+                    size,
+                    hashes: self.edge_hashes(size)?,
+                });
             }
-            let (_, list) = edge.as_ref().expect("just filled");
-            if let Some((_, h)) = list.iter().find(|(start, _)| *start == st.start) {
+            let cache = edge.as_ref().expect("just filled");
+            if let Some((_, h)) = cache.hashes.iter().find(|(start, _)| *start == st.start) {
                 return Ok(*h);
             }
         }
@@ -907,31 +933,26 @@ impl Ledger {
         Ok(Some(StoredCheckpoint { size, root, note }))
     }
 
-    pub(crate) fn sealed_maps(&self, s: u64) -> Option<(&[u8], &[u8], &[u8], &SegmentFooter)> {
-        self.sealed
-            .get(s as usize)
-            .map(|x| (&x.seg[..], &x.idx[..], &x.tree[..], &x.footer))
+    pub(crate) fn sealed_view(&self, s: u64) -> Option<SealedView<'_>> {
+        self.sealed.get(s as usize).map(|x| SealedView {
+            seg: &x.seg,
+            idx: &x.idx,
+            tree: &x.tree,
+            footer: &x.footer,
+        })
     }
 
     /// The open segment for scrub; `None` when a crash left it uncreated or
     /// headerless (read-only view: it holds no entry).
-    pub(crate) fn open_state(
-        &self,
-    ) -> Option<(
-        &Path,
-        &SegmentHeader,
-        &[u64],
-        &MemoryTree<Blake3Hasher>,
-        u64,
-    )> {
+    pub(crate) fn open_view(&self) -> Option<OpenView<'_>> {
         self.open.file.as_ref()?;
-        Some((
-            &self.open.path,
-            &self.open.header,
-            &self.open.offsets,
-            &self.open.tree,
-            self.open.len,
-        ))
+        Some(OpenView {
+            path: &self.open.path,
+            header: &self.open.header,
+            offsets: &self.open.offsets,
+            tree: &self.open.tree,
+            len: self.open.len,
+        })
     }
 
     pub(crate) fn segment_path(&self, s: u64, ext: &str) -> PathBuf {
