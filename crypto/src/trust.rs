@@ -310,6 +310,11 @@ impl TrustPolicy {
     /// key id) but does not verify is an error, as in the Go reference
     /// implementation: it means the note was altered.
     pub fn verify_checkpoint(&self, note: &str) -> Result<VerifiedCheckpoint, TrustError> {
+        // The fields are public: never let a hand-built policy with quorum 0
+        // accept unsigned checkpoints.
+        if self.quorum == 0 {
+            return Err(TrustError::QuorumZero);
+        }
         let parsed = SignedNote::parse(note).map_err(TrustError::Note)?;
         let checkpoint = Checkpoint::parse_body(&parsed.text).map_err(TrustError::Checkpoint)?;
         if checkpoint.origin != self.origin {
@@ -643,6 +648,9 @@ mod tests {
                 name: "auditor-1".into()
             }
         );
+        // A hand-built policy with quorum 0 accepts nothing.
+        let zero = TrustPolicy { quorum: 0, ..p.clone() };
+        assert_eq!(zero.verify_checkpoint(&good), Err(TrustError::QuorumZero));
         // Another origin.
         let other = TrustPolicy {
             origin: "dlog/other".into(),
