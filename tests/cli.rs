@@ -429,3 +429,102 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert_eq!(expect(&d, &["append", "ok"], None, 0).trim(), "1");
     assert!(expect(&d, &["scrub"], None, 0).contains("0 problem"));
 }
+
+/// Mounts a small tmpfs (needs root: CI runs as root; elsewhere says so and
+/// checks nothing). Unmounted on drop.
+struct SmallFs {
+    path: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallFs { path, _tmp: tmp })
+    }
+
+    fn remount(&self, opt: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn disk_full_and_read_only_filesystem_lose_nothing() {
+    let Some(fs) = SmallFs::mount("400k") else {
+        return;
+    };
+    let d = fs.path.join("data");
+    expect(&d, &["init", "--segment-bits", "6"], None, 0);
+    // Fill the disk with acknowledged entries until a write is refused.
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for round in 0..400 {
+        let lines: String = (0..50)
+            .map(|i| format!("r{round:03} {i:02} {}\n", "z".repeat(60)))
+            .collect();
+        let out = run(&d, &["append", "--lines"], Some(lines.as_bytes()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for (k, l) in text.lines().enumerate() {
+            acked.push((
+                l.parse::<u64>().unwrap(),
+                lines.lines().nth(k).unwrap().to_string(),
+            ));
+        }
+        if !out.status.success() {
+            refused = Some((
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+            break;
+        }
+    }
+    let (code, err) = refused.expect("a 400 KiB file system fills up");
+    eprintln!("refused after {} entries: {err}", acked.len());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    // Everything acknowledged is intact; the log still opens and verifies.
+    let all = json_lines(&expect(
+        &d,
+        &["get", "0", "--count", &acked.len().to_string(), "--json"],
+        None,
+        0,
+    ));
+    for (g, (i, text)) in all.iter().zip(&acked) {
+        assert_eq!(g["index"].as_u64().unwrap(), *i);
+        assert_eq!(g["text"].as_str().unwrap(), text);
+    }
+    // Read-only file system: writes get a clear error, reads work.
+    fs.remount("ro");
+    let err = expect_err(&d, &["append", "x"], None, 2);
+    assert!(err.contains("Read-only file system"), "{err}");
+    expect(&d, &["get", "0"], None, 0);
+    // Room again: appends resume and the log scrubs clean.
+    fs.remount("rw,size=8m");
+    expect(&d, &["append", "after"], None, 0);
+    assert!(expect(&d, &["scrub"], None, 0).contains("0 problem"));
+}

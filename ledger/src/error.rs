@@ -7,15 +7,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum LedgerError {
     /// An operating-system call failed on a file of the log.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {cause}", path.display())]
     Io {
         /// What was being done ("write", "fsync", ...).
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (part of the message, so not repeated as a source).
+        cause: std::io::Error,
     },
     /// No log exists in the directory.
     #[error("no DLog log in {} (run `dlog init` first)", .0.display())]
@@ -88,7 +87,7 @@ impl LedgerError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| LedgerError::Io { op, path, source }
+        move |cause| LedgerError::Io { op, path, cause }
     }
 
     /// True when the error means stored data is damaged.

@@ -284,7 +284,7 @@ impl Ledger {
         getrandom::fill(&mut id).map_err(|e| LedgerError::Io {
             op: "getrandom",
             path: dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
+            cause: std::io::Error::other(e.to_string()),
         })?;
         let meta = LogMeta {
             format: 1,
