@@ -68,7 +68,7 @@ impl Ledger {
         let mut min_ts = 0u64;
         for s in 0..self.sealed_segments() {
             let view = self.sealed_view(s).expect("sealed segment exists");
-            let (seg, idx, tree, footer) = (view.seg, view.idx, view.tree, view.footer);
+            let (seg, idx, tree, footer) = (view.seg, view.idx, &view.tree[..], view.footer);
             let seg_file = self.segment_path(s, "seg");
             let mut problems = Vec::new();
             let mut push = |entry: Option<u64>, file: &PathBuf, detail: String| {

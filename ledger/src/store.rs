@@ -24,7 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Name of the log configuration file.
 pub const LOG_FILE: &str = "log.toml";
@@ -111,7 +111,7 @@ struct EdgeCache {
 pub(crate) struct SealedView<'a> {
     pub seg: &'a [u8],
     pub idx: &'a [u8],
-    pub tree: &'a [u8],
+    pub tree: std::borrow::Cow<'a, [u8]>,
     pub footer: &'a SegmentFooter,
 }
 
@@ -128,7 +128,34 @@ struct Sealed {
     footer: SegmentFooter,
     seg: Mmap,
     idx: Bytes,
-    tree: Bytes,
+    nodes: Nodes,
+}
+
+/// Where a sealed segment's Merkle nodes are read from.
+enum Nodes {
+    /// The `.tree` file (or its in-memory rebuild), level by level.
+    File(Bytes),
+    /// Just sealed: the in-memory tree, while a background thread writes the
+    /// side files (derived data: a crash before they land rebuilds them).
+    Memory(Arc<MemoryTree<Blake3Hasher>>),
+}
+
+impl Nodes {
+    fn node(&self, bits: u8, level: u32, local: u64) -> Option<Hash> {
+        match self {
+            Nodes::File(b) => {
+                let at = (tree_level_offset(bits, level) + local) as usize * 32;
+                b.get(at..at + 32).map(|x| x.try_into().expect("32 bytes"))
+            }
+            Nodes::Memory(t) => t.node(level, local),
+        }
+    }
+}
+
+/// A background write of a just-sealed segment's side files.
+struct PendingSidecars {
+    segment: u64,
+    job: std::thread::JoinHandle<Result<()>>,
 }
 
 /// Side-file bytes: mapped from disk, or rebuilt in memory by a read-only
@@ -172,8 +199,17 @@ pub struct Ledger {
     checkpoint: Option<StoredCheckpoint>,
     edge: Mutex<Option<EdgeCache>>,
     poisoned: Option<String>,
+    pending: Vec<PendingSidecars>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Let background side-file writes finish, so a clean exit leaves
+        // complete files (a crash would only cost a rebuild at open).
+        self.settle_sidecars(true);
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -453,6 +489,7 @@ impl Ledger {
             checkpoint: None,
             edge: Mutex::new(None),
             poisoned: None,
+            pending: Vec::new(),
             buf: Vec::new(),
             scratch: Vec::new(),
         };
@@ -544,6 +581,9 @@ impl Ledger {
         }
         if let Some(why) = &self.poisoned {
             return Err(LedgerError::NotWritable(why.clone()));
+        }
+        if !self.pending.is_empty() {
+            self.settle_sidecars(false);
         }
         for (_, p) in items {
             if p.len() > self.meta.max_payload as usize {
@@ -662,13 +702,6 @@ impl Ledger {
             LedgerError::io("fsync", &path)(e)
         })?;
         self.open.len += FOOTER_LEN as u64;
-        write_sidecars(
-            &self.dir,
-            s,
-            self.meta.segment_bits,
-            &self.open.offsets,
-            &self.open.tree,
-        )?;
         let next = SegmentHeader {
             log_id: self.log_id,
             segment: s + 1,
@@ -676,16 +709,66 @@ impl Ledger {
             prev_chain: chain,
         };
         let new_open = create_segment_file(&self.dir, &next)?;
-        let sealed = Sealed {
+        let old = std::mem::replace(&mut self.open, new_open);
+        // The side files are derived data: write them off the append path.
+        let tree = Arc::new(old.tree);
+        let (dir, bits, offsets, for_job) = (
+            self.dir.clone(),
+            self.meta.segment_bits,
+            old.offsets,
+            tree.clone(),
+        );
+        let idx = idx_bytes(&offsets);
+        let job = std::thread::Builder::new()
+            .name(format!("dlog-seal-{s}"))
+            .spawn(move || write_sidecars(&dir, s, bits, &offsets, &for_job))
+            .map_err(LedgerError::io("spawn side-file writer for", &path))?;
+        self.pending.push(PendingSidecars { segment: s, job });
+        self.sealed.push(Sealed {
             footer,
             seg: map(&path)?,
-            idx: Bytes::Map(map(&seg_path(&self.dir, s, "idx"))?),
-            tree: Bytes::Map(map(&seg_path(&self.dir, s, "tree"))?),
-        };
-        self.sealed.push(sealed);
+            idx: Bytes::Owned(idx),
+            nodes: Nodes::Memory(tree),
+        });
         self.upper.push(root);
-        self.open = new_open;
         Ok(())
+    }
+
+    /// Swaps finished background side-file writes in for their in-memory
+    /// trees; `wait` joins them all (on drop).
+    fn settle_sidecars(&mut self, wait: bool) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if !wait && !self.pending[i].job.is_finished() {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.swap_remove(i);
+            let s = p.segment;
+            let outcome = p.job.join().unwrap_or_else(|_| {
+                Err(LedgerError::NotWritable("side-file writer panicked".into()))
+            });
+            let mapped = outcome.and_then(|()| {
+                Ok((
+                    map(&seg_path(&self.dir, s, "idx"))?,
+                    map(&seg_path(&self.dir, s, "tree"))?,
+                ))
+            });
+            match mapped {
+                Ok((idx, tree)) => {
+                    let seal = &mut self.sealed[s as usize];
+                    let root_at = (tree_file_len(self.meta.segment_bits) - 32) as usize;
+                    if tree.len() as u64 == tree_file_len(self.meta.segment_bits)
+                        && tree[root_at..] == seal.footer.root
+                    {
+                        seal.idx = Bytes::Map(idx);
+                        seal.nodes = Nodes::File(Bytes::Map(tree));
+                    }
+                }
+                // Derived data: keep serving from memory; the next open rebuilds it.
+                Err(e) => tracing::warn!(segment = s, error = %e, "could not write side files"),
+            }
+        }
     }
 
     /// Canonical bytes of entry `index`, checked against its CRC and its leaf hash.
@@ -764,16 +847,13 @@ impl Ledger {
         let s = (index << level) >> bits;
         let local = index - (s << (bits - level));
         if let Some(seal) = self.sealed.get(s as usize) {
-            let at = (tree_level_offset(self.meta.segment_bits, level) + local) as usize * 32;
-            return seal
-                .tree
-                .get(at..at + 32)
-                .map(|b| b.try_into().expect("32 bytes"))
-                .ok_or(LedgerError::Corrupt {
+            return seal.nodes.node(self.meta.segment_bits, level, local).ok_or(
+                LedgerError::Corrupt {
                     segment: s,
                     entry: None,
                     detail: "node file is short".into(),
-                });
+                },
+            );
         }
         self.open
             .tree
@@ -937,7 +1017,10 @@ impl Ledger {
         self.sealed.get(s as usize).map(|x| SealedView {
             seg: &x.seg,
             idx: &x.idx,
-            tree: &x.tree,
+            tree: match &x.nodes {
+                Nodes::File(b) => std::borrow::Cow::Borrowed(&b[..]),
+                Nodes::Memory(t) => std::borrow::Cow::Owned(tree_bytes(self.meta.segment_bits, t)),
+            },
             footer: &x.footer,
         })
     }
@@ -1000,19 +1083,29 @@ fn create_segment_file(dir: &Path, header: &SegmentHeader) -> Result<OpenSegment
     })
 }
 
-/// The bytes of a sealed segment's `.idx` and `.tree` files.
-fn sidecar_bytes(bits: u8, offsets: &[u64], tree: &MemoryTree<Blake3Hasher>) -> (Vec<u8>, Vec<u8>) {
+/// The bytes of a sealed segment's `.idx` file.
+fn idx_bytes(offsets: &[u64]) -> Vec<u8> {
     let mut idx = Vec::with_capacity(offsets.len() * 8);
     for o in offsets {
         idx.extend_from_slice(&o.to_be_bytes());
     }
+    idx
+}
+
+/// The bytes of a sealed segment's `.tree` file: every node, level by level.
+fn tree_bytes(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> Vec<u8> {
     let mut nodes = Vec::with_capacity(tree_file_len(bits) as usize);
     for level in 0..=bits as u32 {
         for i in 0..(1u64 << (bits as u32 - level)) {
             nodes.extend_from_slice(&tree.node(level, i).expect("full segment has every node"));
         }
     }
-    (idx, nodes)
+    nodes
+}
+
+/// The bytes of a sealed segment's `.idx` and `.tree` files.
+fn sidecar_bytes(bits: u8, offsets: &[u64], tree: &MemoryTree<Blake3Hasher>) -> (Vec<u8>, Vec<u8>) {
+    (idx_bytes(offsets), tree_bytes(bits, tree))
 }
 
 fn write_sidecars(
@@ -1123,7 +1216,7 @@ fn open_sealed(
             footer,
             seg,
             idx,
-            tree,
+            nodes: Nodes::File(tree),
         },
         ts,
     )))
