@@ -58,6 +58,8 @@ const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 const PQ_FAIL_BACKOFF: Duration = Duration::from_secs(5);
 /// Outbound traffic within this window makes an expired session re-handshake.
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
+/// Sending into silence this long makes us re-handshake with a fresh session.
+const SILENCE: Duration = Duration::from_secs(5);
 /// Listening sockets kept per port (simultaneous handshakes in progress).
 const LISTEN_BACKLOG: usize = 16;
 /// Handshakes per second before boringtun's rate limiter demands cookies.
@@ -223,6 +225,7 @@ struct PeerState {
     next_epoch: u64,
     resp_cache: Option<(u64, Vec<u8>)>,
     last_demand: Option<Instant>,
+    last_rx: Option<Instant>,
     blocked_reported: bool,
 }
 
@@ -451,6 +454,7 @@ impl Core {
                 next_epoch: 1,
                 resp_cache: None,
                 last_demand: None,
+                last_rx: None,
                 blocked_reported: false,
             });
         }
@@ -738,6 +742,7 @@ impl Core {
             self.stats.decapsulate_errors += 1;
             return;
         }
+        self.peers[pi].last_rx = Some(now);
         // Roaming: the endpoint follows authenticated packets (not cookie
         // replies, whose authenticity is weaker).
         if ty != 3 && self.peers[pi].endpoint != Some(from) {
@@ -1080,7 +1085,34 @@ impl Core {
         for slot in [Slot::Active, Slot::Pending] {
             self.timers(now, pi, slot);
         }
+        self.silence_check(now, pi);
         self.pq_tick(now, pi);
+    }
+
+    /// We keep sending but hear nothing: the peer probably restarted and
+    /// dropped our session (it cannot tell us: it has no key for it).
+    /// Instead of waiting for WireGuard's 15 s rule, or failing forever
+    /// because our session carries a PSK the peer no longer has, handshake
+    /// a fresh classical candidate session; PQ keys are re-derived on it.
+    fn silence_check(&mut self, now: Instant, pi: usize) {
+        let p = &self.peers[pi];
+        if p.pending.is_some() || p.endpoint.is_none() || !(p.active.established() || p.active.pq) {
+            return;
+        }
+        let silent_since = p.last_rx.unwrap_or(p.active.created).max(p.active.created);
+        let sending = p
+            .last_demand
+            .is_some_and(|d| d > silent_since && now.saturating_duration_since(d) < Duration::from_secs(1));
+        if !sending || now.saturating_duration_since(silent_since) < SILENCE {
+            return;
+        }
+        tracing::info!(peer = %p.entry.name, "no answer for 5 s while sending: re-handshaking with a fresh session");
+        let index = self.alloc_index(pi);
+        let p = &self.peers[pi];
+        let mut s = self.new_session(&p.public, p.entry.keepalive, index, 0, None, now);
+        s.restart = true;
+        self.replace_pending(pi, Some(s));
+        self.start_handshake(now, pi, Slot::Pending);
     }
 
     fn wants_session(&self, now: Instant, pi: usize) -> bool {
@@ -1217,6 +1249,9 @@ impl Core {
             tcp::SocketBuffer::new(vec![0u8; n]),
         );
         s.set_nagle_enabled(false);
+        // Without congestion control smoltcp blasts whole windows; losses then
+        // cost go-back-N retransmissions with RTOs backing off to 60 s.
+        s.set_congestion_control(tcp::CongestionControl::Reno);
         s
     }
 

@@ -41,6 +41,22 @@ const ACCEPT_QUEUE: usize = 64;
 /// Events kept for [`Endpoint::take_events`].
 const EVENT_LOG: usize = 1024;
 
+/// UDP socket buffers: bursts of a few hundred KiB per stream must not be
+/// dropped by the kernel (the OS may cap this at `net.core.rmem_max`).
+const UDP_BUFFER: usize = 4 << 20;
+
+fn bind_udp(listen: SocketAddr) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ctx = || format!("binding UDP {listen}");
+    let s = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| Error::io(ctx(), e))?;
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true).map_err(|e| Error::io(ctx(), e))?;
+    s.bind(&listen.into()).map_err(|e| Error::io(ctx(), e))?;
+    UdpSocket::from_std(s.into()).map_err(|e| Error::io(ctx(), e))
+}
+
 /// Test hook: impairments applied to every datagram the driver sends.
 /// Real packets are dropped, duplicated or delayed past the next one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,9 +158,7 @@ impl Endpoint {
     pub async fn bind_with(cfg: Config, listen: SocketAddr, netem: Option<Netem>) -> Result<Endpoint> {
         let now = Instant::now();
         let core = Core::new(&cfg, now)?;
-        let udp = UdpSocket::bind(listen)
-            .await
-            .map_err(|e| Error::io(format!("binding UDP {listen}"), e))?;
+        let udp = bind_udp(listen)?;
         let local = udp
             .local_addr()
             .map_err(|e| Error::io("UDP local address", e))?;
