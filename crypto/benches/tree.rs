@@ -53,7 +53,7 @@ fn hashing(c: &mut Criterion) {
     });
     g.bench_function("leaf_and_tree", |b| {
         b.iter_batched(
-            || MemoryTree::<Blake3Hasher>::new(),
+            MemoryTree::<Blake3Hasher>::new,
             |mut t| {
                 for e in data.chunks_exact(ENTRY_LEN) {
                     t.push(Blake3Hasher::hash_leaf(e));

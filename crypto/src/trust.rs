@@ -649,7 +649,10 @@ mod tests {
             }
         );
         // A hand-built policy with quorum 0 accepts nothing.
-        let zero = TrustPolicy { quorum: 0, ..p.clone() };
+        let zero = TrustPolicy {
+            quorum: 0,
+            ..p.clone()
+        };
         assert_eq!(zero.verify_checkpoint(&good), Err(TrustError::QuorumZero));
         // Another origin.
         let other = TrustPolicy {

@@ -20,7 +20,9 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let voters: Vec<NoteSigner> = (1..=3u8)
-            .map(|i| NoteSigner::new(format!("node-{i}"), SigningKey::from_bytes(&[i; 32])).unwrap())
+            .map(|i| {
+                NoteSigner::new(format!("node-{i}"), SigningKey::from_bytes(&[i; 32])).unwrap()
+            })
             .collect();
         let auditor = Cosigner::new("auditor-1", SigningKey::from_bytes(&[9; 32])).unwrap();
         let policy = TrustPolicy::new(
@@ -31,7 +33,9 @@ fn fixture() -> &'static Fixture {
             1,
         )
         .unwrap();
-        let body = Checkpoint::new("dlog/fuzz", 1234, [7; 32]).unwrap().to_body();
+        let body = Checkpoint::new("dlog/fuzz", 1234, [7; 32])
+            .unwrap()
+            .to_body();
         let mut note = SignedNote::new(body.clone()).unwrap();
         for v in &voters[..2] {
             note.add_signature(v.sign(&body));

@@ -28,10 +28,13 @@ fuzz_target!(|i: Input| {
     let _ = verify_consistency::<Blake3Hasher>(i.old, i.size, &i.old_root, &i.root, &i.proof);
     // Small sizes reach the loops' edge cases far more often.
     let _ = verify_inclusion::<Blake3Hasher>(&i.leaf, i.index % 64, i.size % 64, &i.proof, &i.root);
-    let _ = verify_consistency::<Blake3Hasher>(i.old % 64, i.size % 64, &i.old_root, &i.root, &i.proof);
+    let _ =
+        verify_consistency::<Blake3Hasher>(i.old % 64, i.size % 64, &i.old_root, &i.root, &i.proof);
 
     let n = u64::from(i.real_size % 600) + 1;
-    let leaves: Vec<Hash> = (0..n).map(|k| Blake3Hasher::hash_leaf(&k.to_be_bytes())).collect();
+    let leaves: Vec<Hash> = (0..n)
+        .map(|k| Blake3Hasher::hash_leaf(&k.to_be_bytes()))
+        .collect();
     let tree = MemoryTree::<Blake3Hasher>::from_leaves(leaves.iter().copied());
     let root = tree.root();
     let idx = u64::from(i.real_pick) % n;
@@ -42,7 +45,9 @@ fuzz_target!(|i: Input| {
         let bit = usize::from(i.flip);
         let k = bit % bad.len();
         bad[k][(bit / 8) % 32] ^= 1 << (bit % 8);
-        assert!(verify_inclusion::<Blake3Hasher>(&leaves[idx as usize], idx, n, &bad, &root).is_err());
+        assert!(
+            verify_inclusion::<Blake3Hasher>(&leaves[idx as usize], idx, n, &bad, &root).is_err()
+        );
     }
     let m = idx + 1;
     let c = tree.consistency_proof(m, n).unwrap();

@@ -28,13 +28,26 @@ fn fixture() -> &'static Fixture {
             TrustPolicy::new("dlog/fuzz", vec![signer.verifier()], 1, Vec::new(), 0).unwrap();
         let entries: Vec<Vec<u8>> = (0..11u64)
             .map(|i| {
-                let p = NotaryPayload::new(DigestAlg::Blake3, DigestAlg::Blake3.digest(&[i as u8]), Some("doc".into()))
-                    .unwrap();
-                Entry { kind: EntryKind::Notarization, timestamp_ns: i, payload: p.encode().unwrap() }.encode()
+                let p = NotaryPayload::new(
+                    DigestAlg::Blake3,
+                    DigestAlg::Blake3.digest(&[i as u8]),
+                    Some("doc".into()),
+                )
+                .unwrap();
+                Entry {
+                    kind: EntryKind::Notarization,
+                    timestamp_ns: i,
+                    payload: p.encode().unwrap(),
+                }
+                .encode()
             })
             .collect();
-        let tree = MemoryTree::<Blake3Hasher>::from_leaves(entries.iter().map(|e| Blake3Hasher::hash_leaf(e)));
-        let body = Checkpoint::new("dlog/fuzz", 11, tree.root()).unwrap().to_body();
+        let tree = MemoryTree::<Blake3Hasher>::from_leaves(
+            entries.iter().map(|e| Blake3Hasher::hash_leaf(e)),
+        );
+        let body = Checkpoint::new("dlog/fuzz", 11, tree.root())
+            .unwrap()
+            .to_body();
         let mut note = SignedNote::new(body.clone()).unwrap();
         note.add_signature(signer.sign(&body));
         let r = Receipt {
@@ -44,7 +57,11 @@ fn fixture() -> &'static Fixture {
             checkpoint: note.to_string(),
         };
         verify_receipt(&policy, &r).expect("fixture verifies");
-        Fixture { policy, proof: r.to_tlog_proof(), json: r.to_json() }
+        Fixture {
+            policy,
+            proof: r.to_tlog_proof(),
+            json: r.to_json(),
+        }
     })
 }
 
@@ -68,7 +85,12 @@ fuzz_target!(|data: &[u8]| {
         check(s);
     }
     let (which, ops) = data.split_first().unwrap_or((&0, &[]));
-    let mut text = if which & 1 == 0 { fixture().proof.clone() } else { fixture().json.clone() }.into_bytes();
+    let mut text = if which & 1 == 0 {
+        fixture().proof.clone()
+    } else {
+        fixture().json.clone()
+    }
+    .into_bytes();
     for op in ops.chunks_exact(3) {
         let pos = u16::from_le_bytes([op[0], op[1]]) as usize % text.len();
         text[pos] = op[2];
