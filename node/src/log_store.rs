@@ -1,0 +1,396 @@
+//! The durable Raft log: append-only record files in `<data>/raft/`.
+//!
+//! ```text
+//! <data>/raft/log-<first index:020>.dat   records: len:u32 BE | crc32c:u32 BE | bincode(Entry)
+//! <data>/raft/vote                         the last vote (atomic replace)
+//! <data>/raft/purged                       the last purged log id (atomic replace)
+//! ```
+//!
+//! Every `append` writes its records and `fdatasync`s before it calls the
+//! [`LogFlushed`] callback. A record cut by a crash (short or bad CRC) is a
+//! torn tail: it is cut at open. Entries are also kept in memory (the log is
+//! purged behind snapshots, so it stays short).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
+
+use crate::error::{NodeError, Result};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// Roll to a new record file past this size.
+const FILE_LIMIT: u64 = 64 << 20;
+/// Largest record accepted when reading back (a batch is bounded far below).
+const MAX_RECORD: u32 = 256 << 20;
+const RECORD_HEADER: usize = 8;
+
+struct LogFile {
+    first: u64,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    files: Vec<LogFile>,
+    /// index -> (file position in `files`, offset, entry)
+    entries: BTreeMap<u64, (u64, Entry)>,
+    vote: Option<Vote<NodeId>>,
+    purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+/// The Raft log store. Cheap to clone (readers share it).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+fn sio_w(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+}
+
+fn sio_r(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_logs(AnyError::error(e.to_string())).into()
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(NodeError::io("fsync directory", dir))
+}
+
+fn file_name(first: u64) -> String {
+    format!("log-{first:020}.dat")
+}
+
+/// Encodes one record.
+fn encode_record(out: &mut Vec<u8>, entry: &Entry) -> Result<()> {
+    let body = bincode::serialize(entry).map_err(|e| NodeError::Protocol(e.to_string()))?;
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Scans record bytes; returns the entries with their offsets and the valid length.
+fn scan_records(bytes: &[u8]) -> (Vec<(u64, Entry)>, u64) {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while bytes.len() - off >= RECORD_HEADER {
+        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(bytes[off + 4..off + 8].try_into().expect("4 bytes"));
+        if len > MAX_RECORD || bytes.len() - off - RECORD_HEADER < len as usize {
+            break;
+        }
+        let body = &bytes[off + RECORD_HEADER..off + RECORD_HEADER + len as usize];
+        if crc32c::crc32c(body) != crc {
+            break;
+        }
+        let Ok(entry) = bincode::deserialize::<Entry>(body) else {
+            break;
+        };
+        out.push((off as u64, entry));
+        off += RECORD_HEADER + len as usize;
+    }
+    (out, off as u64)
+}
+
+fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| NodeError::RaftStore {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::io("read", path)(e)),
+    }
+}
+
+fn write_small<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    let b = serde_json::to_vec(v).map_err(|e| NodeError::Protocol(e.to_string()))?;
+    dlog_ledger::store::write_atomic(path, &b)?;
+    Ok(())
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, cutting a torn tail.
+    pub fn open(dir: &Path) -> Result<LogStore> {
+        fs::create_dir_all(dir).map_err(NodeError::io("create directory", dir))?;
+        let vote = read_small(&dir.join("vote"))?;
+        let purged: Option<LogId> = read_small(&dir.join("purged"))?;
+        let mut firsts = Vec::new();
+        for ent in fs::read_dir(dir).map_err(NodeError::io("read directory", dir))? {
+            let ent = ent.map_err(NodeError::io("read directory", dir))?;
+            let name = ent.file_name().to_string_lossy().to_string();
+            if let Some(num) = name
+                .strip_prefix("log-")
+                .and_then(|n| n.strip_suffix(".dat"))
+            {
+                if let Ok(n) = num.parse::<u64>() {
+                    firsts.push(n);
+                }
+            }
+        }
+        firsts.sort_unstable();
+        let mut files: Vec<LogFile> = Vec::new();
+        let mut entries = BTreeMap::new();
+        let mut cut = false;
+        let mut expect: Option<u64> = None;
+        for first in firsts {
+            let path = dir.join(file_name(first));
+            if cut {
+                tracing::warn!(file = %path.display(), "removing raft log file after a torn record");
+                fs::remove_file(&path).map_err(NodeError::io("remove", &path))?;
+                continue;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(NodeError::io("open", &path))?;
+            let bytes = fs::read(&path).map_err(NodeError::io("read", &path))?;
+            let (recs, valid) = scan_records(&bytes);
+            if valid < bytes.len() as u64 {
+                tracing::warn!(file = %path.display(), valid, len = bytes.len(), "cutting torn raft log tail");
+                file.set_len(valid)
+                    .map_err(NodeError::io("truncate", &path))?;
+                file.sync_all().map_err(NodeError::io("fsync", &path))?;
+                cut = true;
+            }
+            let pos = files.len() as u64;
+            for (off, e) in recs {
+                let idx = e.get_log_id().index;
+                if let Some(x) = expect {
+                    if idx != x {
+                        return Err(NodeError::RaftStore {
+                            path: path.clone(),
+                            detail: format!("entry {idx} where {x} was expected"),
+                        });
+                    }
+                }
+                expect = Some(idx + 1);
+                if purged.is_none_or(|p: LogId| idx > p.index) {
+                    entries.insert(idx, (pos << 40 | off, e));
+                }
+            }
+            files.push(LogFile {
+                first,
+                path,
+                file,
+                len: valid,
+            });
+        }
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                files,
+                entries,
+                vote,
+                purged,
+                committed: None,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Index of the last entry held (for tests and status).
+    pub fn last_index(&self) -> Option<u64> {
+        self.lock().entries.keys().next_back().copied()
+    }
+}
+
+impl Inner {
+    fn append_durable(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let first_idx = entries[0].get_log_id().index;
+        let need_new = match self.files.last() {
+            None => true,
+            Some(f) => f.len >= FILE_LIMIT,
+        };
+        if need_new {
+            let path = self.dir.join(file_name(first_idx));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(NodeError::io("create", &path))?;
+            fsync_dir(&self.dir)?;
+            self.files.push(LogFile {
+                first: first_idx,
+                path,
+                file,
+                len: 0,
+            });
+        }
+        let pos = self.files.len() as u64 - 1;
+        let f = self.files.last_mut().expect("a file");
+        let mut buf = Vec::new();
+        let mut offs = Vec::with_capacity(entries.len());
+        for e in &entries {
+            offs.push(f.len + buf.len() as u64);
+            encode_record(&mut buf, e)?;
+        }
+        f.file
+            .write_all_at(&buf, f.len)
+            .map_err(NodeError::io("write", &f.path))?;
+        f.file
+            .sync_data()
+            .map_err(NodeError::io("fsync", &f.path))?;
+        f.len += buf.len() as u64;
+        for (e, off) in entries.into_iter().zip(offs) {
+            self.entries
+                .insert(e.get_log_id().index, (pos << 40 | off, e));
+        }
+        Ok(())
+    }
+
+    /// Deletes every entry with index >= `index`, durably.
+    fn truncate_from(&mut self, index: u64) -> Result<()> {
+        let Some((&_, &(loc, _))) = self.entries.range(index..).next() else {
+            return Ok(());
+        };
+        let pos = (loc >> 40) as usize;
+        let off = loc & ((1 << 40) - 1);
+        while self.files.len() > pos + 1 {
+            let f = self.files.pop().expect("non-empty");
+            fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
+        }
+        let f = &mut self.files[pos];
+        f.file
+            .set_len(off)
+            .map_err(NodeError::io("truncate", &f.path))?;
+        f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
+        f.len = off;
+        fsync_dir(&self.dir)?;
+        let _ = self.entries.split_off(&index);
+        Ok(())
+    }
+
+    fn purge_upto(&mut self, log_id: LogId) -> Result<()> {
+        write_small(&self.dir.join("purged"), &log_id)?;
+        self.purged = Some(log_id);
+        let keep = self.entries.split_off(&(log_id.index + 1));
+        self.entries = keep;
+        // Remove whole files whose entries are all purged (not the last file).
+        while self.files.len() > 1 && self.files[1].first <= log_id.index + 1 {
+            let f = self.files.remove(0);
+            fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
+            for (_, (loc, _)) in self.entries.iter_mut() {
+                *loc -= 1 << 40;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let g = self.lock();
+        Ok(g.entries
+            .range(range)
+            .map(|(_, (_, e))| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let g = self.lock();
+        let last = g
+            .entries
+            .values()
+            .next_back()
+            .map(|(_, e)| *e.get_log_id())
+            .or(g.purged);
+        Ok(LogState {
+            last_purged_log_id: g.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        write_small(&g.dir.join("vote"), vote).map_err(|e| {
+            StorageError::from(StorageIOError::write_vote(AnyError::error(e.to_string())))
+        })?;
+        g.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let res = self.lock().append_durable(entries);
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(sio_w(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock().truncate_from(log_id.index).map_err(sio_w)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock().purge_upto(log_id).map_err(sio_r)
+    }
+}

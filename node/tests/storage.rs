@@ -1,0 +1,204 @@
+//! Raft storage: openraft's own storage suite, plus crash and snapshot tests.
+
+use std::io::Cursor;
+
+use dlog_node::log_store::LogStore;
+use dlog_node::state_machine::{LogShape, StateMachine};
+use dlog_node::types::{Entry, Request, TypeConfig};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+
+fn shape() -> LogShape {
+    LogShape {
+        origin: "dlog/test".into(),
+        log_id: "00112233445566778899aabbccddeeff".into(),
+        segment_bits: 2,
+        max_payload: 1 << 20,
+    }
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::open(&dir.path().join("raft")).expect("log store");
+        let sm = StateMachine::open(dir.path(), &shape()).expect("state machine");
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("openraft storage suite");
+}
+
+fn lid(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn append_entry(term: u64, index: u64, ts: u64, n: usize) -> Entry {
+    let items = (0..n)
+        .map(|i| (0u8, format!("entry {index}/{i}").into_bytes()))
+        .collect();
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Normal(Request::Append {
+            timestamp_ns: ts,
+            items,
+        }),
+    }
+}
+
+async fn flush_append(log: &mut LogStore, entries: Vec<Entry>) {
+    // LogFlushed has no public constructor outside openraft; go through the
+    // blocking helper of RaftLogStorageExt.
+    use openraft::storage::RaftLogStorageExt;
+    log.blocking_append(entries).await.expect("append");
+}
+
+#[tokio::test]
+async fn log_survives_reopen_and_cuts_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft = dir.path().join("raft");
+    {
+        let mut log = LogStore::open(&raft).unwrap();
+        flush_append(
+            &mut log,
+            (1..=10).map(|i| append_entry(1, i, i, 3)).collect(),
+        )
+        .await;
+        log.save_vote(&openraft::Vote::new(3, 2)).await.unwrap();
+    }
+    // Tear the last record: cut 5 bytes off the file.
+    let file = std::fs::read_dir(&raft)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "dat"))
+        .unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let mut log = LogStore::open(&raft).unwrap();
+    assert_eq!(log.last_index(), Some(9), "torn entry 10 is cut");
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(openraft::Vote::new(3, 2))
+    );
+    // Appending after the cut works and survives another reopen.
+    flush_append(&mut log, vec![append_entry(2, 10, 10, 1)]).await;
+    log.truncate(lid(2, 8)).await.unwrap();
+    flush_append(&mut log, vec![append_entry(3, 8, 11, 2)]).await;
+    log.purge(lid(1, 3)).await.unwrap();
+    drop(log);
+    let mut log = LogStore::open(&raft).unwrap();
+    let got = log.try_get_log_entries(0..100).await.unwrap();
+    let idx: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(idx, vec![4, 5, 6, 7, 8]);
+    assert_eq!(got.last().unwrap().log_id.leader_id.term, 3);
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(lid(1, 3)));
+}
+
+fn segment_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let seg = dir.join("ledger/segments");
+    let mut v: Vec<_> = std::fs::read_dir(&seg)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn reapplying_after_a_crash_never_appends_twice() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let entries: Vec<Entry> = (1..=7).map(|i| append_entry(1, i, 1000 + i, 3)).collect();
+    {
+        let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+        sm.apply(entries.clone()).await.unwrap();
+    }
+    {
+        let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
+        sm.apply(entries[..4].to_vec()).await.unwrap();
+        // Crash after the ledger append of entries 5..=7 but before the
+        // applied file was written: simulate by restoring the old applied file.
+        let applied = std::fs::read(b.path().join("ledger/raft-applied.json")).unwrap();
+        sm.apply(entries[4..].to_vec()).await.unwrap();
+        drop(sm);
+        std::fs::write(b.path().join("ledger/raft-applied.json"), applied).unwrap();
+    }
+    let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
+    let (last, _) = sm.applied_state().await.unwrap();
+    assert_eq!(last, Some(lid(1, 4)));
+    // Raft re-applies 5..=7: they are recognised and skipped.
+    let out = sm.apply(entries[4..].to_vec()).await.unwrap();
+    assert_eq!(out[0].first, 12);
+    assert_eq!(sm.lock().ledger().unwrap().size(), 21);
+    drop(sm);
+    assert_eq!(
+        segment_bytes(a.path()),
+        segment_bytes(b.path()),
+        "byte-identical replicas"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_transfers_segments_byte_for_byte() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut sa = StateMachine::open(a.path(), &shape()).unwrap();
+    sa.apply(
+        (1..=9)
+            .map(|i| append_entry(1, i, 50 + i, 2))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let snap = sa.build_snapshot().await.unwrap();
+    let mut sb = StateMachine::open(b.path(), &shape()).unwrap();
+    sb.apply(vec![append_entry(1, 1, 1, 1)]).await.unwrap();
+    let data = snap.snapshot.into_inner();
+    sb.install_snapshot(&snap.meta, Box::new(Cursor::new(data)))
+        .await
+        .unwrap();
+    assert_eq!(sb.applied_state().await.unwrap().0, Some(lid(1, 9)));
+    // Both continue identically.
+    let next = vec![append_entry(2, 10, 70, 5)];
+    sa.apply(next.clone()).await.unwrap();
+    sb.apply(next).await.unwrap();
+    let ra = sa.lock().ledger().unwrap().root().unwrap();
+    let rb = sb.lock().ledger().unwrap().root().unwrap();
+    assert_eq!(ra, rb);
+    drop((sa, sb));
+    assert_eq!(segment_bytes(a.path()), segment_bytes(b.path()));
+    // A restart after install still opens the installed ledger.
+    let sb = StateMachine::open(b.path(), &shape()).unwrap();
+    assert_eq!(sb.lock().ledger().unwrap().size(), 23);
+}
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    drop(StateMachine::open(a.path(), &shape()).unwrap());
+    let mut other = shape();
+    other.log_id = "ffeeddccbbaa99887766554433221100".into();
+    let e = StateMachine::open(a.path(), &other)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another cluster"), "{e}");
+}
