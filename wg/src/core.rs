@@ -846,6 +846,15 @@ impl Core {
         self.dev.rx.push_back(pkt);
     }
 
+    /// Fuzzing hook: treat `pkt` as decrypted from the first peer.
+    pub(crate) fn fuzz_inner(&mut self, now: Instant, pkt: &[u8]) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let src = self.peers[0].entry.address;
+        self.deliver_inner(now, 0, src, pkt.to_vec());
+    }
+
     fn report_blocked(&mut self, pi: usize, reason: &str) {
         if !self.peers[pi].blocked_reported {
             self.peers[pi].blocked_reported = true;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod keys;
 pub mod pq;
 
