@@ -1,1 +1,213 @@
-fn main(){}
+//! `dlog-wg-peer`: a small standalone tunnel peer for multi-process tests and
+//! manual experiments.
+//!
+//! ```text
+//! dlog-wg-peer --key KEYFILE --table TABLE.toml --listen 127.0.0.1:PORT
+//!              [--pq required|preferred|off] [--rotate SECS] [--serve PORT]
+//!              [--check NAME:PORT:BYTES]...
+//! ```
+//!
+//! Serves an echo service on `--serve` (default 7000), then for every
+//! `--check` connects to the named peer, sends BYTES pseudo-random bytes,
+//! verifies the echo (BLAKE3) and prints `OK name bytes MB/s` or
+//! `FAIL name reason`, then `DONE`. It keeps serving until stdin closes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dlog_wg::config::{Config, PeerTable, PqMode};
+use dlog_wg::keys::load_key_file;
+use dlog_wg::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Args {
+    key: PathBuf,
+    table: PathBuf,
+    listen: std::net::SocketAddr,
+    pq: PqMode,
+    rotate: Option<u64>,
+    serve: u16,
+    checks: Vec<(String, u16, usize)>,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("dlog-wg-peer: {msg}\nusage: dlog-wg-peer --key F --table F --listen ADDR [--pq MODE] [--rotate SECS] [--serve PORT] [--check NAME:PORT:BYTES]...");
+    std::process::exit(2)
+}
+
+fn parse() -> Args {
+    let mut a = std::env::args().skip(1);
+    let (mut key, mut table, mut listen) = (None, None, None);
+    let mut pq = PqMode::Preferred;
+    let mut rotate = None;
+    let mut serve = 7000;
+    let mut checks = Vec::new();
+    while let Some(flag) = a.next() {
+        let v = a.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--key" => key = Some(PathBuf::from(v)),
+            "--table" => table = Some(PathBuf::from(v)),
+            "--listen" => listen = Some(v.parse().unwrap_or_else(|_| usage("bad --listen"))),
+            "--pq" => {
+                pq = match v.as_str() {
+                    "required" => PqMode::Required,
+                    "preferred" => PqMode::Preferred,
+                    "off" => PqMode::Off,
+                    _ => usage("bad --pq"),
+                }
+            }
+            "--rotate" => rotate = Some(v.parse().unwrap_or_else(|_| usage("bad --rotate"))),
+            "--serve" => serve = v.parse().unwrap_or_else(|_| usage("bad --serve")),
+            "--check" => {
+                let p: Vec<&str> = v.split(':').collect();
+                if p.len() != 3 {
+                    usage("bad --check");
+                }
+                checks.push((
+                    p[0].to_string(),
+                    p[1].parse().unwrap_or_else(|_| usage("bad --check port")),
+                    p[2].parse().unwrap_or_else(|_| usage("bad --check bytes")),
+                ));
+            }
+            _ => usage(&format!("unknown flag {flag}")),
+        }
+    }
+    Args {
+        key: key.unwrap_or_else(|| usage("--key is required")),
+        table: table.unwrap_or_else(|| usage("--table is required")),
+        listen: listen.unwrap_or_else(|| usage("--listen is required")),
+        pq,
+        rotate,
+        serve,
+        checks,
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn check(ep: &Endpoint, key: dlog_wg::keys::PeerKey, port: u16, bytes: usize, seed: u64) -> Result<f64, String> {
+    let s = ep.connect(&key, port).await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let (mut r, mut w) = tokio::io::split(s);
+    let writer = tokio::spawn(async move {
+        let mut h = blake3::Hasher::new();
+        let chunk = pattern(seed, 1 << 20);
+        let mut left = bytes;
+        let mut i = 0u8;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let mut c = chunk[..n].to_vec();
+            c[0] = i;
+            i = i.wrapping_add(1);
+            h.update(&c);
+            w.write_all(&c).await.map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        w.shutdown().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(h.finalize())
+    });
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0usize;
+    loop {
+        let n = r.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        h.update(&buf[..n]);
+    }
+    let sent = writer.await.map_err(|e| e.to_string())??;
+    if got != bytes || sent != h.finalize() {
+        return Err(format!("echo mismatch: got {got} of {bytes} bytes"));
+    }
+    Ok(2.0 * bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse();
+    let keys = load_key_file(&args.key).unwrap_or_else(|e| {
+        eprintln!("dlog-wg-peer: {e}");
+        std::process::exit(2)
+    });
+    let text = std::fs::read_to_string(&args.table).unwrap_or_else(|e| {
+        eprintln!("dlog-wg-peer: reading {}: {e}", args.table.display());
+        std::process::exit(2)
+    });
+    let table = PeerTable::from_toml_str(&text).unwrap_or_else(|e| {
+        eprintln!("dlog-wg-peer: {e}");
+        std::process::exit(2)
+    });
+    let mut cfg = Config::new(keys, table.clone());
+    cfg.pq = args.pq;
+    if let Some(r) = args.rotate {
+        cfg.rotation_interval = Duration::from_secs(r);
+    }
+    cfg.connect_timeout = Duration::from_secs(20);
+    let ep = Endpoint::bind(cfg, args.listen).await.unwrap_or_else(|e| {
+        eprintln!("dlog-wg-peer: {e}");
+        std::process::exit(2)
+    });
+    let mut l = ep.listen(args.serve).await.unwrap_or_else(|e| {
+        eprintln!("dlog-wg-peer: {e}");
+        std::process::exit(2)
+    });
+    tokio::spawn(async move {
+        while let Ok(mut s) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    for (i, (name, port, bytes)) in args.checks.into_iter().enumerate() {
+        let Some(peer) = table.by_name(&name) else {
+            println!("FAIL {name} not in the peer table");
+            continue;
+        };
+        let key = peer.public_key;
+        let ep = ep.clone();
+        tasks.push(tokio::spawn(async move {
+            match check(&ep, key, port, bytes, i as u64 + 1).await {
+                Ok(mbps) => println!("OK {name} {bytes} {mbps:.1}"),
+                Err(e) => println!("FAIL {name} {e}"),
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let st = ep.stats();
+    println!("STATS rotations={} unknown_key={} blocked={}", st.pq_rotations, st.dropped_unknown_key, st.dropped_pq_blocked);
+    println!("DONE");
+    // Serve until stdin closes.
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
