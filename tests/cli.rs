@@ -528,3 +528,34 @@ fn disk_full_and_read_only_filesystem_lose_nothing() {
     expect(&d, &["append", "after"], None, 0);
     assert!(expect(&d, &["scrub"], None, 0).contains("0 problem"));
 }
+
+#[test]
+fn transport_keys_are_private_and_never_overwritten() {
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("wg.key");
+    let k = key.to_str().unwrap();
+    let out = json_lines(&expect(
+        t.path(),
+        &["keys", "gen", "--out", k, "--json"],
+        None,
+        0,
+    ))
+    .remove(0);
+    assert_eq!(b64(out["public_key"].as_str().unwrap()).len(), 32);
+    assert_eq!(
+        b64(out["kem_public_key"].as_str().unwrap()).len(),
+        1184,
+        "ML-KEM-768 encapsulation key"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let before = std::fs::read(&key).unwrap();
+    let e = expect_err(t.path(), &["keys", "gen", "--out", k], None, 2);
+    assert!(e.contains("exists"), "{e}");
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    let shown = json_lines(&expect(t.path(), &["keys", "show", k, "--json"], None, 0)).remove(0);
+    assert_eq!(shown["public_key"], out["public_key"]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = expect_err(t.path(), &["keys", "show", k], None, 2);
+    assert!(e.contains("chmod 600"), "{e}");
+}

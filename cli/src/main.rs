@@ -126,6 +126,30 @@ enum Cmd {
     },
     /// Measure append, proof and verify speed against same-run baselines.
     Bench(bench::BenchArgs),
+    /// Transport keys: X25519 (WireGuard) and ML-KEM-768 (post-quantum PSK).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Write a new key file (mode 0600) and print its public keys.
+    Gen {
+        /// Where to write the key file (never overwritten).
+        #[arg(long, default_value = "wg.key")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public keys of a key file.
+    Show {
+        /// The key file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -229,14 +253,31 @@ fn main() -> ExitCode {
                 .downcast_ref::<LedgerError>()
                 .is_some_and(LedgerError::is_corruption);
             if e.downcast_ref::<VerifyFailed>().is_some() || corrupt {
-                eprintln!("dlog: FAILED: {e:#}");
+                eprintln!("dlog: FAILED: {}", describe(&e));
                 ExitCode::from(1)
             } else {
-                eprintln!("dlog: error: {e:#}");
+                eprintln!("dlog: error: {}", describe(&e));
                 ExitCode::from(2)
             }
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already carries (many error types print their source too).
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -370,8 +411,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Bench(args) => return bench::run(&args),
+        Cmd::Keys(KeysCmd::Gen { out, json }) => {
+            let key = dlog_wg::keys::generate()?;
+            dlog_wg::keys::write_key_file(&out, &key)?;
+            print_public_keys(&out, &key, json);
+        }
+        Cmd::Keys(KeysCmd::Show { file, json }) => {
+            let key = dlog_wg::keys::load_key_file(&file)?;
+            print_public_keys(&file, &key, json);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_public_keys(path: &Path, key: &dlog_wg::keys::KeyFile, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"file": path, "public_key": key.public_key_b64(), "kem_public_key": key.kem_public_key_b64()})
+        );
+    } else {
+        println!("key file:        {}", path.display());
+        println!("public_key     = \"{}\"", key.public_key_b64());
+        println!("kem_public_key = \"{}\"", key.kem_public_key_b64());
+    }
 }
 
 fn print_entry(out: &mut impl Write, index: u64, e: &Entry, json: bool) -> Result<()> {
