@@ -18,7 +18,7 @@
 
 use ml_kem::array::Array;
 use ml_kem::kem::{Decapsulate, KeyExport};
-use ml_kem::{B32, MlKem768, Seed};
+use ml_kem::{MlKem768, Seed, B32};
 
 type Dk = ml_kem::DecapsulationKey<MlKem768>;
 type Ek = ml_kem::EncapsulationKey<MlKem768>;
@@ -69,15 +69,28 @@ impl std::fmt::Debug for KemSecretKey {
     }
 }
 
-/// An ML-KEM-768 encapsulation (public) key.
-#[derive(Clone, PartialEq, Eq)]
+/// An ML-KEM-768 encapsulation (public) key (kept encoded and parsed).
+#[derive(Clone)]
 pub struct KemPublicKey {
     bytes: Box<[u8; PUBLIC_KEY_LEN]>,
+    ek: Box<Ek>,
 }
+
+impl PartialEq for KemPublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for KemPublicKey {}
 
 impl std::fmt::Debug for KemPublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KemPublicKey({})", &blake3::hash(&self.bytes[..]).to_hex()[..16])
+        write!(
+            f,
+            "KemPublicKey({})",
+            &blake3::hash(&self.bytes[..]).to_hex()[..16]
+        )
     }
 }
 
@@ -138,9 +151,10 @@ impl KemSecretKey {
 
     /// The matching encapsulation (public) key.
     pub fn public_key(&self) -> KemPublicKey {
-        let bytes = self.dk.encapsulation_key().to_bytes();
+        let ek = self.dk.encapsulation_key().clone();
         KemPublicKey {
-            bytes: Box::new(bytes.0),
+            bytes: Box::new(ek.to_bytes().0),
+            ek: Box::new(ek),
         }
     }
 
@@ -159,8 +173,11 @@ impl KemPublicKey {
     /// Decodes and validates an encoded encapsulation key (1184 bytes).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KemError> {
         let b: [u8; PUBLIC_KEY_LEN] = fixed("public key", bytes)?;
-        Ek::new(&Array(b)).map_err(|_| KemError::InvalidPublicKey)?;
-        Ok(Self { bytes: Box::new(b) })
+        let ek = Ek::new(&Array(b)).map_err(|_| KemError::InvalidPublicKey)?;
+        Ok(Self {
+            bytes: Box::new(b),
+            ek: Box::new(ek),
+        })
     }
 
     /// The encoded key.
@@ -185,22 +202,8 @@ impl KemPublicKey {
     /// Only for test vectors: `m` must be fresh uniform randomness, never
     /// reused, or the shared secret leaks.
     pub fn encapsulate_with(&self, m: &[u8; 32]) -> (KemCiphertext, KemSharedSecret) {
-        // The key was validated in `from_bytes`/`public_key`, so `new` cannot fail;
-        // fall back to an all-zero-safe path would be wrong, so re-validate.
-        let ek = match Ek::new(&Array(*self.bytes)) {
-            Ok(ek) => ek,
-            // Unreachable by construction; encapsulating to garbage must not panic.
-            Err(_) => {
-                return (
-                    KemCiphertext {
-                        bytes: Box::new([0u8; CIPHERTEXT_LEN]),
-                    },
-                    KemSharedSecret(random_or_zero()),
-                )
-            }
-        };
         let mb: B32 = Array(*m);
-        let (ct, ss) = ek.encapsulate_deterministic(&mb);
+        let (ct, ss) = self.ek.encapsulate_deterministic(&mb);
         (
             KemCiphertext {
                 bytes: Box::new(ct.0),
@@ -208,10 +211,6 @@ impl KemPublicKey {
             KemSharedSecret(ss.0),
         )
     }
-}
-
-fn random_or_zero() -> [u8; 32] {
-    random::<32>().unwrap_or([0u8; 32])
 }
 
 impl KemCiphertext {

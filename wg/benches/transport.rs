@@ -30,7 +30,10 @@ fn rt() -> Runtime {
 }
 
 fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn table(keys: &[(KeyFile, SocketAddr)]) -> String {
@@ -81,7 +84,9 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
 }
 
 async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, data: &[u8]) {
-    s.write_all(&(data.len() as u64).to_be_bytes()).await.unwrap();
+    s.write_all(&(data.len() as u64).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(data).await.unwrap();
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack).await.unwrap();
@@ -163,16 +168,26 @@ fn tcp_pair() -> TcpPair {
 fn throughput(c: &mut Criterion) {
     let data = vec![0x5au8; BULK];
     let mut g = c.benchmark_group("throughput");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Bytes(BULK as u64));
     {
         let tp = tcp_pair();
-        let mut s = tp.client_rt.block_on(tokio::net::TcpStream::connect(tp.addr)).unwrap();
+        let mut s = tp
+            .client_rt
+            .block_on(tokio::net::TcpStream::connect(tp.addr))
+            .unwrap();
         s.set_nodelay(true).unwrap();
-        g.bench_function("plain_tcp", |b| b.iter(|| tp.client_rt.block_on(bulk(&mut s, &data))));
+        g.bench_function("plain_tcp", |b| {
+            b.iter(|| tp.client_rt.block_on(bulk(&mut s, &data)))
+        });
     }
     for mtu in [1420usize, 65_000] {
         let p = tunnel_pair(mtu);
-        let mut s = p.client_rt.block_on(p.client.connect(&p.server_key, 9000)).unwrap();
+        let mut s = p
+            .client_rt
+            .block_on(p.client.connect(&p.server_key, 9000))
+            .unwrap();
         g.bench_with_input(BenchmarkId::new("tunnel_mtu", mtu), &mtu, |b, _| {
             b.iter(|| p.client_rt.block_on(bulk(&mut s, &data)))
         });
@@ -185,18 +200,32 @@ fn round_trip(c: &mut Criterion) {
     g.sample_size(50).measurement_time(Duration::from_secs(5));
     {
         let tp = tcp_pair();
-        let mut s = tp.client_rt.block_on(tokio::net::TcpStream::connect(tp.addr)).unwrap();
+        let mut s = tp
+            .client_rt
+            .block_on(tokio::net::TcpStream::connect(tp.addr))
+            .unwrap();
         s.set_nodelay(true).unwrap();
-        tp.client_rt.block_on(s.write_all(&0u64.to_be_bytes())).unwrap();
+        tp.client_rt
+            .block_on(s.write_all(&0u64.to_be_bytes()))
+            .unwrap();
         let mut m = [7u8; 64];
-        g.bench_function("plain_tcp", |b| b.iter(|| tp.client_rt.block_on(ping(&mut s, &mut m))));
+        g.bench_function("plain_tcp", |b| {
+            b.iter(|| tp.client_rt.block_on(ping(&mut s, &mut m)))
+        });
     }
     {
         let p = tunnel_pair(1420);
-        let mut s = p.client_rt.block_on(p.client.connect(&p.server_key, 9000)).unwrap();
-        p.client_rt.block_on(s.write_all(&0u64.to_be_bytes())).unwrap();
+        let mut s = p
+            .client_rt
+            .block_on(p.client.connect(&p.server_key, 9000))
+            .unwrap();
+        p.client_rt
+            .block_on(s.write_all(&0u64.to_be_bytes()))
+            .unwrap();
         let mut m = [7u8; 64];
-        g.bench_function("tunnel", |b| b.iter(|| p.client_rt.block_on(ping(&mut s, &mut m))));
+        g.bench_function("tunnel", |b| {
+            b.iter(|| p.client_rt.block_on(ping(&mut s, &mut m)))
+        });
     }
     g.finish();
 }
@@ -243,10 +272,33 @@ fn pq_rotation(c: &mut Criterion) {
                 TunnResult::WriteToNetwork(p) => p.to_vec(),
                 _ => unreachable!(),
             };
-            assert!(matches!(ta.decapsulate(None, &resp, &mut b3), TunnResult::WriteToNetwork(_)));
+            assert!(matches!(
+                ta.decapsulate(None, &resp, &mut b3),
+                TunnResult::WriteToNetwork(_)
+            ));
         })
     });
 }
 
-criterion_group!(benches, pq_rotation, round_trip, throughput);
+/// The pieces of a rotation, to see where the time goes.
+fn pq_parts(c: &mut Criterion) {
+    use dlog_crypto::kem::KemSecretKey;
+    let sk = KemSecretKey::from_seed([9u8; 64]);
+    let pk = sk.public_key();
+    let (ct, _) = pk.encapsulate().unwrap();
+    let mut g = c.benchmark_group("pq_parts");
+    g.bench_function("mlkem768_keygen", |b| {
+        b.iter(|| KemSecretKey::generate().unwrap())
+    });
+    g.bench_function("mlkem768_encapsulate", |b| {
+        b.iter(|| pk.encapsulate().unwrap())
+    });
+    g.bench_function("mlkem768_decapsulate", |b| b.iter(|| sk.decapsulate(&ct)));
+    g.bench_function("mlkem768_public_key_decode", |b| {
+        b.iter(|| dlog_crypto::kem::KemPublicKey::from_bytes(pk.as_bytes()).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pq_rotation, pq_parts, round_trip, throughput);
 criterion_main!(benches);

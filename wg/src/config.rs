@@ -133,14 +133,14 @@ impl PeerTable {
             };
             let endpoint = match p.endpoint {
                 None => None,
-                Some(e) => Some(e.parse::<SocketAddr>().map_err(|err| {
-                    Error::Config(format!("endpoint {e:?} of {name}: {err}"))
-                })?),
+                Some(e) => Some(
+                    e.parse::<SocketAddr>()
+                        .map_err(|err| Error::Config(format!("endpoint {e:?} of {name}: {err}")))?,
+                ),
             };
-            let address = p
-                .address
-                .parse::<Ipv4Addr>()
-                .map_err(|err| Error::Config(format!("address {:?} of {name}: {err}", p.address)))?;
+            let address = p.address.parse::<Ipv4Addr>().map_err(|err| {
+                Error::Config(format!("address {:?} of {name}: {err}", p.address))
+            })?;
             peers.push(PeerEntry {
                 name,
                 public_key,
@@ -160,7 +160,10 @@ impl PeerTable {
         let mut addrs: HashMap<Ipv4Addr, &str> = HashMap::new();
         for p in &peers {
             if keys.insert(p.public_key, &p.name).is_some() {
-                return Err(Error::DuplicatePeer(format!("{} ({})", p.public_key, p.name)));
+                return Err(Error::DuplicatePeer(format!(
+                    "{} ({})",
+                    p.public_key, p.name
+                )));
             }
             if let Some(first) = addrs.insert(p.address, &p.name) {
                 return Err(Error::DuplicateAddress {
@@ -243,15 +246,16 @@ impl Config {
         let address = match (self.address, own) {
             (Some(a), _) => a,
             (None, Some(e)) => e.address,
-            (None, None) => {
-                return Err(Error::Config(
-                    "no local tunnel address: set Config::address or list our key in the peer table"
-                        .into(),
-                ))
-            }
+            (None, None) => return Err(Error::Config(
+                "no local tunnel address: set Config::address or list our key in the peer table"
+                    .into(),
+            )),
         };
         if !(576..=65_000).contains(&self.mtu) {
-            return Err(Error::Config(format!("mtu {} outside 576..=65000", self.mtu)));
+            return Err(Error::Config(format!(
+                "mtu {} outside 576..=65000",
+                self.mtu
+            )));
         }
         if self.rotation_interval < Duration::from_millis(100) {
             return Err(Error::Config("rotation_interval below 100 ms".into()));
@@ -292,8 +296,9 @@ mod tests {
     fn parses_a_table() {
         let a = generate().unwrap();
         let b = generate().unwrap();
-        let t = PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&b, "b", "10.0.0.2")))
-            .unwrap();
+        let t =
+            PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&b, "b", "10.0.0.2")))
+                .unwrap();
         assert_eq!(t.peers().len(), 2);
         assert_eq!(t.get(&b.public_key()).unwrap().name, "b");
         let cfg = Config::new(a.clone(), t);
@@ -306,11 +311,13 @@ mod tests {
     fn duplicate_address_and_key_are_errors() {
         let a = generate().unwrap();
         let b = generate().unwrap();
-        let e = PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&b, "b", "10.0.0.1")))
-            .unwrap_err();
+        let e =
+            PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&b, "b", "10.0.0.1")))
+                .unwrap_err();
         assert!(matches!(e, Error::DuplicateAddress { .. }), "{e}");
-        let e = PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&a, "b", "10.0.0.2")))
-            .unwrap_err();
+        let e =
+            PeerTable::from_toml_str(&(entry(&a, "a", "10.0.0.1") + &entry(&a, "b", "10.0.0.2")))
+                .unwrap_err();
         assert!(matches!(e, Error::DuplicatePeer(_)), "{e}");
     }
 

@@ -34,9 +34,13 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use dlog_crypto::kem::KemSecretKey;
-use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
+/// Handle of a TCP socket inside the core (re-exported from smoltcp).
+pub use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
 use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
+/// The TCP socket type behind [`Core::socket`] (re-exported from smoltcp).
+pub use smoltcp::socket::tcp::Socket as TcpSocket;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet};
 
 use crate::config::{Config, PeerEntry, PqMode, Role};
@@ -504,7 +508,9 @@ impl Core {
     }
 
     fn smol(&self, now: Instant) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(now.saturating_duration_since(self.origin).as_micros() as i64)
+        smoltcp::time::Instant::from_micros(
+            now.saturating_duration_since(self.origin).as_micros() as i64
+        )
     }
 
     fn event(&mut self, e: Event) {
@@ -573,7 +579,9 @@ impl Core {
 
     /// The peer's current UDP endpoint.
     pub fn peer_endpoint(&self, key: &PeerKey) -> Option<SocketAddr> {
-        self.by_key.get(&key.0).and_then(|&i| self.peers[i].endpoint)
+        self.by_key
+            .get(&key.0)
+            .and_then(|&i| self.peers[i].endpoint)
     }
 
     fn app_allowed(&self, i: usize) -> bool {
@@ -623,7 +631,10 @@ impl Core {
 
     fn handle_init(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.buf);
-        let half = match self.rate_limiter.verify_packet(Some(from.ip()), data, &mut buf) {
+        let half = match self
+            .rate_limiter
+            .verify_packet(Some(from.ip()), data, &mut buf)
+        {
             Ok(Packet::HandshakeInit(hi)) => parse_handshake_anon(&self.secret, &self.public, &hi),
             Ok(_) => Err(WireGuardError::WrongPacketType),
             Err(TunnResult::WriteToNetwork(cookie)) => {
@@ -654,7 +665,11 @@ impl Core {
         };
         let ri = half.peer_index >> 8;
         let p = &mut self.peers[pi];
-        let slot = if p.pending.as_ref().is_some_and(|s| s.remote_index == Some(ri)) {
+        let slot = if p
+            .pending
+            .as_ref()
+            .is_some_and(|s| s.remote_index == Some(ri))
+        {
             Slot::Pending
         } else if p.active.remote_index.is_none() || p.active.remote_index == Some(ri) {
             p.active.remote_index = Some(ri);
@@ -709,11 +724,10 @@ impl Core {
                 TunnResult::WriteToNetwork(b) => {
                     ok = true;
                     out.push(b.to_vec());
-                    loop {
-                        match s.tunn.decapsulate(None, &[], &mut buf) {
-                            TunnResult::WriteToNetwork(b) => out.push(b.to_vec()),
-                            _ => break,
-                        }
+                    while let TunnResult::WriteToNetwork(b) =
+                        s.tunn.decapsulate(None, &[], &mut buf)
+                    {
+                        out.push(b.to_vec());
                     }
                 }
                 TunnResult::WriteToTunnelV4(pkt, src) => {
@@ -753,7 +767,10 @@ impl Core {
                 tracing::info!(peer = %self.peers[pi].entry.name, %from, "peer roamed");
             }
             let peer = self.peers[pi].entry.public_key;
-            self.event(Event::Roamed { peer, endpoint: from });
+            self.event(Event::Roamed {
+                peer,
+                endpoint: from,
+            });
         }
         for o in out {
             self.push_tx(from, &o);
@@ -837,7 +854,10 @@ impl Core {
         }
         if !self.app_allowed(pi) {
             self.stats.dropped_pq_blocked += 1;
-            self.report_blocked(pi, "no post-quantum PSK installed yet and pq = \"required\"");
+            self.report_blocked(
+                pi,
+                "no post-quantum PSK installed yet and pq = \"required\"",
+            );
             return;
         }
         if self.dev.rx.len() >= MAX_RX_QUEUE {
@@ -902,7 +922,8 @@ impl Core {
                     return;
                 };
                 let p = &self.peers[pi];
-                let mut s = self.new_session(&p.public, p.entry.keepalive, index, epoch, Some(psk), now);
+                let mut s =
+                    self.new_session(&p.public, p.entry.keepalive, index, epoch, Some(psk), now);
                 s.remote_index = Some(idx_i);
                 self.replace_pending(pi, Some(s));
                 self.peers[pi].resp_cache = Some((epoch, resp.clone()));
@@ -924,7 +945,8 @@ impl Core {
                 let index = st.index;
                 self.peers[pi].pq_init = None;
                 let p = &self.peers[pi];
-                let mut s = self.new_session(&p.public, p.entry.keepalive, index, epoch, Some(psk), now);
+                let mut s =
+                    self.new_session(&p.public, p.entry.keepalive, index, epoch, Some(psk), now);
                 s.remote_index = Some(idx_r);
                 self.replace_pending(pi, Some(s));
                 self.start_handshake(now, pi, Slot::Pending);
@@ -940,7 +962,9 @@ impl Core {
         let mut buf = std::mem::take(&mut self.buf);
         let mut pkt = None;
         if let Some(s) = self.session_mut(pi, slot) {
-            if let TunnResult::WriteToNetwork(b) = s.tunn.format_handshake_initiation(&mut buf, true) {
+            if let TunnResult::WriteToNetwork(b) =
+                s.tunn.format_handshake_initiation(&mut buf, true)
+            {
                 pkt = Some(b.to_vec());
             }
             s.hs_started.get_or_insert(now);
@@ -1109,9 +1133,9 @@ impl Core {
             return;
         }
         let silent_since = p.last_rx.unwrap_or(p.active.created).max(p.active.created);
-        let sending = p
-            .last_demand
-            .is_some_and(|d| d > silent_since && now.saturating_duration_since(d) < Duration::from_secs(1));
+        let sending = p.last_demand.is_some_and(|d| {
+            d > silent_since && now.saturating_duration_since(d) < Duration::from_secs(1)
+        });
         if !sending || now.saturating_duration_since(silent_since) < SILENCE {
             return;
         }
@@ -1128,7 +1152,8 @@ impl Core {
         let p = &self.peers[pi];
         p.entry.keepalive.is_some()
             || p.pq_init.is_some()
-            || p.last_demand.is_some_and(|t| now.saturating_duration_since(t) < DEMAND_WINDOW)
+            || p.last_demand
+                .is_some_and(|t| now.saturating_duration_since(t) < DEMAND_WINDOW)
     }
 
     fn timers(&mut self, now: Instant, pi: usize, slot: Slot) {
@@ -1211,7 +1236,9 @@ impl Core {
         let Some(parties) = self.peers[pi].parties.clone() else {
             return;
         };
-        let epoch = self.peers[pi].next_epoch.max(self.peers[pi].active.epoch + 1);
+        let epoch = self.peers[pi]
+            .next_epoch
+            .max(self.peers[pi].active.epoch + 1);
         self.peers[pi].next_epoch = epoch + 1;
         let index = self.alloc_index(pi);
         match pq::initiate(epoch, index, &parties) {
@@ -1273,13 +1300,17 @@ impl Core {
         let remote = (IpAddress::Ipv4(self.peers[pi].entry.address), port);
         let mut sock = self.new_socket();
         let local_port = self.next_port;
-        self.next_port = if self.next_port >= 65_535 {
+        self.next_port = if self.next_port == u16::MAX {
             49_152
         } else {
             self.next_port + 1
         };
-        sock.connect(self.iface.context(), remote, (IpAddress::Ipv4(self.address), local_port))
-            .map_err(|e| Error::Config(format!("connect: {e}")))?;
+        sock.connect(
+            self.iface.context(),
+            remote,
+            (IpAddress::Ipv4(self.address), local_port),
+        )
+        .map_err(|e| Error::Config(format!("connect: {e}")))?;
         self.peers[pi].last_demand = Some(now);
         Ok(self.sockets.add(sock))
     }
@@ -1292,7 +1323,8 @@ impl Core {
         let mut v = Vec::with_capacity(LISTEN_BACKLOG);
         for _ in 0..LISTEN_BACKLOG {
             let mut s = self.new_socket();
-            s.listen(port).map_err(|e| Error::Config(format!("listen: {e}")))?;
+            s.listen(port)
+                .map_err(|e| Error::Config(format!("listen: {e}")))?;
             v.push(self.sockets.add(s));
         }
         self.listeners.insert(port, v);

@@ -48,8 +48,12 @@ const UDP_BUFFER: usize = 4 << 20;
 fn bind_udp(listen: SocketAddr) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = || format!("binding UDP {listen}");
-    let s = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| Error::io(ctx(), e))?;
+    let s = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(|e| Error::io(ctx(), e))?;
     let _ = s.set_recv_buffer_size(UDP_BUFFER);
     let _ = s.set_send_buffer_size(UDP_BUFFER);
     s.set_nonblocking(true).map_err(|e| Error::io(ctx(), e))?;
@@ -155,7 +159,11 @@ impl Endpoint {
     }
 
     /// Like [`Endpoint::bind`], with an optional impairment hook for tests.
-    pub async fn bind_with(cfg: Config, listen: SocketAddr, netem: Option<Netem>) -> Result<Endpoint> {
+    pub async fn bind_with(
+        cfg: Config,
+        listen: SocketAddr,
+        netem: Option<Netem>,
+    ) -> Result<Endpoint> {
         let now = Instant::now();
         let core = Core::new(&cfg, now)?;
         let udp = bind_udp(listen)?;
@@ -315,7 +323,9 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("peer", &self.peer).finish_non_exhaustive()
+        f.debug_struct("Stream")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -364,7 +374,11 @@ impl AsyncWrite for Stream {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let n = buf.len().min(MAX_CHUNK);
-        if self.tx.send_item(Bytes::copy_from_slice(&buf[..n])).is_err() {
+        if self
+            .tx
+            .send_item(Bytes::copy_from_slice(&buf[..n]))
+            .is_err()
+        {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         self.notify.notify_one();
@@ -519,11 +533,14 @@ impl Driver {
                 self.core.unlisten(port);
             }
             Cmd::PeerStatus { peer, reply } => {
-                let st = self.core.peer_epoch(&peer).map(|(epoch, established)| PeerStatus {
-                    epoch,
-                    established,
-                    endpoint: self.core.peer_endpoint(&peer),
-                });
+                let st = self
+                    .core
+                    .peer_epoch(&peer)
+                    .map(|(epoch, established)| PeerStatus {
+                        epoch,
+                        established,
+                        endpoint: self.core.peer_endpoint(&peer),
+                    });
                 let _ = reply.send(st);
             }
             Cmd::RotateNow { peer, reply } => {
@@ -557,10 +574,7 @@ impl Driver {
     fn accept_all(&mut self) {
         let ports: Vec<u16> = self.listeners.keys().copied().collect();
         for port in ports {
-            loop {
-                let Some(tx) = self.listeners.get(&port) else {
-                    break;
-                };
+            while let Some(tx) = self.listeners.get(&port) {
                 if tx.is_closed() {
                     self.listeners.remove(&port);
                     self.core.unlisten(port);
@@ -585,7 +599,9 @@ impl Driver {
         while i < self.connecting.len() {
             let st = self.core.socket(self.connecting[i].h).state();
             let done = match st {
-                tcp::State::SynSent | tcp::State::SynReceived if now < self.connecting[i].deadline => {
+                tcp::State::SynSent | tcp::State::SynReceived
+                    if now < self.connecting[i].deadline =>
+                {
                     None
                 }
                 tcp::State::SynSent | tcp::State::SynReceived => Some(Err(true)),
@@ -677,7 +693,10 @@ impl Driver {
             let state = s.state();
             if matches!(
                 state,
-                tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
             ) {
                 c.saw_fin = true;
             }

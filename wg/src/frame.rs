@@ -221,7 +221,10 @@ mod tests {
     fn oversized_frame_fails_and_stays_failed() {
         let mut d = FrameDecoder::new(10);
         d.feed(&11u32.to_be_bytes());
-        assert!(matches!(d.next_frame(), Err(Error::FrameTooLarge { len: 11, max: 10 })));
+        assert!(matches!(
+            d.next_frame(),
+            Err(Error::FrameTooLarge { len: 11, max: 10 })
+        ));
         d.feed(&encode_frame(b"x", 10).unwrap());
         assert!(d.next_frame().is_err());
         assert!(encode_frame(&[0u8; 11], 10).is_err());
@@ -232,6 +235,12 @@ mod tests {
         let mut d = FrameDecoder::new(10);
         d.feed(&[0, 0, 0, 5, 1, 2]);
         assert!(d.next_frame().unwrap().is_none());
-        assert!(matches!(d.finish(), Err(Error::TruncatedFrame { got: 6, expected: 9 })));
+        assert!(matches!(
+            d.finish(),
+            Err(Error::TruncatedFrame {
+                got: 6,
+                expected: 9
+            })
+        ));
     }
 }

@@ -100,7 +100,10 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 ///
 /// Pure apart from reading the OS RNG; nothing is written.
 pub fn generate() -> Result<KeyFile> {
-    Ok(KeyFile::from_secret_bytes(random::<32>()?, random::<SEED_LEN>()?))
+    Ok(KeyFile::from_secret_bytes(
+        random::<32>()?,
+        random::<SEED_LEN>()?,
+    ))
 }
 
 impl KeyFile {

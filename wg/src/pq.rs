@@ -22,9 +22,7 @@
 //! session; `idx_I`/`idx_R` are the new tunnels' indices (24-bit), used to
 //! route the new handshake to the new tunnel.
 
-use dlog_crypto::kem::{
-    KemCiphertext, KemPublicKey, KemSecretKey, CIPHERTEXT_LEN, PUBLIC_KEY_LEN,
-};
+use dlog_crypto::kem::{KemCiphertext, KemPublicKey, KemSecretKey, CIPHERTEXT_LEN, PUBLIC_KEY_LEN};
 
 use crate::error::Result;
 

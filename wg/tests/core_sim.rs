@@ -64,7 +64,8 @@ impl Sim {
                 if self.rand() < self.loss {
                     continue;
                 }
-                self.inflight.push((self.t + LATENCY, to, self.addrs[i], tx.data));
+                self.inflight
+                    .push((self.t + LATENCY, to, self.addrs[i], tx.data));
             }
         }
     }
@@ -84,7 +85,8 @@ impl Sim {
         }
         self.t = next.max(self.t + Duration::from_micros(1));
         let now = self.t;
-        let (due, rest): (Vec<_>, Vec<_>) = self.inflight.drain(..).partition(|(at, ..)| *at <= now);
+        let (due, rest): (Vec<_>, Vec<_>) =
+            self.inflight.drain(..).partition(|(at, ..)| *at <= now);
         self.inflight = rest;
         for (_, to, from, data) in due {
             self.delivered += 1;
@@ -134,7 +136,15 @@ fn open(sim: &mut Sim, ns: &[NodeSpec]) -> (SocketHandle, SocketHandle) {
 }
 
 /// Moves `data` from core `a`'s socket to core `b`'s socket.
-fn transfer(sim: &mut Sim, a: usize, ha: SocketHandle, b: usize, hb: SocketHandle, data: &[u8], max: Duration) {
+fn transfer(
+    sim: &mut Sim,
+    a: usize,
+    ha: SocketHandle,
+    b: usize,
+    hb: SocketHandle,
+    data: &[u8],
+    max: Duration,
+) {
     let mut sent = 0;
     let mut got = Vec::new();
     let ok = sim.run_until(max, |s| {
@@ -161,15 +171,40 @@ fn transfer(sim: &mut Sim, a: usize, ha: SocketHandle, b: usize, hb: SocketHandl
 fn handshake_pq_and_tcp_in_virtual_milliseconds() {
     let ns = nodes(2);
     let t = table(&ns);
-    let mut sim = Sim::new(&ns, &[t.clone(), t], PqMode::Required, Duration::from_secs(120));
+    let mut sim = Sim::new(
+        &ns,
+        &[t.clone(), t],
+        PqMode::Required,
+        Duration::from_secs(120),
+    );
     let real = Instant::now();
     let (c, s) = open(&mut sim, &ns);
     // One handshake, one PQ exchange, one PQ handshake, the SYN (retransmitted once
     // after being held back while no PQ key existed).
-    assert!(sim.elapsed() < Duration::from_secs(3), "took {:?}", sim.elapsed());
+    assert!(
+        sim.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sim.elapsed()
+    );
     assert_eq!(sim.cores[0].peer_epoch(&key(&ns[1])).unwrap().0, 1);
-    transfer(&mut sim, 0, c, 1, s, &pattern(1, 300_000), Duration::from_secs(30));
-    transfer(&mut sim, 1, s, 0, c, &pattern(2, 300_000), Duration::from_secs(30));
+    transfer(
+        &mut sim,
+        0,
+        c,
+        1,
+        s,
+        &pattern(1, 300_000),
+        Duration::from_secs(30),
+    );
+    transfer(
+        &mut sim,
+        1,
+        s,
+        0,
+        c,
+        &pattern(2, 300_000),
+        Duration::from_secs(30),
+    );
     assert!(real.elapsed() < Duration::from_secs(20));
 }
 
@@ -177,7 +212,12 @@ fn handshake_pq_and_tcp_in_virtual_milliseconds() {
 fn rotation_every_interval_keeps_the_stream() {
     let ns = nodes(2);
     let t = table(&ns);
-    let mut sim = Sim::new(&ns, &[t.clone(), t], PqMode::Required, Duration::from_secs(120));
+    let mut sim = Sim::new(
+        &ns,
+        &[t.clone(), t],
+        PqMode::Required,
+        Duration::from_secs(120),
+    );
     let (c, s) = open(&mut sim, &ns);
     // Ten minutes of virtual time with a message every second.
     for i in 0..600u64 {
@@ -197,18 +237,44 @@ fn rotation_every_interval_keeps_the_stream() {
 fn lossy_network_still_delivers() {
     let ns = nodes(2);
     let t = table(&ns);
-    let mut sim = Sim::new(&ns, &[t.clone(), t], PqMode::Required, Duration::from_secs(120));
+    let mut sim = Sim::new(
+        &ns,
+        &[t.clone(), t],
+        PqMode::Required,
+        Duration::from_secs(120),
+    );
     sim.loss = 0.1;
     let (c, s) = open(&mut sim, &ns);
-    transfer(&mut sim, 0, c, 1, s, &pattern(3, 100_000), Duration::from_secs(600));
-    transfer(&mut sim, 1, s, 0, c, &pattern(4, 100_000), Duration::from_secs(600));
+    transfer(
+        &mut sim,
+        0,
+        c,
+        1,
+        s,
+        &pattern(3, 100_000),
+        Duration::from_secs(600),
+    );
+    transfer(
+        &mut sim,
+        1,
+        s,
+        0,
+        c,
+        &pattern(4, 100_000),
+        Duration::from_secs(600),
+    );
 }
 
 #[test]
 fn restarted_peer_is_recovered_without_a_long_stall() {
     let ns = nodes(2);
     let t = table(&ns);
-    let mut sim = Sim::new(&ns, &[t.clone(), t.clone()], PqMode::Required, Duration::from_secs(120));
+    let mut sim = Sim::new(
+        &ns,
+        &[t.clone(), t.clone()],
+        PqMode::Required,
+        Duration::from_secs(120),
+    );
     let (c, s) = open(&mut sim, &ns);
     transfer(&mut sim, 0, c, 1, s, b"before", Duration::from_secs(5));
     // Core 1 loses all state.
@@ -231,7 +297,12 @@ fn unknown_key_is_dropped_before_the_stack() {
     // Core 0 knows only core 1; core 2 (a stranger) knows core 0.
     let t0 = table(&ns[..2]);
     let t2 = format!("{}{}", peer_toml(&ns[0], true), peer_toml(&ns[2], true));
-    let mut sim = Sim::new(&ns, &[t0.clone(), t0, t2], PqMode::Preferred, Duration::from_secs(120));
+    let mut sim = Sim::new(
+        &ns,
+        &[t0.clone(), t0, t2],
+        PqMode::Preferred,
+        Duration::from_secs(120),
+    );
     sim.cores[0].listen(80).unwrap();
     let now = sim.t;
     sim.cores[2].connect(now, &key(&ns[0]), 80).unwrap();

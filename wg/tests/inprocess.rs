@@ -31,7 +31,13 @@ async fn echo_server(mut l: dlog_wg::Listener) {
 }
 
 /// Sends `len` bytes, reads the echo, checks it.
-async fn echo_roundtrip(ep: &Endpoint, peer: &dlog_wg::keys::PeerKey, port: u16, seed: u64, len: usize) {
+async fn echo_roundtrip(
+    ep: &Endpoint,
+    peer: &dlog_wg::keys::PeerKey,
+    port: u16,
+    seed: u64,
+    len: usize,
+) {
     let s = ep.connect(peer, port).await.expect("connect");
     let data = pattern(seed, len);
     let (mut r, mut w) = tokio::io::split(s);
@@ -53,8 +59,12 @@ async fn two_peers_streams_both_ways() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp).await.unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp).await.unwrap();
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp)
+        .await
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp)
+        .await
+        .unwrap();
     tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
     tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
     timeout(Duration::from_secs(30), async {
@@ -66,19 +76,30 @@ async fn two_peers_streams_both_ways() {
     // The accepted stream names the authenticated peer.
     let mut l = a.listen(7001).await.unwrap();
     let _c = b.connect(&a.public_key(), 7001).await.unwrap();
-    let s = timeout(Duration::from_secs(5), l.accept()).await.unwrap().unwrap();
+    let s = timeout(Duration::from_secs(5), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.peer().public_key, b.public_key());
     assert_eq!(s.peer().name, "n1");
 }
 
-async fn wait_epoch(ep: &Endpoint, peer: &dlog_wg::keys::PeerKey, min: u64, within: Duration) -> u64 {
+async fn wait_epoch(
+    ep: &Endpoint,
+    peer: &dlog_wg::keys::PeerKey,
+    min: u64,
+    within: Duration,
+) -> u64 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let st = ep.peer_status(peer).await.unwrap().unwrap();
         if st.epoch >= min && st.established {
             return st.epoch;
         }
-        assert!(tokio::time::Instant::now() < deadline, "epoch {min} not reached: {st:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "epoch {min} not reached: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -88,12 +109,19 @@ async fn pq_required_installs_a_key_before_any_traffic() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp).await.unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp).await.unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
-    timeout(Duration::from_secs(20), echo_roundtrip(&a, &b.public_key(), 7000, 3, 50_000))
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
         .await
-        .expect("timed out");
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    timeout(
+        Duration::from_secs(20),
+        echo_roundtrip(&a, &b.public_key(), 7000, 3, 50_000),
+    )
+    .await
+    .expect("timed out");
     assert!(wait_epoch(&a, &b.public_key(), 1, Duration::from_secs(5)).await >= 1);
     assert!(a.stats().pq_rotations >= 1 && b.stats().pq_rotations >= 1);
 }
@@ -105,7 +133,9 @@ async fn five_peers_many_concurrent_streams() {
     let t = table(&ns);
     let mut eps = Vec::new();
     for n in &ns {
-        let ep = Endpoint::bind(config(n, &t, PqMode::Preferred), n.udp).await.unwrap();
+        let ep = Endpoint::bind(config(n, &t, PqMode::Preferred), n.udp)
+            .await
+            .unwrap();
         tokio::spawn(echo_server(ep.listen(7000).await.unwrap()));
         eps.push(ep);
     }
@@ -144,12 +174,20 @@ async fn loss_reordering_and_duplication_still_deliver_intact() {
         reorder: 0.05,
         seed,
     };
-    let a = Endpoint::bind_with(config(&ns[0], &t, PqMode::Required), ns[0].udp, Some(netem(11)))
-        .await
-        .unwrap();
-    let b = Endpoint::bind_with(config(&ns[1], &t, PqMode::Required), ns[1].udp, Some(netem(22)))
-        .await
-        .unwrap();
+    let a = Endpoint::bind_with(
+        config(&ns[0], &t, PqMode::Required),
+        ns[0].udp,
+        Some(netem(11)),
+    )
+    .await
+    .unwrap();
+    let b = Endpoint::bind_with(
+        config(&ns[1], &t, PqMode::Required),
+        ns[1].udp,
+        Some(netem(22)),
+    )
+    .await
+    .unwrap();
     tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
     let mut tasks = Vec::new();
     for k in 0..4u64 {
@@ -173,8 +211,12 @@ async fn bulk_100_mb_checksummed() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp).await.unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp).await.unwrap();
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp)
+        .await
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp)
+        .await
+        .unwrap();
     let mut l = b.listen(7100).await.unwrap();
     const TOTAL: usize = 100 << 20;
     let server = tokio::spawn(async move {
@@ -203,9 +245,15 @@ async fn bulk_100_mb_checksummed() {
         s.write_all(&c).await.unwrap();
     }
     s.shutdown().await.unwrap();
-    let (n, got) = timeout(Duration::from_secs(120), server).await.unwrap().unwrap();
+    let (n, got) = timeout(Duration::from_secs(120), server)
+        .await
+        .unwrap()
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("100 MiB in {secs:.2} s = {:.0} MB/s", TOTAL as f64 / secs / 1e6);
+    eprintln!(
+        "100 MiB in {secs:.2} s = {:.0} MB/s",
+        TOTAL as f64 / secs / 1e6
+    );
     assert_eq!(n, TOTAL);
     assert_eq!(got, h.finalize());
 }
@@ -217,19 +265,28 @@ async fn unknown_key_never_reaches_the_service() {
     // n0 knows only n1; the stranger n2 knows n0.
     let t0 = table(&ns[..2]);
     let t2 = format!("{}{}", peer_toml(&ns[0], true), peer_toml(&ns[2], true));
-    let a = Endpoint::bind(config(&ns[0], &t0, PqMode::Preferred), ns[0].udp).await.unwrap();
+    let a = Endpoint::bind(config(&ns[0], &t0, PqMode::Preferred), ns[0].udp)
+        .await
+        .unwrap();
     let mut cfg = config(&ns[2], &t2, PqMode::Preferred);
     cfg.connect_timeout = Duration::from_secs(3);
     let x = Endpoint::bind(cfg, ns[2].udp).await.unwrap();
     let mut l = a.listen(7000).await.unwrap();
     let r = x.connect(&a.public_key(), 7000).await;
-    assert!(matches!(r, Err(dlog_wg::Error::ConnectTimeout { .. })), "{r:?}");
-    assert!(timeout(Duration::from_millis(300), l.accept()).await.is_err(), "nothing accepted");
+    assert!(
+        matches!(r, Err(dlog_wg::Error::ConnectTimeout { .. })),
+        "{r:?}"
+    );
+    assert!(
+        timeout(Duration::from_millis(300), l.accept())
+            .await
+            .is_err(),
+        "nothing accepted"
+    );
     assert!(a.stats().dropped_unknown_key >= 1);
-    assert!(a
-        .take_events()
-        .iter()
-        .any(|e| matches!(e, dlog_wg::core::Event::UnknownKey { key, .. } if *key == x.public_key())));
+    assert!(a.take_events().iter().any(
+        |e| matches!(e, dlog_wg::core::Event::UnknownKey { key, .. } if *key == x.public_key())
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +298,10 @@ async fn wrong_pq_key_with_required_lets_no_byte_through() {
     let t0 = format!(
         "{}{}",
         peer_toml(&ns[0], true),
-        peer_toml(&ns[1], true).replace(&ns[1].keys.kem_public_key_b64(), &stranger.kem_public_key_b64())
+        peer_toml(&ns[1], true).replace(
+            &ns[1].keys.kem_public_key_b64(),
+            &stranger.kem_public_key_b64()
+        )
     );
     let t1 = table(&ns);
     let mut c0 = config(&ns[0], &t0, PqMode::Required);
@@ -255,19 +315,30 @@ async fn wrong_pq_key_with_required_lets_no_byte_through() {
     let (ka, kb) = (a.public_key(), b.public_key());
     let (r1, r2) = tokio::join!(a.connect(&kb, 7000), b.connect(&ka, 7000));
     assert!(r1.is_err() && r2.is_err());
-    assert!(timeout(Duration::from_millis(200), la.accept()).await.is_err());
-    assert!(timeout(Duration::from_millis(200), lb.accept()).await.is_err());
+    assert!(timeout(Duration::from_millis(200), la.accept())
+        .await
+        .is_err());
+    assert!(timeout(Duration::from_millis(200), lb.accept())
+        .await
+        .is_err());
     assert!(a.stats().dropped_pq_blocked + b.stats().dropped_pq_blocked > 0);
     assert_eq!(a.stats().pq_rotations + b.stats().pq_rotations, 0);
     // The failed key confirmation is reported (pending sessions time out after 10 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while a.stats().pq_failures + b.stats().pq_failures == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no PQ failure reported");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no PQ failure reported"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let evs: Vec<_> = a.take_events().into_iter().chain(b.take_events()).collect();
-    assert!(evs.iter().any(|e| matches!(e, dlog_wg::core::Event::PqBlocked { .. })));
-    assert!(evs.iter().any(|e| matches!(e, dlog_wg::core::Event::PqExchangeFailed { .. })));
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, dlog_wg::core::Event::PqBlocked { .. })));
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, dlog_wg::core::Event::PqExchangeFailed { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,8 +359,12 @@ async fn missing_pq_key_with_required_lets_no_byte_through() {
     let (ka, kb) = (a.public_key(), b.public_key());
     let (r1, r2) = tokio::join!(a.connect(&kb, 7000), b.connect(&ka, 7000));
     assert!(r1.is_err() && r2.is_err());
-    assert!(timeout(Duration::from_millis(200), la.accept()).await.is_err());
-    assert!(timeout(Duration::from_millis(200), lb.accept()).await.is_err());
+    assert!(timeout(Duration::from_millis(200), la.accept())
+        .await
+        .is_err());
+    assert!(timeout(Duration::from_millis(200), lb.accept())
+        .await
+        .is_err());
     let evs = a.take_events();
     assert!(
         evs.iter().any(|e| matches!(e, dlog_wg::core::Event::PqBlocked { reason, .. } if reason.contains("no ML-KEM key"))),
@@ -355,8 +430,12 @@ async fn oversized_frame_closes_only_that_stream() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp).await.unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp).await.unwrap();
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Preferred), ns[0].udp)
+        .await
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Preferred), ns[1].udp)
+        .await
+        .unwrap();
     let mut l = b.listen(7200).await.unwrap();
     let server = tokio::spawn(async move {
         let mut results = Vec::new();
@@ -385,7 +464,9 @@ async fn oversized_frame_closes_only_that_stream() {
     });
     // Stream 1: a valid frame, then a header claiming 1 MiB.
     let mut bad = a.connect(&b.public_key(), 7200).await.unwrap();
-    bad.write_all(&dlog_wg::frame::encode_frame(b"ok", 1024).unwrap()).await.unwrap();
+    bad.write_all(&dlog_wg::frame::encode_frame(b"ok", 1024).unwrap())
+        .await
+        .unwrap();
     bad.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
     // Stream 2: well-behaved, keeps working.
     let good = a.connect(&b.public_key(), 7200).await.unwrap();
@@ -397,10 +478,20 @@ async fn oversized_frame_closes_only_that_stream() {
     // The bad stream sees its echo and then the close.
     let mut fb = Framed::new(bad, 1024);
     assert_eq!(fb.recv().await.unwrap().unwrap(), b"ok");
-    assert!(matches!(timeout(Duration::from_secs(5), fb.recv()).await.unwrap(), Ok(None) | Err(_)));
+    assert!(matches!(
+        timeout(Duration::from_secs(5), fb.recv()).await.unwrap(),
+        Ok(None) | Err(_)
+    ));
     g.shutdown().await.unwrap();
-    let out = timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
-    assert!(out.iter().any(|r| matches!(r, Err(e) if e.contains("exceeds the maximum"))), "{out:?}");
+    let out = timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Err(e) if e.contains("exceeds the maximum"))),
+        "{out:?}"
+    );
     assert!(out.iter().any(|r| matches!(r, Ok(20))), "{out:?}");
 }
 
@@ -409,29 +500,44 @@ async fn peer_restart_and_roaming_recover_quickly() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp).await.unwrap();
-    tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp).await.unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
-    timeout(Duration::from_secs(20), echo_roundtrip(&a, &b.public_key(), 7000, 1, 10_000))
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
         .await
         .unwrap();
+    tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    timeout(
+        Duration::from_secs(20),
+        echo_roundtrip(&a, &b.public_key(), 7000, 1, 10_000),
+    )
+    .await
+    .unwrap();
     wait_epoch(&a, &b.public_key(), 1, Duration::from_secs(5)).await;
     // b restarts on a different UDP port (roaming + lost state).
     b.shutdown().await;
     drop(b);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let new_udp = free_udp_port();
-    let b2 = Endpoint::bind(config(&ns[1], &t, PqMode::Required), new_udp).await.unwrap();
+    let b2 = Endpoint::bind(config(&ns[1], &t, PqMode::Required), new_udp)
+        .await
+        .unwrap();
     tokio::spawn(echo_server(b2.listen(7000).await.unwrap()));
     let started = std::time::Instant::now();
-    timeout(Duration::from_secs(15), echo_roundtrip(&b2, &a.public_key(), 7000, 2, 10_000))
-        .await
-        .expect("restarted peer could not reach a");
+    timeout(
+        Duration::from_secs(15),
+        echo_roundtrip(&b2, &a.public_key(), 7000, 2, 10_000),
+    )
+    .await
+    .expect("restarted peer could not reach a");
     // a learned b's new endpoint from authenticated packets and can reach it.
-    timeout(Duration::from_secs(15), echo_roundtrip(&a, &b2.public_key(), 7000, 3, 10_000))
-        .await
-        .expect("a could not reach the roamed peer");
+    timeout(
+        Duration::from_secs(15),
+        echo_roundtrip(&a, &b2.public_key(), 7000, 3, 10_000),
+    )
+    .await
+    .expect("a could not reach the roamed peer");
     eprintln!("recovered in {:?}", started.elapsed());
     let st = a.peer_status(&b2.public_key()).await.unwrap().unwrap();
     assert_eq!(st.endpoint, Some(b2.local_addr()));

@@ -14,7 +14,12 @@ struct Proc {
     lines: mpsc::Receiver<String>,
 }
 
-fn spawn_cluster(n: usize, pq: &str, bytes: usize, extra: &[&str]) -> (Vec<NodeSpec>, Vec<Proc>, tempfile::TempDir) {
+fn spawn_cluster(
+    n: usize,
+    pq: &str,
+    bytes: usize,
+    extra: &[&str],
+) -> (Vec<NodeSpec>, Vec<Proc>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ns = nodes(n);
     let table_path = dir.path().join("peers.toml");
@@ -35,7 +40,8 @@ fn spawn_cluster(n: usize, pq: &str, bytes: usize, extra: &[&str]) -> (Vec<NodeS
             .args(extra);
         for (j, other) in ns.iter().enumerate() {
             if i != j {
-                cmd.arg("--check").arg(format!("{}:7000:{bytes}", other.name));
+                cmd.arg("--check")
+                    .arg(format!("{}:7000:{bytes}", other.name));
             }
         }
         let mut child = cmd
@@ -92,7 +98,11 @@ fn two_processes_100_mib_each_way_checksummed() {
     let (_ns, mut procs, _dir) = spawn_cluster(2, "required", 100 << 20, &[]);
     let out = wait_done(&mut procs, Duration::from_secs(90));
     eprintln!("{out:#?}");
-    assert_eq!(out.iter().filter(|l| l.starts_with("OK ")).count(), 2, "{out:?}");
+    assert_eq!(
+        out.iter().filter(|l| l.starts_with("OK ")).count(),
+        2,
+        "{out:?}"
+    );
     assert!(!out.iter().any(|l| l.starts_with("FAIL")));
 }
 
@@ -100,7 +110,11 @@ fn two_processes_100_mib_each_way_checksummed() {
 fn five_processes_full_mesh() {
     let (_ns, mut procs, _dir) = spawn_cluster(5, "preferred", 1 << 20, &[]);
     let out = wait_done(&mut procs, Duration::from_secs(90));
-    assert_eq!(out.iter().filter(|l| l.starts_with("OK ")).count(), 20, "{out:?}");
+    assert_eq!(
+        out.iter().filter(|l| l.starts_with("OK ")).count(),
+        20,
+        "{out:?}"
+    );
     assert!(!out.iter().any(|l| l.starts_with("FAIL")));
 }
 

@@ -17,7 +17,14 @@ fn peer_tunn() -> Tunn {
         k
     });
     assert_eq!(PublicKey::from(&secret).to_bytes(), peer.public_key().0);
-    Tunn::new(secret, PublicKey::from(me.public_key().0), None, None, 7, None)
+    Tunn::new(
+        secret,
+        PublicKey::from(me.public_key().0),
+        None,
+        None,
+        7,
+        None,
+    )
 }
 
 fn valid_init() -> Vec<u8> {

@@ -43,7 +43,9 @@ fn parse() -> Args {
     let mut serve = 7000;
     let mut checks = Vec::new();
     while let Some(flag) = a.next() {
-        let v = a.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let v = a
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--key" => key = Some(PathBuf::from(v)),
             "--table" => table = Some(PathBuf::from(v)),
@@ -95,7 +97,13 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn check(ep: &Endpoint, key: dlog_wg::keys::PeerKey, port: u16, bytes: usize, seed: u64) -> Result<f64, String> {
+async fn check(
+    ep: &Endpoint,
+    key: dlog_wg::keys::PeerKey,
+    port: u16,
+    bytes: usize,
+    seed: u64,
+) -> Result<f64, String> {
     let s = ep.connect(&key, port).await.map_err(|e| e.to_string())?;
     let started = Instant::now();
     let (mut r, mut w) = tokio::io::split(s);
@@ -200,7 +208,10 @@ async fn main() {
         let _ = t.await;
     }
     let st = ep.stats();
-    println!("STATS rotations={} unknown_key={} blocked={}", st.pq_rotations, st.dropped_unknown_key, st.dropped_pq_blocked);
+    println!(
+        "STATS rotations={} unknown_key={} blocked={}",
+        st.pq_rotations, st.dropped_unknown_key, st.dropped_pq_blocked
+    );
     println!("DONE");
     // Serve until stdin closes.
     let mut stdin = tokio::io::stdin();

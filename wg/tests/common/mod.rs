@@ -41,7 +41,10 @@ pub fn peer_toml(n: &NodeSpec, with_kem: bool) -> String {
         n.udp
     );
     if with_kem {
-        s.push_str(&format!("kem_public_key = \"{}\"\n", n.keys.kem_public_key_b64()));
+        s.push_str(&format!(
+            "kem_public_key = \"{}\"\n",
+            n.keys.kem_public_key_b64()
+        ));
     }
     s
 }
@@ -51,7 +54,10 @@ pub fn table(nodes: &[NodeSpec]) -> String {
 }
 
 pub fn config(me: &NodeSpec, table_toml: &str, pq: PqMode) -> Config {
-    let mut c = Config::new(me.keys.clone(), PeerTable::from_toml_str(table_toml).unwrap());
+    let mut c = Config::new(
+        me.keys.clone(),
+        PeerTable::from_toml_str(table_toml).unwrap(),
+    );
     c.pq = pq;
     c.connect_timeout = Duration::from_secs(8);
     c
@@ -73,8 +79,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
