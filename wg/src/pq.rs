@@ -316,7 +316,11 @@ mod tests {
     fn malformed_messages_decode_to_none() {
         assert!(CtrlMsg::decode(&[]).is_none());
         assert!(CtrlMsg::decode(&[1, 1, 0]).is_none());
-        assert!(CtrlMsg::decode(&vec![1u8; INIT_LEN]).is_none()); // bad ephemeral key
+        let mut bad_key = vec![0xFFu8; INIT_LEN];
+        bad_key[0] = CTRL_VERSION;
+        bad_key[1] = T_INIT;
+        assert!(CtrlMsg::decode(&bad_key).is_none()); // coefficients out of range
+        assert!(CtrlMsg::decode(&bad_key[..INIT_LEN - 1]).is_none()); // short
         assert!(CtrlMsg::decode(&vec![2u8; RESP_LEN]).is_none()); // bad version
         let mut ok = vec![0u8; RESP_LEN];
         ok[0] = CTRL_VERSION;
