@@ -1,9 +1,17 @@
 //! DLog node: the ledger replicated with openraft, every byte over embedded WireGuard.
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod error;
 pub mod log_store;
+pub mod metrics;
+pub mod network;
+pub mod rpc;
+pub mod server;
 pub mod state_machine;
 pub mod types;
 
 pub use error::{NodeError, Result};
+pub use server::{run, run_until, start, RunningNode};

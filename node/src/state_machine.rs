@@ -320,7 +320,7 @@ impl SmInner {
                 Ok(Response {
                     first: expected,
                     count: n,
-                    timestamp_ns: (*timestamp_ns).max(0),
+                    timestamp_ns: ledger.last_timestamp(),
                     size: 0,
                 })
             }

@@ -1,0 +1,299 @@
+//! Client library: opens its own tunnel as a `client` (or `admin`) peer and
+//! calls the cluster. Writes go to any node (followers forward to the
+//! leader); transient failures (no leader yet, a node down) are retried on
+//! the next node until the per-operation deadline.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dlog_crypto::trust::TrustPolicy;
+use dlog_ledger::EntryKind;
+use dlog_wg::keys::PeerKey;
+use dlog_wg::Endpoint;
+
+use crate::config::{load_peers, load_wg_key, ClientConfig};
+use crate::error::{NodeError, Result};
+use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
+use crate::types::NodeId;
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Index of the first entry.
+    pub first: u64,
+    /// Number of entries.
+    pub count: u64,
+    /// Leader-assigned timestamp.
+    pub timestamp_ns: u64,
+}
+
+/// A checkpoint as served by the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCheckpoint {
+    /// The signed note.
+    pub note: String,
+    /// Its tree size.
+    pub size: u64,
+}
+
+/// A cluster client.
+pub struct Client {
+    pool: Pool,
+    nodes: Vec<(String, PeerKey)>,
+    next: AtomicUsize,
+    timeout: Duration,
+    trust: Option<TrustPolicy>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens a client from a `client.toml` (see [`crate::config`]).
+    pub async fn open(config: &Path) -> Result<Client> {
+        let cfg = ClientConfig::load(config)?;
+        let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
+        let key = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
+        if peers.get(&key.public_key()).is_none() {
+            return Err(NodeError::config(
+                &cfg.file,
+                "wg_key",
+                "this key is not in the peer table",
+            ));
+        }
+        let mut nodes = Vec::new();
+        for n in &cfg.nodes {
+            let p = peers.by_name(n).ok_or_else(|| {
+                NodeError::config(&cfg.file, "nodes", format!("unknown peer {n:?}"))
+            })?;
+            nodes.push((n.clone(), p.public_key));
+        }
+        let trust = match &cfg.trust {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    NodeError::config(&cfg.file, "trust", format!("{}: {e}", p.display()))
+                })?;
+                Some(TrustPolicy::from_toml_str(&text).map_err(|e| NodeError::config(p, "-", e))?)
+            }
+        };
+        let mut wcfg = dlog_wg::config::Config::new(key, peers);
+        wcfg.max_frame = crate::rpc::MAX_FRAME;
+        wcfg.mtu = 65_000;
+        wcfg.socket_buffer = 1 << 20;
+        wcfg.connect_timeout = Duration::from_secs(3);
+        let endpoint = Endpoint::bind(wcfg, cfg.listen)
+            .await
+            .map_err(|e| NodeError::config(&cfg.file, "listen", e))?;
+        Ok(Client {
+            pool: Pool::new(endpoint, cfg.rpc_port),
+            nodes,
+            next: AtomicUsize::new(0),
+            timeout: cfg.timeout,
+            trust,
+        })
+    }
+
+    /// The trust policy from the config, if any.
+    pub fn trust(&self) -> Option<&TrustPolicy> {
+        self.trust.as_ref()
+    }
+
+    /// Node names, in config order.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.0.clone()).collect()
+    }
+
+    /// One call, retried on other nodes for transient failures until the deadline.
+    pub async fn call(&self, call: Call) -> Result<Reply> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last = NodeError::NoLeader("no node answered".into());
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let i = self.next.load(Ordering::Relaxed) % self.nodes.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(last);
+            }
+            match self.pool.call_raw(&self.nodes[i].1, &call, left).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => {
+                    let retry = matches!(
+                        e.code,
+                        ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::Diverged
+                    ) || (e.code == ErrorCode::Internal && is_append(&call));
+                    if let Some(l) = e
+                        .leader
+                        .as_ref()
+                        .and_then(|l| self.nodes.iter().position(|n| &n.0 == l))
+                    {
+                        self.next.store(l, Ordering::Relaxed);
+                    } else if retry {
+                        self.next.store(i + 1, Ordering::Relaxed);
+                    }
+                    last = e.into();
+                    if !retry {
+                        return Err(last);
+                    }
+                }
+                Err(e) => {
+                    self.next.store(i + 1, Ordering::Relaxed);
+                    last = e;
+                }
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One call to one named node, no retry.
+    pub async fn call_node(&self, name: &str, call: Call) -> Result<Reply> {
+        let peer = self
+            .nodes
+            .iter()
+            .find(|n| n.0 == name)
+            .map(|n| n.1)
+            .ok_or_else(|| NodeError::Protocol(format!("unknown node {name}")))?;
+        self.pool.call(&peer, &call, self.timeout).await
+    }
+
+    /// Appends entries; returns once a majority has them durably and they are applied.
+    pub async fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
+        let items = items
+            .iter()
+            .map(|(k, p)| (k.to_byte(), p.to_vec()))
+            .collect();
+        match self.call(Call::Append { items }).await? {
+            Reply::Appended {
+                first,
+                count,
+                timestamp_ns,
+            } => Ok(Appended {
+                first,
+                count,
+                timestamp_ns,
+            }),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Canonical bytes of entry `index`.
+    pub async fn get(&self, index: u64) -> Result<Vec<u8>> {
+        match self.call(Call::Get { index }).await? {
+            Reply::Entry(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Inclusion proof of `index` in the tree of `size`.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+        match self.call(Call::Inclusion { index, size }).await? {
+            Reply::Proof(p) => Ok(p),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Consistency proof between two sizes.
+    pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>> {
+        match self.call(Call::Consistency { old, new }).await? {
+            Reply::Proof(p) => Ok(p),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The latest majority-signed checkpoint; `linearizable` runs ReadIndex on the leader.
+    /// With a trust file configured, the note is verified before it is returned.
+    pub async fn checkpoint(&self, linearizable: bool) -> Result<ServedCheckpoint> {
+        match self.call(Call::Checkpoint { linearizable }).await? {
+            Reply::Checkpoint { note, size, .. } => {
+                if let (Some(t), false) = (&self.trust, note.is_empty()) {
+                    t.verify_checkpoint(&note)
+                        .map_err(|e| NodeError::Verify(e.to_string()))?;
+                }
+                Ok(ServedCheckpoint { note, size })
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Waits (until the deadline) for a signed checkpoint with size > `index`.
+    pub async fn checkpoint_covering(&self, index: u64) -> Result<ServedCheckpoint> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let cp = self.checkpoint(false).await?;
+            if cp.size > index {
+                return Ok(cp);
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::Timeout(format!(
+                    "no checkpoint covers entry {index} yet"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Status of one node.
+    pub async fn status(&self, name: &str) -> Result<NodeStatus> {
+        match self.call_node(name, Call::Status).await? {
+            Reply::Status(s) => Ok(s),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Status of every node (an unreachable node gives its error).
+    pub async fn statuses(&self) -> Vec<(String, Result<NodeStatus>)> {
+        let mut out = Vec::new();
+        for (n, _) in &self.nodes {
+            out.push((n.clone(), self.status(n).await));
+        }
+        out
+    }
+
+    /// Adds a learner (admin key required).
+    pub async fn add_learner(&self, id: NodeId, name: &str) -> Result<()> {
+        match self
+            .call(Call::AddLearner {
+                id,
+                name: name.into(),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Sets the voters (admin key required).
+    pub async fn change_membership(&self, voters: &[NodeId]) -> Result<()> {
+        match self
+            .call(Call::ChangeMembership {
+                voters: voters.to_vec(),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Closes the tunnel.
+    pub async fn close(self) {
+        self.pool.endpoint().shutdown().await;
+    }
+}
+
+fn is_append(c: &Call) -> bool {
+    matches!(c, Call::Append { .. })
+}
+
+fn unexpected(r: Reply) -> NodeError {
+    NodeError::Protocol(format!("unexpected reply {r:?}"))
+}

@@ -1,0 +1,395 @@
+//! Local multi-node clusters on loopback: key and config generation, and
+//! starting/stopping node processes.
+//!
+//! Layout written by [`generate`] under a directory `D`:
+//!
+//! ```text
+//! D/peers.toml            dlog-wg peer table: every node, the client, the admin
+//! D/trust.toml            origin, voter vkeys, quorum = majority
+//! D/client.toml, D/client.key    a `client` peer (append + read)
+//! D/admin.toml,  D/admin.key     an `admin` peer (membership)
+//! D/node-N/node.toml      node config (see crate::config)
+//! D/node-N/wg.key, node.key     transport and signing keys (0600)
+//! D/node-N/data/          the node's data (created at first start)
+//! D/node-N/node.log, node.pid   written by start()
+//! ```
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dlog_crypto::keys::NodeKey;
+use dlog_crypto::trust::TrustPolicy;
+
+use crate::client::Client;
+use crate::error::{NodeError, Result};
+use crate::rpc::NodeStatus;
+use crate::types::NodeId;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of voters.
+    pub nodes: usize,
+    /// Extra nodes generated as learners (not in the initial membership), for add-node.
+    pub spare_nodes: usize,
+    /// Checkpoint origin (default `dlog/<name>`).
+    pub origin: String,
+    /// Segment bits.
+    pub segment_bits: u8,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 3,
+            spare_nodes: 0,
+            origin: "dlog/local".into(),
+            segment_bits: 16,
+        }
+    }
+}
+
+/// Paths of a generated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterLayout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `node-N/node.toml` per node (voters first, then spares).
+    pub node_configs: Vec<PathBuf>,
+    /// `client.toml`.
+    pub client_config: PathBuf,
+    /// `admin.toml`.
+    pub admin_config: PathBuf,
+    /// `trust.toml`.
+    pub trust: PathBuf,
+}
+
+fn free_udp_port() -> Result<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(NodeError::io("bind", "127.0.0.1:0"))?;
+    Ok(s.local_addr()
+        .map_err(NodeError::io("local_addr", "udp"))?
+        .port())
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    if path.exists() {
+        return Err(NodeError::config(
+            path,
+            "-",
+            "exists; refusing to overwrite",
+        ));
+    }
+    dlog_ledger::store::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(NodeError::io("create", path))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(NodeError::io("write", path))
+}
+
+fn peer_block(
+    out: &mut String,
+    name: &str,
+    key: &dlog_wg::keys::KeyFile,
+    endpoint: Option<u16>,
+    addr: &str,
+    role: &str,
+) {
+    let _ = writeln!(
+        out,
+        "[[peer]]\nname = \"{name}\"\npublic_key = \"{}\"\nkem_public_key = \"{}\"",
+        key.public_key_b64(),
+        key.kem_public_key_b64()
+    );
+    if let Some(p) = endpoint {
+        let _ = writeln!(out, "endpoint = \"127.0.0.1:{p}\"");
+    }
+    let _ = writeln!(out, "address = \"{addr}\"\nrole = \"{role}\"\n");
+}
+
+/// Generates keys and configs for a loopback cluster in `dir` (which must not
+/// hold one already).
+pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
+    if spec.nodes == 0 {
+        return Err(NodeError::config(
+            dir,
+            "nodes",
+            "a cluster needs at least one node",
+        ));
+    }
+    if dir.join("peers.toml").exists() {
+        return Err(NodeError::config(
+            &dir.join("peers.toml"),
+            "-",
+            "a cluster already exists here",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(NodeError::io("create directory", dir))?;
+    let mut log_id = [0u8; 16];
+    getrandom::fill(&mut log_id).map_err(|e| NodeError::Process(format!("getrandom: {e}")))?;
+    let log_id: String = log_id.iter().map(|b| format!("{b:02x}")).collect();
+    let total = spec.nodes + spec.spare_nodes;
+    let mut peers =
+        String::from("# DLog peer table: every process of the cluster, by WireGuard key.\n\n");
+    let mut verifiers = Vec::new();
+    let mut members = String::new();
+    let mut node_configs = Vec::new();
+    let mut ports = Vec::new();
+    for i in 1..=total {
+        let name = format!("node-{i}");
+        let ndir = dir.join(&name);
+        std::fs::create_dir_all(&ndir).map_err(NodeError::io("create directory", &ndir))?;
+        let wg = dlog_wg::keys::generate()?;
+        dlog_wg::keys::write_key_file(&ndir.join("wg.key"), &wg)?;
+        let nk = NodeKey::generate(&name)
+            .map_err(|e| NodeError::Process(format!("key generation: {e}")))?;
+        write_secret(&ndir.join("node.key"), &nk.to_toml_string())?;
+        let port = free_udp_port()?;
+        ports.push(port);
+        let role = if i <= spec.nodes { "voter" } else { "learner" };
+        peer_block(
+            &mut peers,
+            &name,
+            &wg,
+            Some(port),
+            &format!("10.77.0.{i}"),
+            role,
+        );
+        if i <= spec.nodes {
+            verifiers.push(nk.note_signer().verifier());
+            let _ = write!(
+                members,
+                "{}{{ id = {i}, name = \"{name}\" }}",
+                if i > 1 { ", " } else { "" }
+            );
+        }
+    }
+    for i in 1..=total {
+        let name = format!("node-{i}");
+        let cfg = format!(
+            "# DLog node config (generated by `dlog cluster up`).\n\
+             name = \"{name}\"\nid = {i}\ndata_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\n\
+             wg_key = \"wg.key\"\nnode_key = \"node.key\"\npeers = \"../peers.toml\"\n\n\
+             [log]\norigin = \"{origin}\"\nlog_id = \"{log_id}\"\nsegment_bits = {bits}\n\n\
+             [cluster]\nbootstrap = {boot}\nmembers = [{members}]\n",
+            port = ports[i - 1],
+            origin = spec.origin,
+            bits = spec.segment_bits,
+            boot = i == 1,
+        );
+        let p = dir.join(&name).join("node.toml");
+        write_new(&p, &cfg)?;
+        if i > spec.nodes {
+            // Not started by `start`: it joins later as a learner (add-node).
+            write_new(
+                &dir.join(&name).join("spare"),
+                "spare node: start it, then add it as a learner\n",
+            )?;
+        }
+        node_configs.push(p);
+    }
+    let nodes_list = (1..=spec.nodes)
+        .map(|i| format!("\"node-{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (who, role, octet) in [("client", "client", 1), ("admin", "admin", 2)] {
+        let key = dlog_wg::keys::generate()?;
+        dlog_wg::keys::write_key_file(&dir.join(format!("{who}.key")), &key)?;
+        peer_block(
+            &mut peers,
+            who,
+            &key,
+            None,
+            &format!("10.77.1.{octet}"),
+            role,
+        );
+        write_new(
+            &dir.join(format!("{who}.toml")),
+            &format!(
+                "# DLog {who} config: `dlog --cluster {who}.toml ...`\n\
+                 wg_key = \"{who}.key\"\npeers = \"peers.toml\"\nnodes = [{nodes_list}]\ntrust = \"trust.toml\"\n"
+            ),
+        )?;
+    }
+    write_new(&dir.join("peers.toml"), &peers)?;
+    let quorum = spec.nodes / 2 + 1;
+    let trust = TrustPolicy::new(spec.origin.clone(), verifiers, quorum, Vec::new(), 0)
+        .map_err(|e| NodeError::config(&dir.join("trust.toml"), "origin", e))?;
+    write_new(
+        &dir.join("trust.toml"),
+        &format!(
+            "# Trust file of the DLog log {}: give it to verifiers. It holds no secret.\n{}",
+            spec.origin,
+            trust.to_toml_string()
+        ),
+    )?;
+    Ok(ClusterLayout {
+        dir: dir.to_path_buf(),
+        node_configs,
+        client_config: dir.join("client.toml"),
+        admin_config: dir.join("admin.toml"),
+        trust: dir.join("trust.toml"),
+    })
+}
+
+/// The node directories of a cluster, in order (`node-1`, `node-2`, ...).
+pub fn node_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<(u64, PathBuf)> = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(NodeError::io("read directory", dir))? {
+        let ent = ent.map_err(NodeError::io("read directory", dir))?;
+        let name = ent.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix("node-").and_then(|n| n.parse().ok()) {
+            if ent.path().join("node.toml").exists() {
+                v.push((n, ent.path()));
+            }
+        }
+    }
+    v.sort();
+    Ok(v.into_iter().map(|x| x.1).collect())
+}
+
+/// Starts one node process: `program args... <node_dir>/node.toml`, detached
+/// in its own process group, logs to `node.log`, pid in `node.pid`.
+pub fn start_node(node_dir: &Path, program: &Path, args: &[OsString]) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_path = node_dir.join("node.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(NodeError::io("open", &log_path))?;
+    let err = log.try_clone().map_err(NodeError::io("open", &log_path))?;
+    let child = Command::new(program)
+        .args(args)
+        .arg(node_dir.join("node.toml"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| NodeError::Process(format!("cannot start {}: {e}", program.display())))?;
+    let pid = child.id();
+    dlog_ledger::store::write_atomic(&node_dir.join("node.pid"), pid.to_string().as_bytes())?;
+    // The child is reaped by whoever waits for it; a CLI exits and leaves it running.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Starts every node of the cluster in `dir`.
+pub fn start(dir: &Path, program: &Path, args: &[OsString]) -> Result<Vec<u32>> {
+    node_dirs(dir)?
+        .iter()
+        .filter(|d| !d.join("spare").exists())
+        .map(|d| start_node(d, program, args))
+        .collect()
+}
+
+fn pid_of(node_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(node_dir.join("node.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) } == 0;
+    if r {
+        // Reap it if it is our zombie child.
+        let mut st = 0;
+        // SAFETY: non-blocking waitpid on a pid; status is a local.
+        let w = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        return w == 0 || (w < 0);
+    }
+    false
+}
+
+/// Sends `signal` to one node's process (from its pid file); `SIGKILL` for crash tests.
+pub fn signal_node(node_dir: &Path, signal: i32) -> Result<()> {
+    let pid = pid_of(node_dir)
+        .ok_or_else(|| NodeError::Process(format!("no pid file in {}", node_dir.display())))?;
+    // SAFETY: sending a signal to a pid we started.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(NodeError::Process(format!(
+            "kill {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Stops one node: SIGTERM, then SIGKILL after `grace`. Returns once it is gone.
+pub fn stop_node(node_dir: &Path, grace: Duration) -> Result<()> {
+    let Some(pid) = pid_of(node_dir) else {
+        return Ok(());
+    };
+    if alive(pid) {
+        // SAFETY: signalling a pid we started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let end = Instant::now() + grace;
+        while alive(pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while alive(pid) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(node_dir.join("node.pid"));
+    Ok(())
+}
+
+/// `dlog cluster down`: stops every node of the cluster in `dir`.
+pub fn stop(dir: &Path) -> Result<()> {
+    for d in node_dirs(dir)? {
+        stop_node(&d, Duration::from_secs(5))?;
+    }
+    Ok(())
+}
+
+/// Waits until some node reports itself leader; returns its id and name.
+pub async fn wait_for_leader(client: &Client, timeout: Duration) -> Result<(NodeId, String)> {
+    let end = Instant::now() + timeout;
+    loop {
+        for (name, st) in client.statuses().await {
+            if let Ok(s) = st {
+                if s.state == "leader" {
+                    return Ok((s.id, name));
+                }
+            }
+        }
+        if Instant::now() >= end {
+            return Err(NodeError::NoLeader(format!(
+                "none elected within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `dlog cluster status`: every node's status (or why it did not answer).
+pub async fn status(client_config: &Path) -> Result<Vec<(String, Result<NodeStatus>)>> {
+    let c = Client::open(client_config).await?;
+    let s = c.statuses().await;
+    c.close().await;
+    Ok(s)
+}

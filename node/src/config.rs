@@ -1,0 +1,404 @@
+//! Node and client configuration files (TOML). Relative paths are relative
+//! to the directory of the file that names them. Errors name the file and
+//! the field.
+//!
+//! `node.toml`:
+//!
+//! ```toml
+//! name = "node-1"                 # this node's entry in the peer table
+//! id = 1                          # Raft id
+//! data_dir = "data"
+//! listen = "127.0.0.1:51821"      # the one UDP socket (WireGuard)
+//! wg_key = "wg.key"               # dlog-wg key file (0600)
+//! node_key = "node.key"           # dlog-crypto ed25519 key file (0600)
+//! peers = "../peers.toml"         # dlog-wg peer table (names, keys, roles)
+//! rpc_port = 7000                 # tunnel port of the node service (optional)
+//! # metrics = "127.0.0.1:9101"    # optional, loopback only
+//!
+//! [log]                           # identical on every node of the cluster
+//! origin = "dlog/demo"
+//! log_id = "00112233445566778899aabbccddeeff"
+//! segment_bits = 16
+//! max_payload = 1048576
+//!
+//! [cluster]
+//! bootstrap = true                # initialise Raft with `members` on first start
+//! members = [{ id = 1, name = "node-1" }, { id = 2, name = "node-2" }, { id = 3, name = "node-3" }]
+//!
+//! [raft]                          # optional; defaults chosen for WireGuard
+//! heartbeat_ms = 250
+//! election_min_ms = 1500
+//! election_max_ms = 3000
+//!
+//! [batch]                         # optional leader group commit bounds
+//! max_entries = 8192
+//! max_bytes = 8388608
+//! in_flight = 4
+//! ```
+//!
+//! `client.toml`:
+//!
+//! ```toml
+//! wg_key = "client.key"
+//! peers = "peers.toml"
+//! nodes = ["node-1", "node-2", "node-3"]
+//! trust = "trust.toml"            # optional: verify checkpoints
+//! rpc_port = 7000                 # optional
+//! timeout_ms = 15000              # optional, per operation
+//! # listen = "127.0.0.1:0"        # optional UDP bind address
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{NodeError, Result};
+use crate::rpc::RPC_PORT;
+use crate::state_machine::LogShape;
+use crate::types::NodeId;
+
+/// One initial cluster member.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Raft id.
+    pub id: NodeId,
+    /// Name in the peer table.
+    pub name: String,
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Checkpoint origin.
+    pub origin: String,
+    /// Log id (32 hex digits), shared by every replica.
+    pub log_id: String,
+    /// Segment bits.
+    #[serde(default = "default_bits")]
+    pub segment_bits: u8,
+    /// Payload limit.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: u32,
+}
+
+fn default_bits() -> u8 {
+    16
+}
+fn default_max_payload() -> u32 {
+    dlog_ledger::entry::DEFAULT_MAX_PAYLOAD
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Initialise Raft with `members` when this node has no Raft state.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Initial voters.
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+/// The `[raft]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_ms: 250,
+            election_min_ms: 1500,
+            election_max_ms: 3000,
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+/// The `[batch]` table: group commit bounds on the leader.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSection {
+    /// Most client entries per Raft entry.
+    pub max_entries: usize,
+    /// Most payload bytes per Raft entry.
+    pub max_bytes: usize,
+    /// Raft entries proposed and not yet applied, at most.
+    pub in_flight: usize,
+    /// Checkpoint signing interval.
+    pub checkpoint_ms: u64,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            max_entries: 8192,
+            max_bytes: 8 << 20,
+            in_flight: 4,
+            checkpoint_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeToml {
+    name: String,
+    id: NodeId,
+    data_dir: PathBuf,
+    listen: String,
+    wg_key: PathBuf,
+    node_key: PathBuf,
+    peers: PathBuf,
+    rpc_port: Option<u16>,
+    metrics: Option<String>,
+    log: LogSection,
+    #[serde(default)]
+    cluster: ClusterSection,
+    #[serde(default)]
+    raft: RaftSection,
+    #[serde(default)]
+    batch: BatchSection,
+}
+
+/// A parsed and checked `node.toml`.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Peer-table name.
+    pub name: String,
+    /// Raft id.
+    pub id: NodeId,
+    /// Data directory (absolute or relative to the cwd).
+    pub data_dir: PathBuf,
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// WireGuard key file.
+    pub wg_key: PathBuf,
+    /// Signing key file.
+    pub node_key: PathBuf,
+    /// Peer table file.
+    pub peers: PathBuf,
+    /// Node service tunnel port.
+    pub rpc_port: u16,
+    /// Metrics address (loopback), if any.
+    pub metrics: Option<SocketAddr>,
+    /// Shared log shape.
+    pub log: LogSection,
+    /// Bootstrap settings.
+    pub cluster: ClusterSection,
+    /// Raft timing.
+    pub raft: RaftSection,
+    /// Group commit.
+    pub batch: BatchSection,
+}
+
+fn rel(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn read(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file)
+        .map_err(|e| NodeError::config(file, "-", format!("cannot read: {e}")))
+}
+
+/// Extracts the field name from a toml error message when it names one.
+fn toml_err(file: &Path, e: toml::de::Error) -> NodeError {
+    let msg = e.message().to_string();
+    let field = msg
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "-".into());
+    NodeError::config(file, &field, e.to_string().trim())
+}
+
+impl NodeConfig {
+    /// Reads and checks a node config file.
+    pub fn load(file: &Path) -> Result<NodeConfig> {
+        let text = read(file)?;
+        let t: NodeToml = toml::from_str(&text).map_err(|e| toml_err(file, e))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let listen: SocketAddr = t
+            .listen
+            .parse()
+            .map_err(|e| NodeError::config(file, "listen", format!("{:?}: {e}", t.listen)))?;
+        let metrics = match &t.metrics {
+            None => None,
+            Some(m) => {
+                let a: SocketAddr = m
+                    .parse()
+                    .map_err(|e| NodeError::config(file, "metrics", format!("{m:?}: {e}")))?;
+                if !a.ip().is_loopback() {
+                    return Err(NodeError::config(
+                        file,
+                        "metrics",
+                        "must be a loopback address",
+                    ));
+                }
+                Some(a)
+            }
+        };
+        if t.log.log_id.len() != 32 || !t.log.log_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NodeError::config(
+                file,
+                "log.log_id",
+                "must be 32 hexadecimal digits",
+            ));
+        }
+        if !(1..=30).contains(&t.log.segment_bits) {
+            return Err(NodeError::config(
+                file,
+                "log.segment_bits",
+                "must be in 1..=30",
+            ));
+        }
+        if t.log.origin.is_empty() || t.log.origin.contains('\n') {
+            return Err(NodeError::config(
+                file,
+                "log.origin",
+                "must be one non-empty line",
+            ));
+        }
+        if t.raft.election_min_ms <= t.raft.heartbeat_ms * 2
+            || t.raft.election_max_ms <= t.raft.election_min_ms
+        {
+            return Err(NodeError::config(
+                file,
+                "raft.election_min_ms",
+                "need heartbeat_ms * 2 < election_min_ms < election_max_ms",
+            ));
+        }
+        if t.batch.max_entries == 0 || t.batch.in_flight == 0 {
+            return Err(NodeError::config(
+                file,
+                "batch",
+                "max_entries and in_flight must be > 0",
+            ));
+        }
+        if t.cluster.bootstrap && !t.cluster.members.iter().any(|m| m.id == t.id) {
+            return Err(NodeError::config(
+                file,
+                "cluster.members",
+                "a bootstrapping node must list itself",
+            ));
+        }
+        Ok(NodeConfig {
+            file: file.to_path_buf(),
+            name: t.name,
+            id: t.id,
+            data_dir: rel(base, &t.data_dir),
+            listen,
+            wg_key: rel(base, &t.wg_key),
+            node_key: rel(base, &t.node_key),
+            peers: rel(base, &t.peers),
+            rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
+            metrics,
+            log: t.log,
+            cluster: t.cluster,
+            raft: t.raft,
+            batch: t.batch,
+        })
+    }
+
+    /// The shared log shape.
+    pub fn shape(&self) -> LogShape {
+        LogShape {
+            origin: self.log.origin.clone(),
+            log_id: self.log.log_id.clone(),
+            segment_bits: self.log.segment_bits,
+            max_payload: self.log.max_payload,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientToml {
+    wg_key: PathBuf,
+    peers: PathBuf,
+    nodes: Vec<String>,
+    trust: Option<PathBuf>,
+    rpc_port: Option<u16>,
+    timeout_ms: Option<u64>,
+    listen: Option<String>,
+}
+
+/// A parsed `client.toml`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The file.
+    pub file: PathBuf,
+    /// WireGuard key file of the client.
+    pub wg_key: PathBuf,
+    /// Peer table.
+    pub peers: PathBuf,
+    /// Node names to call, in order of preference.
+    pub nodes: Vec<String>,
+    /// Trust file, to verify checkpoints.
+    pub trust: Option<PathBuf>,
+    /// Node service port.
+    pub rpc_port: u16,
+    /// Per-operation deadline.
+    pub timeout: std::time::Duration,
+    /// UDP bind address.
+    pub listen: SocketAddr,
+}
+
+impl ClientConfig {
+    /// Reads and checks a client config file.
+    pub fn load(file: &Path) -> Result<ClientConfig> {
+        let text = read(file)?;
+        let t: ClientToml = toml::from_str(&text).map_err(|e| toml_err(file, e))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        if t.nodes.is_empty() {
+            return Err(NodeError::config(file, "nodes", "lists no node"));
+        }
+        let listen_s = t.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let listen = listen_s
+            .parse()
+            .map_err(|e| NodeError::config(file, "listen", format!("{listen_s:?}: {e}")))?;
+        Ok(ClientConfig {
+            file: file.to_path_buf(),
+            wg_key: rel(base, &t.wg_key),
+            peers: rel(base, &t.peers),
+            nodes: t.nodes,
+            trust: t.trust.map(|p| rel(base, &p)),
+            rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
+            timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
+            listen,
+        })
+    }
+}
+
+/// Loads a dlog-wg peer table, naming the file on error.
+pub fn load_peers(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::config::PeerTable> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        NodeError::config(from, field, format!("cannot read {}: {e}", file.display()))
+    })?;
+    dlog_wg::config::PeerTable::from_toml_str(&text).map_err(|e| NodeError::config(file, "peer", e))
+}
+
+/// Loads a dlog-wg key file, naming the config field on error.
+pub fn load_wg_key(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::keys::KeyFile> {
+    dlog_wg::keys::load_key_file(file)
+        .map_err(|e| NodeError::config(from, field, format!("{}: {e}", file.display())))
+}

@@ -1,0 +1,441 @@
+//! Wire protocol: versioned, bincode-encoded request/response frames over
+//! length-delimited dlog-wg streams, and a small connection pool.
+//!
+//! One tunnel port ([`RPC_PORT`] by default) carries every call. A stream
+//! carries a sequence of `RequestFrame` → `ResponseFrame` exchanges. Every
+//! request is authorised by the caller's WireGuard key → role
+//! ([`authorize`]) before anything else looks at it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dlog_wg::config::Role;
+use dlog_wg::frame::Framed;
+use dlog_wg::keys::PeerKey;
+use dlog_wg::{Endpoint, Stream};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::{NodeError, Result};
+use crate::types::{NodeId, TypeConfig};
+
+/// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Default tunnel port of the node service.
+pub const RPC_PORT: u16 = 7000;
+/// Largest frame accepted (snapshot chunks are 3 MiB by default).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// A request frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The call.
+    pub call: Call,
+}
+
+/// A response frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The outcome.
+    pub result: std::result::Result<Reply, RpcError>,
+}
+
+/// Every call a node serves.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Call {
+    /// Raft AppendEntries (voter, learner).
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft Vote (voter, learner).
+    Vote(VoteRequest<NodeId>),
+    /// Raft InstallSnapshot chunk (voter, learner).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Leader asks a voter to recompute the root at `size` and sign it (voter).
+    SignCheckpoint {
+        /// Tree size.
+        size: u64,
+        /// The leader's root at that size.
+        root: [u8; 32],
+    },
+    /// Append entries (client; voters and learners when forwarding).
+    Append {
+        /// `(kind byte, payload)` per entry.
+        items: Vec<(u8, Vec<u8>)>,
+    },
+    /// Canonical bytes of one entry (any role).
+    Get {
+        /// Leaf index.
+        index: u64,
+    },
+    /// Inclusion proof (any role).
+    Inclusion {
+        /// Leaf index.
+        index: u64,
+        /// Tree size.
+        size: u64,
+    },
+    /// Consistency proof (any role).
+    Consistency {
+        /// Old size.
+        old: u64,
+        /// New size.
+        new: u64,
+    },
+    /// The latest majority-signed checkpoint (any role). `linearizable` runs a
+    /// ReadIndex round on the leader first; otherwise the replica answers
+    /// from what it has applied (`Reply::Checkpoint::applied` says how far).
+    Checkpoint {
+        /// Run ReadIndex first.
+        linearizable: bool,
+    },
+    /// Node status (any role).
+    Status,
+    /// Add a learner (admin).
+    AddLearner {
+        /// New node id.
+        id: NodeId,
+        /// Its name in the peer table.
+        name: String,
+    },
+    /// Set the voter set (admin); members must be learners or voters already.
+    ChangeMembership {
+        /// The new voter ids.
+        voters: Vec<NodeId>,
+    },
+}
+
+/// Successful answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Raft AppendEntries answer.
+    AppendEntries(AppendEntriesResponse<NodeId>),
+    /// Raft Vote answer.
+    Vote(VoteResponse<NodeId>),
+    /// Raft InstallSnapshot answer.
+    InstallSnapshot(InstallSnapshotResponse<NodeId>),
+    /// A voter's note signature.
+    Signature {
+        /// Key name.
+        name: String,
+        /// Key id.
+        key_id: [u8; 4],
+        /// Signature bytes.
+        signature: Vec<u8>,
+    },
+    /// Entries appended, committed by a majority and applied.
+    Appended {
+        /// Index of the first entry.
+        first: u64,
+        /// Number of entries.
+        count: u64,
+        /// Their timestamp.
+        timestamp_ns: u64,
+    },
+    /// Canonical entry bytes.
+    Entry(Vec<u8>),
+    /// Proof hashes.
+    Proof(Vec<[u8; 32]>),
+    /// A checkpoint note (empty when none was signed yet).
+    Checkpoint {
+        /// The note.
+        note: String,
+        /// The tree size it covers.
+        size: u64,
+        /// Entries applied on the answering replica.
+        applied: u64,
+    },
+    /// Node status.
+    Status(NodeStatus),
+    /// Done (membership calls).
+    Done,
+}
+
+/// Status of one node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Raft id.
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// Known leader id.
+    pub leader: Option<NodeId>,
+    /// Last applied Raft index.
+    pub applied_index: u64,
+    /// Entries in the ledger.
+    pub ledger_size: u64,
+    /// Size of the latest stored checkpoint.
+    pub checkpoint_size: u64,
+    /// Why the replica stopped serving, if it did.
+    pub diverged: Option<String>,
+    /// Voter ids of the membership.
+    pub voters: Vec<NodeId>,
+}
+
+/// Refusal classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The caller's role may not make this call.
+    Refused,
+    /// Not the leader; `leader` names it when known.
+    NotLeader,
+    /// No leader is known.
+    NoLeader,
+    /// A bad argument (index out of range, oversized payload, bad kind).
+    BadRequest,
+    /// This replica diverged and stopped serving.
+    Diverged,
+    /// Unsupported protocol version.
+    Version,
+    /// Anything else.
+    Internal,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcError {
+    /// Class.
+    pub code: ErrorCode,
+    /// Message for humans.
+    pub message: String,
+    /// Leader name, with [`ErrorCode::NotLeader`].
+    pub leader: Option<String>,
+}
+
+impl RpcError {
+    /// An error without a leader hint.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            leader: None,
+        }
+    }
+}
+
+impl From<RpcError> for NodeError {
+    fn from(e: RpcError) -> Self {
+        NodeError::Remote {
+            code: format!("{:?}", e.code),
+            message: e.message,
+        }
+    }
+}
+
+impl Call {
+    /// Short name for logs and refusals.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::AppendEntries(_) => "AppendEntries",
+            Call::Vote(_) => "Vote",
+            Call::InstallSnapshot(_) => "InstallSnapshot",
+            Call::SignCheckpoint { .. } => "SignCheckpoint",
+            Call::Append { .. } => "Append",
+            Call::Get { .. } => "Get",
+            Call::Inclusion { .. } => "Inclusion",
+            Call::Consistency { .. } => "Consistency",
+            Call::Checkpoint { .. } => "Checkpoint",
+            Call::Status => "Status",
+            Call::AddLearner { .. } => "AddLearner",
+            Call::ChangeMembership { .. } => "ChangeMembership",
+        }
+    }
+}
+
+/// Whether `role` may make `call` (DESIGN §7: voter/learner: Raft; client:
+/// append + read; auditor: read + cosign; admin: membership + read).
+pub fn authorize(role: Role, call: &Call) -> bool {
+    use Role::*;
+    match call {
+        Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_) => {
+            matches!(role, Voter | Learner)
+        }
+        Call::SignCheckpoint { .. } => role == Voter,
+        Call::Append { .. } => matches!(role, Client | Voter | Learner),
+        Call::Get { .. }
+        | Call::Inclusion { .. }
+        | Call::Consistency { .. }
+        | Call::Checkpoint { .. }
+        | Call::Status => true,
+        Call::AddLearner { .. } | Call::ChangeMembership { .. } => role == Admin,
+    }
+}
+
+/// Encodes a value for the wire.
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    bincode::serialize(v).map_err(|e| NodeError::Protocol(format!("encode: {e}")))
+}
+
+/// Decodes a value from the wire, bounded (never panics on bad input).
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+    use bincode::Options;
+    bincode::options()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(MAX_FRAME as u64 * 2)
+        .deserialize(b)
+        .map_err(|e| NodeError::Protocol(format!("decode: {e}")))
+}
+
+/// A framed RPC connection.
+pub type Conn = Framed<Stream>;
+
+/// Reusable client connections to the node service of each peer.
+pub struct Pool {
+    endpoint: Endpoint,
+    port: u16,
+    conns: Mutex<HashMap<[u8; 32], Vec<Conn>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool over `endpoint`, calling `port` on peers.
+    pub fn new(endpoint: Endpoint, port: u16) -> Pool {
+        Pool {
+            endpoint,
+            port,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn take(&self, peer: &PeerKey) -> Option<Conn> {
+        self.conns
+            .lock()
+            .await
+            .get_mut(&peer.0)
+            .and_then(|v| v.pop())
+    }
+
+    async fn put(&self, peer: &PeerKey, c: Conn) {
+        let mut g = self.conns.lock().await;
+        let v = g.entry(peer.0).or_default();
+        if v.len() < 64 {
+            v.push(c);
+        }
+    }
+
+    /// One call to `peer`, bounded by `timeout`. A pooled connection that
+    /// fails while sending is replaced once by a fresh one (nothing was
+    /// delivered); a failure after sending is returned as is.
+    pub async fn call(&self, peer: &PeerKey, call: &Call, timeout: Duration) -> Result<Reply> {
+        let frame = encode(&RequestFrameRef {
+            version: PROTOCOL_VERSION,
+            call,
+        })?;
+        let fut = async {
+            let mut conn = match self.take(peer).await {
+                Some(mut c) => match c.send(&frame).await {
+                    Ok(()) => c,
+                    Err(_) => {
+                        let mut c =
+                            Framed::new(self.endpoint.connect(peer, self.port).await?, MAX_FRAME);
+                        c.send(&frame).await?;
+                        c
+                    }
+                },
+                None => {
+                    let mut c =
+                        Framed::new(self.endpoint.connect(peer, self.port).await?, MAX_FRAME);
+                    c.send(&frame).await?;
+                    c
+                }
+            };
+            let bytes = conn
+                .recv()
+                .await?
+                .ok_or_else(|| NodeError::Protocol("connection closed before the answer".into()))?;
+            let resp: ResponseFrame = decode(&bytes)?;
+            if resp.version != PROTOCOL_VERSION {
+                return Err(NodeError::Protocol(format!(
+                    "peer speaks protocol version {}",
+                    resp.version
+                )));
+            }
+            self.put(peer, conn).await;
+            Ok(resp.result)
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(NodeError::Remote {
+                code: format!("{:?}", e.code),
+                message: match e.leader {
+                    Some(l) => format!("{} (leader: {l})", e.message),
+                    None => e.message,
+                },
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(NodeError::Timeout(format!(
+                "{} after {timeout:?}",
+                call.name()
+            ))),
+        }
+    }
+
+    /// Like [`Pool::call`] but returns the remote error structured.
+    pub async fn call_raw(
+        &self,
+        peer: &PeerKey,
+        call: &Call,
+        timeout: Duration,
+    ) -> Result<std::result::Result<Reply, RpcError>> {
+        match self.call(peer, call, timeout).await {
+            Ok(r) => Ok(Ok(r)),
+            Err(NodeError::Remote { code, message }) => {
+                let (message, leader) = match message.rsplit_once(" (leader: ") {
+                    Some((m, l)) => (m.to_string(), Some(l.trim_end_matches(')').to_string())),
+                    None => (message, None),
+                };
+                Ok(Err(RpcError {
+                    code: parse_code(&code),
+                    message,
+                    leader,
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parse_code(s: &str) -> ErrorCode {
+    match s {
+        "Refused" => ErrorCode::Refused,
+        "NotLeader" => ErrorCode::NotLeader,
+        "NoLeader" => ErrorCode::NoLeader,
+        "BadRequest" => ErrorCode::BadRequest,
+        "Diverged" => ErrorCode::Diverged,
+        "Version" => ErrorCode::Version,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Serialises exactly like [`RequestFrame`], borrowing the call.
+#[derive(Serialize)]
+struct RequestFrameRef<'a> {
+    version: u16,
+    call: &'a Call,
+}

@@ -1,0 +1,910 @@
+//! The node process: Raft + ledger + the RPC service on one WireGuard port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlog_crypto::keys::NodeKey;
+use dlog_crypto::note::{Checkpoint, NoteSignature, NoteSigner, SignedNote};
+use dlog_ledger::EntryKind;
+use dlog_wg::config::{PeerTable, Role};
+use dlog_wg::core::PeerInfo;
+use dlog_wg::frame::Framed;
+use dlog_wg::{Endpoint, Stream};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::config::{load_peers, load_wg_key, NodeConfig};
+use crate::error::{NodeError, Result};
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::rpc::{
+    authorize, decode, encode, Call, ErrorCode, NodeStatus, Pool, Reply, RequestFrame,
+    ResponseFrame, RpcError, MAX_FRAME, PROTOCOL_VERSION,
+};
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, Raft, Request};
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+struct Job {
+    items: Vec<(u8, Vec<u8>)>,
+    reply: oneshot::Sender<std::result::Result<Reply, RpcError>>,
+}
+
+/// Counters exported on the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Client entries acknowledged.
+    pub appends: AtomicU64,
+    /// Raft append batches committed.
+    pub batches: AtomicU64,
+    /// Calls refused by role.
+    pub refused: AtomicU64,
+    /// Checkpoints committed.
+    pub checkpoints: AtomicU64,
+}
+
+struct Inner {
+    cfg: NodeConfig,
+    raft: Raft,
+    sm: StateMachine,
+    pool: Arc<Pool>,
+    peers: Arc<PeerTable>,
+    signer: NoteSigner,
+    batch_tx: mpsc::Sender<Job>,
+    counters: Counters,
+}
+
+/// A running node (in this process).
+pub struct RunningNode {
+    inner: Arc<Inner>,
+    endpoint: Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("name", &self.inner.cfg.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the node described by `config_path` until SIGINT or SIGTERM.
+pub async fn run(config_path: &Path) -> Result<()> {
+    run_until(config_path, shutdown_signal()).await
+}
+
+/// Runs the node until `shutdown` completes.
+pub async fn run_until(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let cfg = NodeConfig::load(config_path)?;
+    let node = start(cfg).await?;
+    shutdown.await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn load_node_key(cfg: &NodeConfig) -> Result<NodeKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = &cfg.node_key;
+    let meta = std::fs::metadata(p)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(NodeError::config(
+            &cfg.file,
+            "node_key",
+            format!("{} is readable by group or others (chmod 600)", p.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    NodeKey::from_toml_str(&text)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))
+}
+
+/// Starts a node: opens storage, binds the tunnel, starts Raft and the service.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
+    let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
+    let wg = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
+    let me = peers.by_name(&cfg.name).ok_or_else(|| {
+        NodeError::config(
+            &cfg.file,
+            "name",
+            format!(
+                "{:?} is not in the peer table {}",
+                cfg.name,
+                cfg.peers.display()
+            ),
+        )
+    })?;
+    if me.public_key != wg.public_key() {
+        return Err(NodeError::config(
+            &cfg.file,
+            "wg_key",
+            format!(
+                "public key does not match the peer table entry {:?}",
+                cfg.name
+            ),
+        ));
+    }
+    if !matches!(me.role, Role::Voter | Role::Learner) {
+        return Err(NodeError::config(
+            &cfg.file,
+            "name",
+            format!(
+                "peer {:?} has role {:?}, not voter or learner",
+                cfg.name, me.role
+            ),
+        ));
+    }
+    for m in &cfg.cluster.members {
+        if peers.by_name(&m.name).is_none() {
+            return Err(NodeError::config(
+                &cfg.file,
+                "cluster.members",
+                format!("unknown peer {:?}", m.name),
+            ));
+        }
+    }
+    let signer = load_node_key(&cfg)?.note_signer();
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        NodeError::config(
+            &cfg.file,
+            "data_dir",
+            format!("{}: {e}", cfg.data_dir.display()),
+        )
+    })?;
+    let sm = StateMachine::open(&cfg.data_dir, &cfg.shape())?;
+    let log = LogStore::open(&cfg.data_dir.join("raft"))?;
+    let peers = Arc::new(peers);
+    let mut wcfg = dlog_wg::config::Config::new(wg, (*peers).clone());
+    wcfg.max_frame = MAX_FRAME;
+    wcfg.mtu = 65_000;
+    wcfg.socket_buffer = 1 << 20;
+    wcfg.connect_timeout = Duration::from_secs(5);
+    let endpoint = Endpoint::bind(wcfg, cfg.listen)
+        .await
+        .map_err(|e| NodeError::config(&cfg.file, "listen", format!("{}: {e}", cfg.listen)))?;
+    let pool = Arc::new(Pool::new(endpoint.clone(), cfg.rpc_port));
+    let rc = openraft::Config {
+        cluster_name: cfg.log.origin.clone(),
+        heartbeat_interval: cfg.raft.heartbeat_ms,
+        election_timeout_min: cfg.raft.election_min_ms,
+        election_timeout_max: cfg.raft.election_max_ms,
+        install_snapshot_timeout: 20_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::config(&cfg.file, "raft", e))?;
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(rc),
+        Network::new(pool.clone(), peers.clone()),
+        log,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if cfg.cluster.bootstrap
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
+        let members: BTreeMap<NodeId, BasicNode> = cfg
+            .cluster
+            .members
+            .iter()
+            .map(|m| (m.id, BasicNode::new(&m.name)))
+            .collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::warn!(%e, "raft initialize");
+        }
+    }
+    let listener = endpoint.listen(cfg.rpc_port).await?;
+    let (batch_tx, batch_rx) = mpsc::channel(4096);
+    let inner = Arc::new(Inner {
+        cfg,
+        raft,
+        sm,
+        pool,
+        peers,
+        signer,
+        batch_tx,
+        counters: Counters::default(),
+    });
+    tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
+    let mut tasks = vec![
+        tokio::spawn(accept_loop(inner.clone(), listener)),
+        tokio::spawn(batcher(inner.clone(), batch_rx)),
+        tokio::spawn(checkpointer(inner.clone())),
+        tokio::spawn(watch_leader(inner.clone())),
+    ];
+    if let Some(addr) = inner.cfg.metrics {
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            addr,
+            inner_metrics(inner.clone()),
+        )));
+    }
+    Ok(RunningNode {
+        inner,
+        endpoint,
+        tasks,
+    })
+}
+
+fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'static {
+    move || {
+        let m = inner.raft.metrics().borrow().clone();
+        let (size, cp) = {
+            let g = inner.sm.lock();
+            let l = g.ledger().ok();
+            (
+                l.map(|l| l.size()).unwrap_or(0),
+                l.and_then(|l| l.checkpoint().map(|c| c.size)).unwrap_or(0),
+            )
+        };
+        let c = &inner.counters;
+        format!(
+            "dlog_appends_total {}\ndlog_batches_total {}\ndlog_refused_calls_total {}\ndlog_checkpoints_total {}\n\
+             dlog_raft_term {}\ndlog_raft_leader {}\ndlog_raft_applied {}\ndlog_ledger_size {}\ndlog_checkpoint_size {}\n",
+            c.appends.load(Ordering::Relaxed),
+            c.batches.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            c.checkpoints.load(Ordering::Relaxed),
+            m.current_term,
+            m.current_leader.unwrap_or(0),
+            m.last_applied.map(|l| l.index).unwrap_or(0),
+            size,
+            cp
+        )
+    }
+}
+
+impl RunningNode {
+    /// The Raft handle (for tests and embedding).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The WireGuard endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Status of this node.
+    pub fn status(&self) -> NodeStatus {
+        status(&self.inner)
+    }
+
+    /// Stops Raft, the service and the tunnel.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.inner.raft.shutdown().await;
+        self.endpoint.shutdown().await;
+        tracing::info!(name = %self.inner.cfg.name, "node stopped");
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, mut listener: dlog_wg::Listener) {
+    let limit = Arc::new(Semaphore::new(1024));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%e, "listener closed");
+                return;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %stream.peer().name, "connection limit reached; dropping stream");
+            continue;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let peer = stream.peer().name.clone();
+            if let Err(e) = serve_conn(inner, stream).await {
+                tracing::debug!(%peer, %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
+    let peer = stream.peer().clone();
+    let mut f = Framed::new(stream, MAX_FRAME);
+    while let Some(bytes) = f.recv().await? {
+        let result = match decode::<RequestFrame>(&bytes) {
+            Err(e) => Err(RpcError::new(ErrorCode::BadRequest, e.to_string())),
+            Ok(fr) if fr.version != PROTOCOL_VERSION => Err(RpcError::new(
+                ErrorCode::Version,
+                format!(
+                    "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                    fr.version
+                ),
+            )),
+            Ok(fr) if !authorize(peer.role, &fr.call) => {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer.name, role = ?peer.role, call = fr.call.name(), "refused call");
+                Err(RpcError::new(
+                    ErrorCode::Refused,
+                    format!(
+                        "peer {} has role {:?}, which may not call {}",
+                        peer.name,
+                        peer.role,
+                        fr.call.name()
+                    ),
+                ))
+            }
+            Ok(fr) => dispatch(&inner, &peer, fr.call).await,
+        };
+        let out = encode(&ResponseFrame {
+            version: PROTOCOL_VERSION,
+            result,
+        })?;
+        f.send(&out).await?;
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    RpcError::new(ErrorCode::Internal, e.to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> RpcError {
+    RpcError::new(ErrorCode::BadRequest, e.to_string())
+}
+
+fn status(inner: &Inner) -> NodeStatus {
+    let m = inner.raft.metrics().borrow().clone();
+    let g = inner.sm.lock();
+    let l = g.ledger().ok();
+    NodeStatus {
+        id: inner.cfg.id,
+        name: inner.cfg.name.clone(),
+        state: match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        }
+        .into(),
+        term: m.current_term,
+        leader: m.current_leader,
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        ledger_size: l.map(|l| l.size()).unwrap_or(0),
+        checkpoint_size: l.and_then(|l| l.checkpoint().map(|c| c.size)).unwrap_or(0),
+        diverged: g.diverged.clone(),
+        voters: m.membership_config.membership().voter_ids().collect(),
+    }
+}
+
+fn leader_peer(inner: &Inner) -> Option<(NodeId, String)> {
+    let m = inner.raft.metrics().borrow().clone();
+    let id = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&id)?.clone();
+    Some((id, node.addr))
+}
+
+fn is_leader(inner: &Inner) -> bool {
+    let m = inner.raft.metrics().borrow().clone();
+    m.current_leader == Some(inner.cfg.id) && m.state == ServerState::Leader
+}
+
+/// Waits (bounded) for a known leader.
+async fn wait_leader(inner: &Inner, within: Duration) -> Option<(NodeId, String)> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(l) = leader_peer(inner) {
+            return Some(l);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Forwards a call to the leader (one hop: only for calls from clients/admins).
+async fn forward(
+    inner: &Inner,
+    from: &PeerInfo,
+    call: &Call,
+) -> std::result::Result<Reply, RpcError> {
+    if matches!(from.role, Role::Voter | Role::Learner) {
+        return Err(RpcError {
+            code: ErrorCode::NotLeader,
+            message: "not the leader".into(),
+            leader: leader_peer(inner).map(|l| l.1),
+        });
+    }
+    let Some((_, name)) = wait_leader(inner, Duration::from_secs(5)).await else {
+        return Err(RpcError::new(ErrorCode::NoLeader, "no leader is known"));
+    };
+    if name == inner.cfg.name {
+        return Err(RpcError::new(
+            ErrorCode::NoLeader,
+            "leadership is changing; retry",
+        ));
+    }
+    let Some(peer) = inner.peers.by_name(&name).map(|p| p.public_key) else {
+        return Err(internal(format!("leader {name} is not in the peer table")));
+    };
+    match inner
+        .pool
+        .call_raw(&peer, call, Duration::from_secs(15))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => Err(RpcError::new(
+            ErrorCode::NoLeader,
+            format!("forwarding to {name}: {e}"),
+        )),
+    }
+}
+
+fn write_err(inner: &Inner, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RpcError {
+    match e.forward_to_leader() {
+        Some(f) => RpcError {
+            code: ErrorCode::NotLeader,
+            message: "not the leader".into(),
+            leader: f
+                .leader_node
+                .as_ref()
+                .map(|n| n.addr.clone())
+                .or_else(|| leader_peer(inner).map(|l| l.1)),
+        },
+        None => internal(e),
+    }
+}
+
+async fn dispatch(
+    inner: &Arc<Inner>,
+    from: &PeerInfo,
+    call: Call,
+) -> std::result::Result<Reply, RpcError> {
+    match call {
+        Call::AppendEntries(r) => inner
+            .raft
+            .append_entries(r)
+            .await
+            .map(Reply::AppendEntries)
+            .map_err(internal),
+        Call::Vote(r) => inner.raft.vote(r).await.map(Reply::Vote).map_err(internal),
+        Call::InstallSnapshot(r) => inner
+            .raft
+            .install_snapshot(r)
+            .await
+            .map(Reply::InstallSnapshot)
+            .map_err(internal),
+        Call::SignCheckpoint { size, root } => sign_checkpoint(inner, size, root).await,
+        Call::Append { items } => {
+            let max = inner.cfg.log.max_payload as usize;
+            if items.is_empty() {
+                return Err(bad("an append needs at least one entry"));
+            }
+            if items.len() > inner.cfg.batch.max_entries {
+                return Err(bad(format!(
+                    "at most {} entries per call",
+                    inner.cfg.batch.max_entries
+                )));
+            }
+            for (k, p) in &items {
+                EntryKind::from_byte(*k).map_err(bad)?;
+                if p.len() > max {
+                    return Err(bad(format!(
+                        "payload of {} bytes exceeds the limit of {max} bytes",
+                        p.len()
+                    )));
+                }
+            }
+            if let Some(d) = inner.sm.lock().diverged.clone() {
+                return Err(RpcError::new(ErrorCode::Diverged, d));
+            }
+            if is_leader(inner) {
+                let (tx, rx) = oneshot::channel();
+                let n = items.len() as u64;
+                inner
+                    .batch_tx
+                    .send(Job { items, reply: tx })
+                    .await
+                    .map_err(|_| internal("batcher stopped"))?;
+                let r = rx
+                    .await
+                    .map_err(|_| internal("batcher dropped the request"))?;
+                if r.is_ok() {
+                    inner.counters.appends.fetch_add(n, Ordering::Relaxed);
+                }
+                match r {
+                    Err(e) if e.code == ErrorCode::NotLeader => Err(e),
+                    other => other,
+                }
+            } else {
+                forward(inner, from, &Call::Append { items }).await
+            }
+        }
+        Call::Get { index } => {
+            let g = inner.sm.lock();
+            serving(&g)?;
+            g.ledger()
+                .map_err(internal)?
+                .entry(index)
+                .map(Reply::Entry)
+                .map_err(bad)
+        }
+        Call::Inclusion { index, size } => {
+            let g = inner.sm.lock();
+            serving(&g)?;
+            g.ledger()
+                .map_err(internal)?
+                .inclusion_proof(index, size)
+                .map(Reply::Proof)
+                .map_err(bad)
+        }
+        Call::Consistency { old, new } => {
+            let g = inner.sm.lock();
+            serving(&g)?;
+            g.ledger()
+                .map_err(internal)?
+                .consistency_proof(old, new)
+                .map(Reply::Proof)
+                .map_err(bad)
+        }
+        Call::Checkpoint { linearizable } => {
+            if linearizable {
+                if is_leader(inner) {
+                    inner.raft.ensure_linearizable().await.map_err(|e| {
+                        match e.forward_to_leader() {
+                            Some(_) => RpcError::new(ErrorCode::NotLeader, "not the leader"),
+                            None => internal(e),
+                        }
+                    })?;
+                } else {
+                    return forward(inner, from, &Call::Checkpoint { linearizable }).await;
+                }
+            }
+            let g = inner.sm.lock();
+            serving(&g)?;
+            let l = g.ledger().map_err(internal)?;
+            let (note, size) = l
+                .checkpoint()
+                .map(|c| (c.note.clone(), c.size))
+                .unwrap_or_default();
+            Ok(Reply::Checkpoint {
+                note,
+                size,
+                applied: l.size(),
+            })
+        }
+        Call::Status => Ok(Reply::Status(status(inner))),
+        Call::AddLearner { id, name } => {
+            let Some(p) = inner.peers.by_name(&name) else {
+                return Err(bad(format!("{name} is not in the peer table")));
+            };
+            if !matches!(p.role, Role::Voter | Role::Learner) {
+                return Err(bad(format!("{name} has role {:?}", p.role)));
+            }
+            if !is_leader(inner) {
+                return forward(inner, from, &Call::AddLearner { id, name }).await;
+            }
+            inner
+                .raft
+                .add_learner(id, BasicNode::new(&name), false)
+                .await
+                .map_err(|e| write_err(inner, e))?;
+            tracing::info!(id, %name, "membership: learner added");
+            Ok(Reply::Done)
+        }
+        Call::ChangeMembership { voters } => {
+            if !is_leader(inner) {
+                return forward(inner, from, &Call::ChangeMembership { voters }).await;
+            }
+            let set: BTreeSet<NodeId> = voters.iter().copied().collect();
+            inner
+                .raft
+                .change_membership(set, false)
+                .await
+                .map_err(|e| write_err(inner, e))?;
+            tracing::info!(?voters, "membership: voters changed");
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn serving(g: &crate::state_machine::SmInner) -> std::result::Result<(), RpcError> {
+    match &g.diverged {
+        Some(d) => Err(RpcError::new(
+            ErrorCode::Diverged,
+            format!("this replica stopped serving: {d}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A voter recomputes the root at `size` itself and signs only if it matches.
+async fn sign_checkpoint(
+    inner: &Inner,
+    size: u64,
+    root: [u8; 32],
+) -> std::result::Result<Reply, RpcError> {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        {
+            let mut g = inner.sm.lock();
+            serving(&g)?;
+            let l = g.ledger().map_err(internal)?;
+            if l.size() >= size {
+                let ours = l.root_at(size).map_err(internal)?;
+                if ours != root {
+                    g.diverge(format!(
+                        "asked to sign size {size}: own root differs from the leader's ({} vs {})",
+                        hex(&ours),
+                        hex(&root)
+                    ));
+                    return Err(RpcError::new(
+                        ErrorCode::Diverged,
+                        "own root differs; not signing",
+                    ));
+                }
+                break;
+            }
+        }
+        if Instant::now() >= end {
+            return Err(RpcError::new(
+                ErrorCode::Internal,
+                format!("size {size} not applied here yet"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let body = Checkpoint::new(inner.cfg.log.origin.clone(), size, root)
+        .map_err(internal)?
+        .to_body();
+    let sig = inner.signer.sign(&body);
+    Ok(Reply::Signature {
+        name: sig.name,
+        key_id: sig.key_id,
+        signature: sig.signature,
+    })
+}
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let sem = Arc::new(Semaphore::new(inner.cfg.batch.in_flight));
+    let mut last_ts = 0u64;
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            return;
+        };
+        let mut jobs = vec![first];
+        let mut n = jobs[0].items.len();
+        let mut bytes: usize = jobs[0].items.iter().map(|i| i.1.len()).sum();
+        while n < inner.cfg.batch.max_entries && bytes < inner.cfg.batch.max_bytes {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.items.len();
+                    bytes += j.items.iter().map(|i| i.1.len()).sum::<usize>();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let ts = now_ns().max(last_ts);
+        last_ts = ts;
+        let mut items = Vec::with_capacity(n);
+        let mut waiters = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            waiters.push((j.items.len() as u64, j.reply));
+            items.extend(j.items);
+        }
+        let inner2 = inner.clone();
+        tokio::spawn(async move {
+            let res = inner2
+                .raft
+                .client_write(Request::Append {
+                    timestamp_ns: ts,
+                    items,
+                })
+                .await;
+            drop(permit);
+            match res {
+                Ok(r) => {
+                    inner2.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    let mut off = r.data.first;
+                    for (c, tx) in waiters {
+                        let _ = tx.send(Ok(Reply::Appended {
+                            first: off,
+                            count: c,
+                            timestamp_ns: r.data.timestamp_ns,
+                        }));
+                        off += c;
+                    }
+                }
+                Err(e) => {
+                    let err = write_err(&inner2, e);
+                    for (_, tx) in waiters {
+                        let _ = tx.send(Err(err.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Chain hash after segment `s`, recomputed from the sealed roots.
+fn chain_at(l: &dlog_ledger::Ledger, s: u64) -> Result<[u8; 32]> {
+    let bits = l.meta().segment_bits as u32;
+    let mut chain = [0u8; 32];
+    for i in 0..=s {
+        let root = l.node(bits, i)?;
+        chain = dlog_crypto::hash::chain_hash(i, &root, &chain);
+    }
+    Ok(chain)
+}
+
+/// On the leader: announce seals, and get a majority to sign new checkpoints.
+async fn checkpointer(inner: Arc<Inner>) {
+    let every = Duration::from_millis(inner.cfg.batch.checkpoint_ms);
+    let mut announced_seals = 0u64;
+    loop {
+        tokio::time::sleep(every).await;
+        if !is_leader(&inner) {
+            continue;
+        }
+        let job = {
+            let g = inner.sm.lock();
+            if g.diverged.is_some() {
+                continue;
+            }
+            let Ok(l) = g.ledger() else { continue };
+            let mut seals = Vec::new();
+            let sealed = l.sealed_segments();
+            let bits = l.meta().segment_bits as u32;
+            for s in announced_seals..sealed {
+                if let (Ok(root), Ok(chain)) = (l.node(bits, s), chain_at(l, s)) {
+                    seals.push(Request::Seal {
+                        segment: s,
+                        root,
+                        chain,
+                    });
+                }
+            }
+            announced_seals = sealed;
+            let size = l.size();
+            let stored = l.checkpoint().map(|c| c.size).unwrap_or(0);
+            let cp = if size > stored || (size == 0 && l.checkpoint().is_none()) {
+                l.root_at(size).ok().map(|r| (size, r))
+            } else {
+                None
+            };
+            (seals, cp)
+        };
+        let (seals, cp) = job;
+        for s in seals {
+            if let Err(e) = inner.raft.client_write(s).await {
+                tracing::debug!(%e, "seal record not committed");
+            }
+        }
+        let Some((size, root)) = cp else { continue };
+        match collect_signatures(&inner, size, root).await {
+            Ok(note) => match inner.raft.client_write(Request::Checkpoint { note }).await {
+                Ok(_) => {
+                    inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        size,
+                        "checkpoint committed with a majority of voter signatures"
+                    );
+                }
+                Err(e) => tracing::debug!(%e, "checkpoint not committed"),
+            },
+            Err(e) => tracing::warn!(size, %e, "no majority signed the checkpoint"),
+        }
+    }
+}
+
+async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Result<String> {
+    let body = Checkpoint::new(inner.cfg.log.origin.clone(), size, root)
+        .map_err(|e| NodeError::Verify(e.to_string()))?
+        .to_body();
+    let mut note = SignedNote::new(body).map_err(|e| NodeError::Verify(e.to_string()))?;
+    note.add_signature(inner.signer.sign(&note.text));
+    let m = inner.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let need = voters.len() / 2 + 1;
+    let mut have = 1usize;
+    let mut set = tokio::task::JoinSet::new();
+    for id in voters.iter().copied().filter(|id| *id != inner.cfg.id) {
+        let Some(node) = membership.get_node(&id) else {
+            continue;
+        };
+        let Some(peer) = inner.peers.by_name(&node.addr).map(|p| p.public_key) else {
+            continue;
+        };
+        let pool = inner.pool.clone();
+        set.spawn(async move {
+            pool.call(
+                &peer,
+                &Call::SignCheckpoint { size, root },
+                Duration::from_secs(4),
+            )
+            .await
+        });
+    }
+    while have < need {
+        let Some(res) = set.join_next().await else {
+            return Err(NodeError::Verify(format!("{have} of {need} signatures")));
+        };
+        if let Ok(Ok(Reply::Signature {
+            name,
+            key_id,
+            signature,
+        })) = res
+        {
+            note.add_signature(NoteSignature {
+                name,
+                key_id,
+                signature,
+            });
+            have += 1;
+        }
+    }
+    Ok(note.to_string())
+}
+
+async fn watch_leader(inner: Arc<Inner>) {
+    let mut rx = inner.raft.metrics();
+    let mut last_leader = None;
+    let mut last_members = String::new();
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        let m = rx.borrow().clone();
+        if m.current_leader != last_leader {
+            tracing::info!(term = m.current_term, leader = ?m.current_leader, "leader change");
+            last_leader = m.current_leader;
+        }
+        let members = format!("{:?}", m.membership_config.membership());
+        if members != last_members {
+            tracing::info!(membership = %members, "membership change");
+            last_members = members;
+        }
+    }
+}
