@@ -213,8 +213,6 @@ pub struct Config {
     pub rotation_interval: Duration,
     /// Inner MTU given to the TCP stack (default 1420, at most 65,000).
     pub mtu: usize,
-    /// Maximum frame payload accepted by [`crate::frame`] helpers on streams.
-    pub max_frame: usize,
     /// TCP socket buffer size per direction per stream (default 256 KiB).
     pub socket_buffer: usize,
     /// Give up a `connect` after this long (default 10 s).
@@ -223,7 +221,7 @@ pub struct Config {
 
 impl Config {
     /// A configuration with defaults: `pq = "preferred"`, rotation 120 s,
-    /// MTU 1420, 16 MiB frames, 256 KiB socket buffers.
+    /// MTU 1420, 256 KiB socket buffers, 10 s connect timeout.
     pub fn new(keys: KeyFile, peers: PeerTable) -> Self {
         Config {
             keys,
@@ -232,7 +230,6 @@ impl Config {
             pq: PqMode::Preferred,
             rotation_interval: Duration::from_secs(120),
             mtu: 1420,
-            max_frame: 16 << 20,
             socket_buffer: 256 << 10,
             connect_timeout: Duration::from_secs(10),
         }

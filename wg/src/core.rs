@@ -678,7 +678,14 @@ impl Core {
             // A tunnel index we do not know: the peer restarted (or lost its
             // state). Answer with a fresh classical session as a candidate;
             // the current one stays until the candidate is confirmed by data,
-            // so a replayed initiation cannot tear anything down.
+            // so a replayed initiation cannot tear anything down. At most
+            // one new candidate per second, so replays cannot churn them.
+            if p.pending.as_ref().is_some_and(|s| {
+                s.restart && now.saturating_duration_since(s.created) < Duration::from_secs(1)
+            }) {
+                self.stats.decapsulate_errors += 1;
+                return;
+            }
             let index = self.alloc_index(pi);
             let p = &self.peers[pi];
             let mut s = self.new_session(&p.public, p.entry.keepalive, index, 0, None, now);

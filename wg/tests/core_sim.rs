@@ -315,3 +315,39 @@ fn unknown_key_is_dropped_before_the_stack() {
     }
     assert!(saw);
 }
+
+#[test]
+fn handshake_floods_are_rate_limited_with_cookies() {
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::{PublicKey, StaticSecret};
+    let ns = nodes(2);
+    let t = table(&ns);
+    let mut sim = Sim::new(
+        &ns,
+        &[t.clone(), t],
+        PqMode::Preferred,
+        Duration::from_secs(120),
+    );
+    // A stranger floods core 0 with fresh handshake initiations.
+    let stranger = StaticSecret::from([42u8; 32]);
+    let target = PublicKey::from(key(&ns[0]).0);
+    let mut tunn = Tunn::new(stranger, target, None, None, 1, None);
+    let from: SocketAddr = "192.0.2.99:4444".parse().unwrap();
+    let mut buf = [0u8; 256];
+    let now = sim.t;
+    for _ in 0..1000 {
+        if let TunnResult::WriteToNetwork(p) = tunn.format_handshake_initiation(&mut buf, true) {
+            let p = p.to_vec();
+            sim.cores[0].handle_datagram(now, from, &p);
+        }
+    }
+    let st = sim.cores[0].stats();
+    assert!(st.cookies_sent > 0, "{st:?}");
+    assert!(
+        st.dropped_unknown_key > 0 && st.dropped_unknown_key < 1000,
+        "{st:?}"
+    );
+    // Legitimate peers still get through after the limiter resets.
+    let (c, s) = open(&mut sim, &ns);
+    transfer(&mut sim, 0, c, 1, s, b"still fine", Duration::from_secs(10));
+}

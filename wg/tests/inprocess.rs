@@ -543,3 +543,40 @@ async fn peer_restart_and_roaming_recover_quickly() {
     assert_eq!(st.endpoint, Some(b2.local_addr()));
     assert!(a.stats().roams >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_keepalive_keeps_an_idle_tunnel_warm() {
+    init_tracing();
+    let ns = nodes(2);
+    // n0 keeps n1 alive every second.
+    let t0 = format!(
+        "{}{}keepalive = 1\n",
+        peer_toml(&ns[0], true),
+        peer_toml(&ns[1], true)
+    );
+    let t1 = table(&ns);
+    let a = Endpoint::bind(config(&ns[0], &t0, PqMode::Off), ns[0].udp)
+        .await
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t1, PqMode::Off), ns[1].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    timeout(
+        Duration::from_secs(10),
+        echo_roundtrip(&a, &b.public_key(), 7000, 1, 1000),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = b.stats().rx_datagrams;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = b.stats().rx_datagrams;
+    assert!(
+        after - before >= 2,
+        "only {} keepalives in 3.5 s",
+        after - before
+    );
+    let st = a.peer_status(&b.public_key()).await.unwrap().unwrap();
+    assert_eq!(st.epoch, 0, "pq = off never installs a PQ key");
+}
