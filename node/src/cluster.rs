@@ -314,7 +314,7 @@ fn alive(pid: i32) -> bool {
         let mut st = 0;
         // SAFETY: non-blocking waitpid on a pid; status is a local.
         let w = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        return w == 0 || (w < 0);
+        return w <= 0;
     }
     false
 }
