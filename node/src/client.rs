@@ -17,6 +17,9 @@ use crate::error::{NodeError, Result};
 use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
 use crate::types::NodeId;
 
+/// Longest single attempt on one node before trying the next.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -41,6 +44,8 @@ pub struct ServedCheckpoint {
 pub struct Client {
     pool: Pool,
     nodes: Vec<(String, PeerKey)>,
+    /// Every voter/learner of the peer table (for calls to a named node).
+    servers: Vec<(String, PeerKey)>,
     next: AtomicUsize,
     timeout: Duration,
     trust: Option<TrustPolicy>,
@@ -74,6 +79,17 @@ impl Client {
             })?;
             nodes.push((n.clone(), p.public_key));
         }
+        let servers = peers
+            .peers()
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.role,
+                    dlog_wg::config::Role::Voter | dlog_wg::config::Role::Learner
+                )
+            })
+            .map(|p| (p.name.clone(), p.public_key))
+            .collect();
         let trust = match &cfg.trust {
             None => None,
             Some(p) => {
@@ -84,7 +100,6 @@ impl Client {
             }
         };
         let mut wcfg = dlog_wg::config::Config::new(key, peers);
-        wcfg.max_frame = crate::rpc::MAX_FRAME;
         wcfg.mtu = 65_000;
         wcfg.socket_buffer = 1 << 20;
         wcfg.connect_timeout = Duration::from_secs(3);
@@ -94,6 +109,7 @@ impl Client {
         Ok(Client {
             pool: Pool::new(endpoint, cfg.rpc_port),
             nodes,
+            servers,
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
             trust,
@@ -121,7 +137,9 @@ impl Client {
             if left.is_zero() {
                 return Err(last);
             }
-            match self.pool.call_raw(&self.nodes[i].1, &call, left).await {
+            // A dead node must not eat the whole deadline: bound each attempt.
+            let attempt = left.min(ATTEMPT_TIMEOUT);
+            match self.pool.call_raw(&self.nodes[i].1, &call, attempt).await {
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(e)) => {
                     let retry = matches!(
@@ -153,10 +171,10 @@ impl Client {
         }
     }
 
-    /// One call to one named node, no retry.
+    /// One call to one named node (any voter or learner of the peer table), no retry.
     pub async fn call_node(&self, name: &str, call: Call) -> Result<Reply> {
         let peer = self
-            .nodes
+            .servers
             .iter()
             .find(|n| n.0 == name)
             .map(|n| n.1)

@@ -40,6 +40,8 @@ pub struct ClusterSpec {
     pub origin: String,
     /// Segment bits.
     pub segment_bits: u8,
+    /// Raft snapshot interval in log entries (`None`: the node default).
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for ClusterSpec {
@@ -49,6 +51,7 @@ impl Default for ClusterSpec {
             spare_nodes: 0,
             origin: "dlog/local".into(),
             segment_bits: 16,
+            snapshot_every: None,
         }
     }
 }
@@ -191,6 +194,10 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
             bits = spec.segment_bits,
             boot = i == 1,
         );
+        let mut cfg = cfg;
+        if let Some(n) = spec.snapshot_every {
+            let _ = write!(cfg, "\n[raft]\nsnapshot_every = {n}\n");
+        }
         let p = dir.join(&name).join("node.toml");
         write_new(&p, &cfg)?;
         if i > spec.nodes {

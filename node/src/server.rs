@@ -185,7 +185,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
     let log = LogStore::open(&cfg.data_dir.join("raft"))?;
     let peers = Arc::new(peers);
     let mut wcfg = dlog_wg::config::Config::new(wg, (*peers).clone());
-    wcfg.max_frame = MAX_FRAME;
     wcfg.mtu = 65_000;
     wcfg.socket_buffer = 1 << 20;
     wcfg.connect_timeout = Duration::from_secs(5);
@@ -476,6 +475,16 @@ async fn forward(
     }
 }
 
+/// A refusal that names the leader, for calls that are never forwarded
+/// (membership: the leader must see the admin's own key).
+fn redirect(inner: &Inner) -> RpcError {
+    RpcError {
+        code: ErrorCode::NotLeader,
+        message: "not the leader; call the leader".into(),
+        leader: leader_peer(inner).map(|l| l.1),
+    }
+}
+
 fn write_err(inner: &Inner, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RpcError {
     match e.forward_to_leader() {
         Some(f) => RpcError {
@@ -618,7 +627,7 @@ async fn dispatch(
                 return Err(bad(format!("{name} has role {:?}", p.role)));
             }
             if !is_leader(inner) {
-                return forward(inner, from, &Call::AddLearner { id, name }).await;
+                return Err(redirect(inner));
             }
             inner
                 .raft
@@ -630,7 +639,7 @@ async fn dispatch(
         }
         Call::ChangeMembership { voters } => {
             if !is_leader(inner) {
-                return forward(inner, from, &Call::ChangeMembership { voters }).await;
+                return Err(redirect(inner));
             }
             let set: BTreeSet<NodeId> = voters.iter().copied().collect();
             inner
