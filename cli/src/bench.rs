@@ -1,6 +1,10 @@
 //! `dlog bench`: append, proof and verify speed, each next to a baseline
 //! measured in the same run (raw fdatasync rate, raw BLAKE3 speed), because
 //! shared machines are noisy and only ratios travel.
+//!
+//! Durable-append figures alternate short windows of the raw-fsync baseline
+//! and of the subject, and report medians of the per-window ratio, so a
+//! neighbour's burst of disk or CPU use hits both sides of a ratio alike.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,8 +15,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Options of `dlog bench`.
@@ -49,7 +53,7 @@ struct Report {
 impl Report {
     fn line(&mut self, key: &str, value: f64, unit: &str, note: &str) {
         if !self.json {
-            println!("{key:<34} {value:>14.1} {unit:<10} {note}");
+            println!("{key:<36} {value:>14.1} {unit:<10} {note}");
         }
         self.fields
             .insert(key.to_string(), serde_json::json!(value));
@@ -62,6 +66,66 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Raw baseline: `write(4 KiB)` + `fdatasync` on an appending file, per second.
+fn fsync_window(path: &Path, window: Duration) -> Result<f64> {
+    let mut f = File::create(path)?;
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
+/// Medians over alternating windows: (subject rate, baseline rate, ratio).
+struct Interleaved {
+    subject: Vec<f64>,
+    baseline: Vec<f64>,
+}
+
+impl Interleaved {
+    fn run(
+        rounds: usize,
+        window: Duration,
+        fsync_path: &Path,
+        mut subject: impl FnMut(Duration) -> Result<f64>,
+    ) -> Result<Interleaved> {
+        let mut out = Interleaved {
+            subject: Vec::new(),
+            baseline: Vec::new(),
+        };
+        for _ in 0..rounds.max(1) {
+            out.baseline.push(fsync_window(fsync_path, window / 2)?);
+            out.subject.push(subject(window)?);
+        }
+        Ok(out)
+    }
+
+    fn ratio(&self) -> f64 {
+        median(
+            self.subject
+                .iter()
+                .zip(&self.baseline)
+                .map(|(s, b)| s / b)
+                .collect(),
+        )
+    }
 }
 
 /// Runs the benchmark.
@@ -83,6 +147,9 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         fields: serde_json::Map::new(),
     };
     let phase = Duration::from_secs_f64(a.seconds);
+    let window = Duration::from_millis(400);
+    let rounds = ((a.seconds / 0.6).round() as usize).max(3);
+    let fsync_path = scratch.join("fsync-baseline");
     if !a.json {
         println!(
             "dlog bench: payload {} B, scratch {}",
@@ -91,30 +158,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         );
     }
 
-    // Baseline 1: raw fdatasync of 4 KiB writes.
-    let fsync_rate = {
-        let path = scratch.join("fsync-baseline");
-        let mut f = File::create(&path)?;
-        let block = vec![7u8; 4096];
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < phase.min(Duration::from_secs(2)) {
-            f.write_all(&block)?;
-            f.sync_data()?;
-            n += 1;
-        }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
-        std::fs::remove_file(&path)?;
-        rate
-    };
-    r.line(
-        "baseline.fsync_per_s",
-        fsync_rate,
-        "fsync/s",
-        "raw write(4 KiB)+fdatasync",
-    );
-
-    // Baseline 2: raw BLAKE3 over the same entry-sized inputs, and in bulk.
+    // Hashing against raw BLAKE3 over the same entry-sized inputs, and in bulk.
     let entry_len = dlog_ledger::entry::ENTRY_HEADER_LEN + a.payload;
     let inputs: Vec<Vec<u8>> = (0..100_000u64)
         .map(|i| {
@@ -176,7 +220,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         tree_per_s,
         "entry/s",
         &format!(
-            "{:.0}% of per-entry raw BLAKE3; {:.0}% of bulk BLAKE3 bytes",
+            "{:.0}% of per-entry raw BLAKE3 (ceiling 50%: a leaf and a node hash per entry); {:.0}% of bulk",
             100.0 * tree_per_s / raw_per_s,
             100.0 * tree_per_s * entry_len as f64 / 1e6 / bulk_mb_s
         ),
@@ -194,25 +238,31 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         .map(|_| (EntryKind::Data, payload.as_slice()))
         .collect();
     let mut lat = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < phase || ledger.size() < a.entries.min(a.batch as u64 * 10) {
-        let t = Instant::now();
-        ledger.append(crate::local::now_ns(), &batch)?;
-        lat.push(t.elapsed());
-        if ledger.size() >= a.entries && start.elapsed() >= phase {
-            break;
+    let bulk = Interleaved::run(rounds, window, &fsync_path, |w| {
+        let start = Instant::now();
+        let before = ledger.size();
+        while start.elapsed() < w {
+            let t = Instant::now();
+            ledger.append(crate::local::now_ns(), &batch)?;
+            lat.push(t.elapsed());
         }
-    }
-    let bulk_rate = ledger.size() as f64 / start.elapsed().as_secs_f64();
+        Ok((ledger.size() - before) as f64 / start.elapsed().as_secs_f64())
+    })?;
     lat.sort();
     r.line(
+        "baseline.fsync_per_s",
+        median(bulk.baseline.clone()),
+        "fsync/s",
+        "raw write(4 KiB)+fdatasync, median of windows",
+    );
+    r.line(
         "append.batch_entries_per_s",
-        bulk_rate,
+        median(bulk.subject.clone()),
         "entry/s",
         &format!(
-            "batches of {}; {:.1}x raw fsync rate in entries",
+            "batches of {}; {:.0} entries per raw fsync",
             a.batch,
-            bulk_rate / fsync_rate
+            bulk.ratio()
         ),
     );
     r.line(
@@ -225,7 +275,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         "append.batch_p99_us",
         pct(&lat, 0.99),
         "us",
-        "per durable batch",
+        "per durable batch (includes segment seals)",
     );
 
     // Fill up to the requested size for the proof benchmark.
@@ -236,9 +286,10 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     let size = ledger.size();
     drop(ledger);
 
-    // Open time and idle memory, in a fresh process: `dlog get <last>`.
+    // Open time and idle memory, in fresh processes.
+    let exe = std::env::current_exe()?;
     let t = Instant::now();
-    let status = std::process::Command::new(std::env::current_exe()?)
+    let status = std::process::Command::new(&exe)
         .arg("--dir")
         .arg(&dir)
         .args(["get", &(size - 1).to_string()])
@@ -250,14 +301,16 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         "open.process_ms",
         open_ms,
         "ms",
-        &format!("new process: open {size} entries + read one"),
+        &format!("new process: open {size} entries + read the last"),
     );
-    r.line(
-        "open.process_max_rss_mb",
-        child_max_rss_mb(),
-        "MB",
-        "peak RSS of that process",
-    );
+    if let Some(rss) = idle_rss_mb(&exe, &dir)? {
+        r.line(
+            "open.idle_rss_mb",
+            rss,
+            "MB",
+            "`dlog tail -f` holding the log open",
+        );
+    }
     let t = Instant::now();
     let ledger = Ledger::open(&dir, OpenMode::ReadWrite)?;
     r.line(
@@ -318,52 +371,72 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     r.line("verify.inclusion_per_s", verify_rate, "proof/s", "");
     drop(ledger);
 
-    // Concurrent single-entry appenders sharing fsyncs (group commit).
+    // Concurrent single-entry appenders sharing fsyncs (group commit). They
+    // pause while the baseline window runs.
     let gc = Arc::new(GroupCommit::new(
         Ledger::open(&dir, OpenMode::ReadWrite)?,
         crate::local::now_ns,
     ));
     let stop = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(true));
+    let done = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for _ in 0..a.appenders {
-        let gc = gc.clone();
-        let stop = stop.clone();
-        let payload = payload.clone();
-        handles.push(std::thread::spawn(
-            move || -> Result<Vec<Duration>, String> {
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    gc.append(EntryKind::Data, payload.clone())
-                        .map_err(|e| e.to_string())?;
-                    lat.push(t.elapsed());
-                }
-                Ok(lat)
-            },
-        ));
-    }
-    let start = Instant::now();
-    std::thread::sleep(phase);
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for h in handles {
-        lat.extend(
-            h.join()
-                .map_err(|_| anyhow::anyhow!("appender thread panicked"))?
-                .map_err(anyhow::Error::msg)?,
+        let (gc, stop, paused, done, lat) = (
+            gc.clone(),
+            stop.clone(),
+            paused.clone(),
+            done.clone(),
+            lat.clone(),
         );
+        let payload = payload.clone();
+        handles.push(std::thread::spawn(move || -> Result<(), String> {
+            let mut mine = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if paused.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let t = Instant::now();
+                gc.append(EntryKind::Data, payload.clone())
+                    .map_err(|e| e.to_string())?;
+                mine.push(t.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            lat.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
+            Ok(())
+        }));
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let conc = Interleaved::run(rounds, window, &fsync_path, |w| {
+        let before = done.load(Ordering::Relaxed);
+        let start = Instant::now();
+        paused.store(false, Ordering::Relaxed);
+        std::thread::sleep(w);
+        paused.store(true, Ordering::Relaxed);
+        let n = done.load(Ordering::Relaxed) - before;
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        // Let in-flight appends land before the baseline window.
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(rate)
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("appender thread panicked"))?
+            .map_err(anyhow::Error::msg)?;
+    }
+    let mut lat = std::mem::take(&mut *lat.lock().unwrap_or_else(|p| p.into_inner()));
     lat.sort();
-    let conc_rate = lat.len() as f64 / elapsed;
     r.line(
         "append.concurrent_per_s",
-        conc_rate,
+        median(conc.subject.clone()),
         "append/s",
         &format!(
-            "{} appenders; {:.1}x raw fsync rate",
+            "{} appenders; {:.1}x raw fsync rate (median of {} windows)",
             a.appenders,
-            conc_rate / fsync_rate
+            conc.ratio(),
+            conc.subject.len()
         ),
     );
     r.line("append.concurrent_p50_us", pct(&lat, 0.5), "us", "");
@@ -392,14 +465,21 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn child_max_rss_mb() -> f64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct we pass; it is plain old data.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr()) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    // SAFETY: initialised by the successful call above.
-    let ru = unsafe { ru.assume_init() };
-    ru.ru_maxrss as f64 / 1024.0
+/// Resident memory of a `dlog tail -f` process holding the log open, once idle.
+fn idle_rss_mb(exe: &Path, dir: &Path) -> Result<Option<f64>> {
+    let mut child = std::process::Command::new(exe)
+        .arg("--dir")
+        .arg(dir)
+        .args(["tail", "-f", "-n", "0"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(700));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(status.and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }))
 }
