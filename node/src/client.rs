@@ -17,9 +17,6 @@ use crate::error::{NodeError, Result};
 use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
 use crate::types::NodeId;
 
-/// Longest single attempt on one node before trying the next.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -48,6 +45,7 @@ pub struct Client {
     servers: Vec<(String, PeerKey)>,
     next: AtomicUsize,
     timeout: Duration,
+    attempt: Duration,
     trust: Option<TrustPolicy>,
 }
 
@@ -112,6 +110,7 @@ impl Client {
             servers,
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
+            attempt: cfg.attempt,
             trust,
         })
     }
@@ -138,7 +137,7 @@ impl Client {
                 return Err(last);
             }
             // A dead node must not eat the whole deadline: bound each attempt.
-            let attempt = left.min(ATTEMPT_TIMEOUT);
+            let attempt = left.min(self.attempt);
             match self.pool.call_raw(&self.nodes[i].1, &call, attempt).await {
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(e)) => {

@@ -26,9 +26,10 @@
 //! members = [{ id = 1, name = "node-1" }, { id = 2, name = "node-2" }, { id = 3, name = "node-3" }]
 //!
 //! [raft]                          # optional; defaults chosen for WireGuard
-//! heartbeat_ms = 250
-//! election_min_ms = 1500
-//! election_max_ms = 3000
+//! heartbeat_ms = 200            # also openraft's AppendEntries timeout
+//! election_min_ms = 1000
+//! election_max_ms = 2000
+//! snapshot_every = 20000
 //!
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
@@ -44,7 +45,8 @@
 //! nodes = ["node-1", "node-2", "node-3"]
 //! trust = "trust.toml"            # optional: verify checkpoints
 //! rpc_port = 7000                 # optional
-//! timeout_ms = 15000              # optional, per operation
+//! timeout_ms = 15000              # optional, per operation (all retries)
+//! attempt_ms = 1500               # optional, one attempt on one node
 //! # listen = "127.0.0.1:0"        # optional UDP bind address
 //! ```
 
@@ -120,9 +122,9 @@ pub struct RaftSection {
 impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
-            heartbeat_ms: 250,
-            election_min_ms: 1500,
-            election_max_ms: 3000,
+            heartbeat_ms: 200,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
             snapshot_every: 20_000,
         }
     }
@@ -339,6 +341,7 @@ struct ClientToml {
     trust: Option<PathBuf>,
     rpc_port: Option<u16>,
     timeout_ms: Option<u64>,
+    attempt_ms: Option<u64>,
     listen: Option<String>,
 }
 
@@ -359,6 +362,8 @@ pub struct ClientConfig {
     pub rpc_port: u16,
     /// Per-operation deadline.
     pub timeout: std::time::Duration,
+    /// Longest single attempt on one node before trying the next.
+    pub attempt: std::time::Duration,
     /// UDP bind address.
     pub listen: SocketAddr,
 }
@@ -384,6 +389,7 @@ impl ClientConfig {
             trust: t.trust.map(|p| rel(base, &p)),
             rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
             timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
+            attempt: std::time::Duration::from_millis(t.attempt_ms.unwrap_or(1_500)),
             listen,
         })
     }

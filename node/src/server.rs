@@ -450,7 +450,7 @@ async fn forward(
             leader: leader_peer(inner).map(|l| l.1),
         });
     }
-    let Some((_, name)) = wait_leader(inner, Duration::from_secs(5)).await else {
+    let Some((_, name)) = wait_leader(inner, Duration::from_secs(1)).await else {
         return Err(RpcError::new(ErrorCode::NoLeader, "no leader is known"));
     };
     if name == inner.cfg.name {

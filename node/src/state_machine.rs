@@ -81,6 +81,7 @@ pub struct SmInner {
     pub diverged: Option<String>,
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshot_seq: u64,
+    applied_file: Option<AppliedFile>,
 }
 
 impl SmInner {
@@ -156,22 +157,107 @@ fn hex16(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Size of one slot of the applied file.
+const SLOT: usize = 32 << 10;
+
+/// Reads the applied state: two slots `len:u32 | crc32c:u32 | json`, the
+/// valid one with the higher last applied index wins (a torn write of one
+/// slot leaves the other).
 fn read_applied(dir: &Path) -> Result<Applied> {
     let path = dir.join(APPLIED_FILE);
-    match fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| NodeError::RaftStore {
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Applied::default()),
+        Err(e) => return Err(NodeError::io("read", &path)(e)),
+    };
+    let mut best: Option<Applied> = None;
+    for slot in bytes.chunks(SLOT).take(2) {
+        if slot.len() < 8 {
+            continue;
+        }
+        let len = u32::from_be_bytes(slot[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(slot[4..8].try_into().expect("4 bytes"));
+        let Some(body) = slot.get(8..8 + len) else {
+            continue;
+        };
+        if crc32c::crc32c(body) != crc {
+            continue;
+        }
+        let Ok(a) = serde_json::from_slice::<Applied>(body) else {
+            continue;
+        };
+        let idx = |x: &Applied| x.last_applied.map(|l| l.index);
+        if best.as_ref().is_none_or(|b| idx(&a) > idx(b)) {
+            best = Some(a);
+        }
+    }
+    best.ok_or_else(|| NodeError::RaftStore {
+        path,
+        detail: "no valid slot in the applied-state file".into(),
+    })
+}
+
+/// The applied-state file, written in place into alternating slots.
+///
+/// It is fsynced only when it must be durable (snapshot build and install):
+/// after a crash it may be older than the ledger, which is safe because
+/// applying is idempotent, and it is never newer, because the ledger append
+/// it describes was fsynced first.
+struct AppliedFile {
+    file: fs::File,
+    path: PathBuf,
+    next_slot: u64,
+}
+
+impl AppliedFile {
+    fn open(dir: &Path) -> Result<AppliedFile> {
+        let path = dir.join(APPLIED_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(NodeError::io("open", &path))?;
+        Ok(AppliedFile {
+            file,
             path,
-            detail: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Applied::default()),
-        Err(e) => Err(NodeError::io("read", &path)(e)),
+            next_slot: 0,
+        })
+    }
+
+    fn write(&mut self, a: &Applied, durable: bool) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let body = serde_json::to_vec(a).map_err(|e| NodeError::Protocol(e.to_string()))?;
+        if body.len() + 8 > SLOT {
+            return Err(NodeError::RaftStore {
+                path: self.path.clone(),
+                detail: format!("applied state of {} bytes does not fit a slot", body.len()),
+            });
+        }
+        let mut buf = Vec::with_capacity(body.len() + 8);
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        buf.extend_from_slice(&body);
+        self.file
+            .write_all_at(&buf, self.next_slot * SLOT as u64)
+            .map_err(NodeError::io("write", &self.path))?;
+        self.next_slot ^= 1;
+        if durable {
+            self.file
+                .sync_data()
+                .map_err(NodeError::io("fsync", &self.path))?;
+        }
+        Ok(())
     }
 }
 
 fn write_applied(dir: &Path, a: &Applied) -> Result<()> {
-    let b = serde_json::to_vec(a).map_err(|e| NodeError::Protocol(e.to_string()))?;
-    dlog_ledger::store::write_atomic(&dir.join(APPLIED_FILE), &b)?;
-    Ok(())
+    let mut f = AppliedFile::open(dir)?;
+    f.write(a, true)?;
+    // Both slots hold the same state: a later torn write cannot fall back
+    // to something older than this durable point.
+    f.write(a, true)
 }
 
 /// Every file of a ledger directory, relative paths, sorted (no lock or temp files).
@@ -255,6 +341,7 @@ impl StateMachine {
                 diverged: None,
                 snapshot: None,
                 snapshot_seq: 0,
+                applied_file: None,
             })),
         })
     }
@@ -399,7 +486,22 @@ impl SmInner {
         }
     }
 
+    fn save_applied(&mut self, durable: bool) -> Result<()> {
+        if self.applied_file.is_none() {
+            let dir = self.ledger()?.dir().to_path_buf();
+            self.applied_file = Some(AppliedFile::open(&dir)?);
+        }
+        let a = self.applied.clone();
+        self.applied_file
+            .as_mut()
+            .expect("just opened")
+            .write(&a, durable)
+    }
+
     fn build_snapshot(&mut self) -> Result<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)> {
+        // The log is purged behind snapshots: the applied state must be
+        // durable at least this far first.
+        self.save_applied(true)?;
         let dir = self.ledger()?.dir().to_path_buf();
         let files = ledger_files(&dir)?;
         let data = bincode::serialize(&SnapshotFiles {
@@ -461,6 +563,7 @@ impl SmInner {
         let dir = self.data_dir.join(LEDGER_DIR);
         let old = self.data_dir.join(OLD_DIR);
         self.ledger = None;
+        self.applied_file = None;
         fs::rename(&dir, &old).map_err(NodeError::io("rename", &dir))?;
         fs::rename(&incoming, &dir).map_err(NodeError::io("rename", &incoming))?;
         fs::File::open(&self.data_dir)
@@ -510,8 +613,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             out.push(g.apply_one(&e).map_err(swrite)?);
         }
-        let dir = g.ledger().map_err(swrite)?.dir().to_path_buf();
-        write_applied(&dir, &g.applied).map_err(swrite)?;
+        g.save_applied(false).map_err(swrite)?;
         Ok(out)
     }
 
