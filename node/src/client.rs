@@ -17,6 +17,9 @@ use crate::error::{NodeError, Result};
 use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
 use crate::types::NodeId;
 
+/// How long a node that failed at the transport level is avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(3);
+
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -44,6 +47,7 @@ pub struct Client {
     /// Every voter/learner of the peer table (for calls to a named node).
     servers: Vec<(String, PeerKey)>,
     next: AtomicUsize,
+    suspect: std::sync::Mutex<Vec<Option<Instant>>>,
     timeout: Duration,
     attempt: Duration,
     trust: Option<TrustPolicy>,
@@ -108,6 +112,7 @@ impl Client {
             pool: Pool::new(endpoint, cfg.rpc_port),
             nodes,
             servers,
+            suspect: std::sync::Mutex::new(vec![None; cfg.nodes.len()]),
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
             attempt: cfg.attempt,
@@ -131,7 +136,7 @@ impl Client {
         let mut last = NodeError::NoLeader("no node answered".into());
         let mut backoff = Duration::from_millis(20);
         loop {
-            let i = self.next.load(Ordering::Relaxed) % self.nodes.len();
+            let i = self.pick();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(last);
@@ -139,7 +144,10 @@ impl Client {
             // A dead node must not eat the whole deadline: bound each attempt.
             let attempt = left.min(self.attempt);
             match self.pool.call_raw(&self.nodes[i].1, &call, attempt).await {
-                Ok(Ok(r)) => return Ok(r),
+                Ok(Ok(r)) => {
+                    self.set_suspect(i, None);
+                    return Ok(r);
+                }
                 Ok(Err(e)) => {
                     let retry = matches!(
                         e.code,
@@ -160,13 +168,35 @@ impl Client {
                     }
                 }
                 Err(e) => {
+                    // Unreachable or silent: avoid this node for a while.
+                    self.set_suspect(i, Some(Instant::now() + SUSPECT_FOR));
                     self.next.store(i + 1, Ordering::Relaxed);
                     last = e;
                 }
             }
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The preferred node, skipping nodes that recently failed at the
+    /// transport level (unless every node did).
+    fn pick(&self) -> usize {
+        let n = self.nodes.len();
+        let start = self.next.load(Ordering::Relaxed) % n;
+        let now = Instant::now();
+        let g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&j| g.get(j).copied().flatten().is_none_or(|t| t <= now))
+            .unwrap_or(start)
+    }
+
+    fn set_suspect(&self, i: usize, until: Option<Instant>) {
+        let mut g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = g.get_mut(i) {
+            *x = until;
         }
     }
 

@@ -366,3 +366,187 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         assert_eq!(segments(n), a, "{} differs", n.display());
     }
 }
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn performance_numbers() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let _g = up(
+        dir,
+        &ClusterSpec {
+            nodes: 3,
+            origin: "dlog/perf".into(),
+            ..Default::default()
+        },
+    );
+    let client = Arc::new(
+        Client::open(&dir.join("client.toml"))
+            .await
+            .expect("client"),
+    );
+    leader_of(&client, Duration::from_secs(20)).await;
+    // Warm up the tunnels and the leader pick.
+    for _ in 0..20 {
+        client
+            .append(&[(EntryKind::Data, &[0u8; 100])])
+            .await
+            .unwrap();
+    }
+    // 1 appender.
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        client
+            .append(&[(EntryKind::Data, &[1u8; 100])])
+            .await
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    eprintln!(
+        "PERF 1 appender: p50 {:?} p99 {:?}",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    // 64 concurrent single-entry appenders for 3 s.
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while t0.elapsed() < Duration::from_secs(3) {
+                let t = Instant::now();
+                c.append(&[(EntryKind::Data, &[2u8; 100])]).await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let el = t0.elapsed();
+    eprintln!(
+        "PERF 64 appenders: {:.0} appends/s, p50 {:?} p99 {:?}",
+        lat.len() as f64 / el.as_secs_f64(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    // Batches of 1000 100-byte entries from 4 tasks for 3 s.
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let p = vec![3u8; 100];
+            let items: Vec<(EntryKind, &[u8])> =
+                (0..1000).map(|_| (EntryKind::Data, p.as_slice())).collect();
+            let mut n = 0u64;
+            while t0.elapsed() < Duration::from_secs(3) {
+                n += c.append(&items).await.unwrap().count;
+            }
+            n
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap();
+    }
+    eprintln!(
+        "PERF batches of 1000: {:.0} entries/s",
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
+    // Append to a receipt (majority-signed checkpoint covering the entry).
+    let mut lat = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let a = client
+            .append(&[(EntryKind::Notarization, b"dlog-notary/v1\nsha256 00\n")])
+            .await
+            .unwrap();
+        let cp = client.checkpoint_covering(a.first).await.unwrap();
+        let _proof = client.inclusion_proof(a.first, cp.size).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    eprintln!(
+        "PERF append to receipt: p50 {:?} p99 {:?}",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let layout = cluster::generate(
+        dir,
+        &ClusterSpec {
+            nodes: 1,
+            origin: "dlog/acl".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Port in use: a config error naming `listen`.
+    let cfg = dlog_node::config::NodeConfig::load(&layout.node_configs[0]).unwrap();
+    let hold = std::net::UdpSocket::bind(cfg.listen).unwrap();
+    let err = dlog_node::start(cfg.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node.toml") && err.contains("`listen`"),
+        "{err}"
+    );
+    drop(hold);
+    // A config with a missing field names the file and the field.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nid = 1\n").unwrap();
+    let err = dlog_node::config::NodeConfig::load(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("data_dir"),
+        "{err}"
+    );
+
+    let node = dlog_node::start(cfg).await.expect("node starts");
+    // A stranger: knows the node, but the node does not know its key.
+    let key = dlog_wg::keys::generate().unwrap();
+    dlog_wg::keys::write_key_file(&dir.join("stranger.key"), &key).unwrap();
+    let mut peers = std::fs::read_to_string(dir.join("peers.toml")).unwrap();
+    peers.push_str(&format!(
+        "[[peer]]\nname = \"stranger\"\npublic_key = \"{}\"\naddress = \"10.77.9.9\"\nrole = \"client\"\n",
+        key.public_key_b64()
+    ));
+    std::fs::write(dir.join("stranger-peers.toml"), peers).unwrap();
+    std::fs::write(
+        dir.join("stranger.toml"),
+        "wg_key = \"stranger.key\"\npeers = \"stranger-peers.toml\"\nnodes = [\"node-1\"]\ntimeout_ms = 1500\n",
+    )
+    .unwrap();
+    let stranger = Client::open(&dir.join("stranger.toml")).await.unwrap();
+    let err = stranger
+        .append(&[(EntryKind::Data, b"x")])
+        .await
+        .unwrap_err();
+    eprintln!("stranger: {err}");
+    assert!(
+        matches!(
+            err,
+            dlog_node::NodeError::Timeout(_) | dlog_node::NodeError::Transport(_)
+        ),
+        "{err}"
+    );
+    // The real client works against the same node.
+    let client = Client::open(&dir.join("client.toml")).await.unwrap();
+    cluster::wait_for_leader(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
+    client.append(&[(EntryKind::Data, b"ok")]).await.unwrap();
+    node.shutdown().await;
+}
