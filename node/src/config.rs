@@ -27,8 +27,8 @@
 //!
 //! [raft]                          # optional; defaults chosen for WireGuard
 //! heartbeat_ms = 200            # also openraft's AppendEntries timeout
-//! election_min_ms = 1000
-//! election_max_ms = 2000
+//! election_min_ms = 750         # a follower calls an election after
+//! election_max_ms = 1500        #   max + random(min..max) ms of silence (openraft's leader lease)
 //! snapshot_every = 20000
 //!
 //! [batch]                         # optional leader group commit bounds
@@ -123,8 +123,8 @@ impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
             heartbeat_ms: 200,
-            election_min_ms: 1000,
-            election_max_ms: 2000,
+            election_min_ms: 750,
+            election_max_ms: 1500,
             snapshot_every: 20_000,
         }
     }

@@ -64,6 +64,8 @@ struct Inner {
     signer: NoteSigner,
     batch_tx: mpsc::Sender<Job>,
     counters: Counters,
+    /// Wakes the checkpointer when appends were committed.
+    appended: tokio::sync::Notify,
 }
 
 /// A running node (in this process).
@@ -240,6 +242,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         signer,
         batch_tx,
         counters: Counters::default(),
+        appended: tokio::sync::Notify::new(),
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
     let mut tasks = vec![
@@ -755,6 +758,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
             match res {
                 Ok(r) => {
                     inner2.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    inner2.appended.notify_one();
                     let mut off = r.data.first;
                     for (c, tx) in waiters {
                         let _ = tx.send(Ok(Reply::Appended {
@@ -787,12 +791,27 @@ fn chain_at(l: &dlog_ledger::Ledger, s: u64) -> Result<[u8; 32]> {
     Ok(chain)
 }
 
-/// On the leader: announce seals, and get a majority to sign new checkpoints.
+/// Shortest time between two checkpoint rounds.
+const MIN_ROUND: Duration = Duration::from_millis(20);
+
+/// On the leader: announce seals, and get a majority to sign new checkpoints
+/// (one round at a time; appends during a round are covered by the next).
 async fn checkpointer(inner: Arc<Inner>) {
     let every = Duration::from_millis(inner.cfg.batch.checkpoint_ms);
     let mut announced_seals = 0u64;
+    let mut last_round = Instant::now();
     loop {
-        tokio::time::sleep(every).await;
+        // Right after appends commit (so receipts come fast), else every `every`.
+        tokio::select! {
+            _ = inner.appended.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+        // At most one round per MIN_ROUND: rounds cost a Raft entry and a
+        // signature exchange, which single appenders should not pay each time.
+        if let Some(wait) = MIN_ROUND.checked_sub(last_round.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        last_round = Instant::now();
         if !is_leader(&inner) {
             continue;
         }
