@@ -373,6 +373,30 @@ pub fn stop(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dlog cluster up`: generates a cluster in `dir`, starts its nodes with
+/// `program args... <node.toml>` and returns once a leader is elected.
+/// On failure to elect, the started nodes are stopped again.
+pub async fn up(
+    dir: &Path,
+    spec: &ClusterSpec,
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<(ClusterLayout, String)> {
+    let layout = generate(dir, spec)?;
+    start(dir, program, args)?;
+    let client = Client::open(&layout.client_config).await?;
+    let leader = wait_for_leader(&client, timeout).await;
+    client.close().await;
+    match leader {
+        Ok((_, name)) => Ok((layout, name)),
+        Err(e) => {
+            let _ = stop(dir);
+            Err(e)
+        }
+    }
+}
+
 /// Waits until some node reports itself leader; returns its id and name.
 pub async fn wait_for_leader(client: &Client, timeout: Duration) -> Result<(NodeId, String)> {
     let end = Instant::now() + timeout;

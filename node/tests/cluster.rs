@@ -78,7 +78,8 @@ async fn wait_sizes(c: &Client, names: &[String], size: u64, within: Duration) {
 async fn three_nodes_replicate_sign_and_refuse() {
     let (_tmp, dir) = test_dir();
     let dir = dir.as_path();
-    let _g = up(
+    let t0 = Instant::now();
+    let (layout, name) = cluster::up(
         dir,
         &ClusterSpec {
             nodes: 3,
@@ -86,16 +87,15 @@ async fn three_nodes_replicate_sign_and_refuse() {
             origin: "dlog/test".into(),
             ..Default::default()
         },
-    );
-    let client = Arc::new(
-        Client::open(&dir.join("client.toml"))
-            .await
-            .expect("client"),
-    );
-    let t0 = Instant::now();
-    let (leader, name) = cluster::wait_for_leader(&client, Duration::from_secs(20))
-        .await
-        .expect("leader");
+        &program(),
+        &[],
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("cluster up");
+    let _g = Guard(dir.to_path_buf());
+    let leader = &name;
+    let client = Arc::new(Client::open(&layout.client_config).await.expect("client"));
     eprintln!("leader {leader} ({name}) after {:?}", t0.elapsed());
 
     // 8 concurrent clients, 250 appends of 4 entries each.
