@@ -98,7 +98,7 @@ async fn three_nodes_replicate_sign_and_refuse() {
     let client = Arc::new(Client::open(&layout.client_config).await.expect("client"));
     eprintln!("leader {leader} ({name}) after {:?}", t0.elapsed());
 
-    // 8 concurrent clients, 250 appends of 4 entries each.
+    // 8 concurrent clients, 250 appends of 50 entries each: 100,000 entries.
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..8u32 {
@@ -106,13 +106,13 @@ async fn three_nodes_replicate_sign_and_refuse() {
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..250u32 {
-                let p: Vec<Vec<u8>> = (0..4)
+                let p: Vec<Vec<u8>> = (0..50)
                     .map(|j| format!("w{w} i{i} j{j}").into_bytes())
                     .collect();
                 let items: Vec<(EntryKind, &[u8])> =
                     p.iter().map(|x| (EntryKind::Data, x.as_slice())).collect();
                 let a = c.append(&items).await.expect("append");
-                assert_eq!(a.count, 4);
+                assert_eq!(a.count, 50);
                 acked.push((a.first, p));
             }
             acked
@@ -124,8 +124,8 @@ async fn three_nodes_replicate_sign_and_refuse() {
     }
     let el = t0.elapsed();
     eprintln!(
-        "8000 entries in 2000 appends from 8 clients: {el:?} ({:.0} entries/s)",
-        8000.0 / el.as_secs_f64()
+        "100000 entries in 2000 appends of 50 from 8 clients: {el:?} ({:.0} entries/s)",
+        100_000.0 / el.as_secs_f64()
     );
     // Every acknowledged entry is where the ack said.
     for (first, p) in acked.iter().step_by(37) {
@@ -136,7 +136,10 @@ async fn three_nodes_replicate_sign_and_refuse() {
         }
     }
     // A majority-signed checkpoint that verifies with the trust file.
-    let cp = client.checkpoint_covering(7999).await.expect("checkpoint");
+    let cp = client
+        .checkpoint_covering(99_999)
+        .await
+        .expect("checkpoint");
     let trust = client.trust().unwrap();
     let v = trust.verify_checkpoint(&cp.note).expect("verifies");
     assert!(v.signers().len() >= 2, "{:?}", v.signers());
@@ -161,7 +164,7 @@ async fn three_nodes_replicate_sign_and_refuse() {
 
     // Byte-identical segment files on all three replicas.
     let names = client.node_names();
-    wait_sizes(&client, &names, 8000, Duration::from_secs(10)).await;
+    wait_sizes(&client, &names, 100_000, Duration::from_secs(20)).await;
     let nodes = cluster::node_dirs(dir).unwrap();
     let a = segments(&nodes[0]);
     assert!(a.len() > 100, "sealed segments exist");
@@ -514,6 +517,12 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         "{err}"
     );
 
+    let mut cfg = cfg;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cfg.metrics = Some(metrics);
     let node = dlog_node::start(cfg).await.expect("node starts");
     // A stranger: knows the node, but the node does not know its key.
     let key = dlog_wg::keys::generate().unwrap();
@@ -548,5 +557,18 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         .await
         .unwrap();
     client.append(&[(EntryKind::Data, b"ok")]).await.unwrap();
+    // The loopback metrics endpoint answers in Prometheus text.
+    let body = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(
+        body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
+        "{body}"
+    );
     node.shutdown().await;
 }

@@ -202,3 +202,52 @@ fn a_data_dir_of_another_cluster_is_refused() {
         .to_string();
     assert!(e.contains("another cluster"), "{e}");
 }
+
+#[tokio::test]
+async fn a_checkpoint_with_another_root_marks_the_replica_diverged() {
+    use dlog_crypto::note::{Checkpoint, SignedNote};
+    let a = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+    sm.apply(vec![append_entry(1, 1, 5, 3)]).await.unwrap();
+    let good = sm.lock().ledger().unwrap().root_at(3).unwrap();
+    let key = dlog_crypto::keys::NodeKey::generate("node-1").unwrap();
+    let note = |root| {
+        let body = Checkpoint::new("dlog/test", 3, root).unwrap().to_body();
+        let mut n = SignedNote::new(body).unwrap();
+        n.add_signature(key.note_signer().sign(&n.text));
+        n.to_string()
+    };
+    let cp = |i, root| Entry {
+        log_id: lid(1, i),
+        payload: EntryPayload::Normal(Request::Checkpoint { note: note(root) }),
+    };
+    sm.apply(vec![cp(2, good)]).await.unwrap();
+    assert!(sm.lock().diverged.is_none());
+    assert_eq!(sm.lock().ledger().unwrap().checkpoint().unwrap().size, 3);
+    let mut bad = good;
+    bad[0] ^= 1;
+    sm.apply(vec![cp(3, bad)]).await.unwrap();
+    let why = sm.lock().diverged.clone().expect("diverged");
+    assert!(why.contains("differs"), "{why}");
+}
+
+#[tokio::test]
+async fn a_torn_applied_slot_falls_back_to_the_other() {
+    let a = tempfile::tempdir().unwrap();
+    {
+        let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+        sm.apply(vec![append_entry(1, 1, 5, 1)]).await.unwrap();
+        sm.apply(vec![append_entry(1, 2, 6, 1)]).await.unwrap();
+    }
+    // Slot 1 holds index 2; tear it.
+    let path = a.path().join("ledger/raft-applied.json");
+    let mut b = std::fs::read(&path).unwrap();
+    let slot = 32 << 10;
+    b[slot + 12] ^= 0xff;
+    std::fs::write(&path, b).unwrap();
+    let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(lid(1, 1)));
+    // Raft re-applies entry 2: recognised, not appended twice.
+    sm.apply(vec![append_entry(1, 2, 6, 1)]).await.unwrap();
+    assert_eq!(sm.lock().ledger().unwrap().size(), 2);
+}
