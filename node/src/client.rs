@@ -202,13 +202,23 @@ impl Client {
 
     /// One call to one named node (any voter or learner of the peer table), no retry.
     pub async fn call_node(&self, name: &str, call: Call) -> Result<Reply> {
+        self.call_node_within(name, call, self.timeout).await
+    }
+
+    /// [`Client::call_node`] with its own deadline.
+    pub async fn call_node_within(
+        &self,
+        name: &str,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<Reply> {
         let peer = self
             .servers
             .iter()
             .find(|n| n.0 == name)
             .map(|n| n.1)
             .ok_or_else(|| NodeError::Protocol(format!("unknown node {name}")))?;
-        self.pool.call(&peer, &call, self.timeout).await
+        self.pool.call(&peer, &call, timeout).await
     }
 
     /// Appends entries; returns once a majority has them durably and they are applied.

@@ -298,6 +298,16 @@ pub struct Pool {
     endpoint: Endpoint,
     port: u16,
     conns: Mutex<HashMap<[u8; 32], Vec<Conn>>>,
+    blocked: Blocked,
+}
+
+/// A fault-injection drop switch: peers whose calls are cut (both ways) at
+/// the RPC layer, as if the network dropped everything. Empty in production.
+pub type Blocked = std::sync::Arc<std::sync::RwLock<std::collections::HashSet<[u8; 32]>>>;
+
+/// Whether `peer` is cut off by the drop switch.
+pub fn is_blocked(b: &Blocked, peer: &PeerKey) -> bool {
+    b.read().map(|g| g.contains(&peer.0)).unwrap_or(false)
 }
 
 impl std::fmt::Debug for Pool {
@@ -311,10 +321,16 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool over `endpoint`, calling `port` on peers.
     pub fn new(endpoint: Endpoint, port: u16) -> Pool {
+        Pool::with_switch(endpoint, port, Blocked::default())
+    }
+
+    /// A pool sharing a drop switch with the server.
+    pub fn with_switch(endpoint: Endpoint, port: u16, blocked: Blocked) -> Pool {
         Pool {
             endpoint,
             port,
             conns: Mutex::new(HashMap::new()),
+            blocked,
         }
     }
 
@@ -347,6 +363,15 @@ impl Pool {
             version: PROTOCOL_VERSION,
             call,
         })?;
+        if is_blocked(&self.blocked, peer) {
+            self.conns.lock().await.remove(&peer.0);
+            // Behave like a network that drops everything: the caller waits out its timeout.
+            tokio::time::sleep(timeout).await;
+            return Err(NodeError::Timeout(format!(
+                "{} after {timeout:?} (partitioned)",
+                call.name()
+            )));
+        }
         let fut = async {
             let mut conn = match self.take(peer).await {
                 Some(mut c) => match c.send(&frame).await {

@@ -66,6 +66,8 @@ struct Inner {
     counters: Counters,
     /// Wakes the checkpointer when appends were committed.
     appended: tokio::sync::Notify,
+    /// Fault-injection drop switch (see [`RunningNode::partition`]).
+    blocked: crate::rpc::Blocked,
 }
 
 /// A running node (in this process).
@@ -193,7 +195,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
     let endpoint = Endpoint::bind(wcfg, cfg.listen)
         .await
         .map_err(|e| NodeError::config(&cfg.file, "listen", format!("{}: {e}", cfg.listen)))?;
-    let pool = Arc::new(Pool::new(endpoint.clone(), cfg.rpc_port));
+    let blocked = crate::rpc::Blocked::default();
+    let pool = Arc::new(Pool::with_switch(
+        endpoint.clone(),
+        cfg.rpc_port,
+        blocked.clone(),
+    ));
     let rc = openraft::Config {
         cluster_name: cfg.log.origin.clone(),
         heartbeat_interval: cfg.raft.heartbeat_ms,
@@ -243,6 +250,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         batch_tx,
         counters: Counters::default(),
         appended: tokio::sync::Notify::new(),
+        blocked,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
     let mut tasks = vec![
@@ -308,6 +316,27 @@ impl RunningNode {
         status(&self.inner)
     }
 
+    /// Fault injection for tests: drops every RPC to and from the named peers
+    /// (a partition at the RPC layer; the tunnel itself stays up).
+    pub fn partition(&self, peers: &[&str]) {
+        let keys: Vec<[u8; 32]> = peers
+            .iter()
+            .filter_map(|n| self.inner.peers.by_name(n).map(|p| p.public_key.0))
+            .collect();
+        if let Ok(mut g) = self.inner.blocked.write() {
+            g.extend(keys);
+        }
+        tracing::warn!(?peers, "partition: dropping RPCs to and from peers");
+    }
+
+    /// Ends [`RunningNode::partition`].
+    pub fn heal(&self) {
+        if let Ok(mut g) = self.inner.blocked.write() {
+            g.clear();
+        }
+        tracing::warn!("partition healed");
+    }
+
     /// Stops Raft, the service and the tunnel.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -348,6 +377,10 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
     let peer = stream.peer().clone();
     let mut f = Framed::new(stream, MAX_FRAME);
     while let Some(bytes) = f.recv().await? {
+        if crate::rpc::is_blocked(&inner.blocked, &peer.public_key) {
+            // Partitioned (fault injection): drop the request and the connection.
+            return Ok(());
+        }
         let result = match decode::<RequestFrame>(&bytes) {
             Err(e) => Err(RpcError::new(ErrorCode::BadRequest, e.to_string())),
             Ok(fr) if fr.version != PROTOCOL_VERSION => Err(RpcError::new(

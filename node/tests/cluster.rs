@@ -572,3 +572,114 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let layout = cluster::generate(
+        dir,
+        &ClusterSpec {
+            nodes: 3,
+            segment_bits: 4,
+            origin: "dlog/partition".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for p in &layout.node_configs {
+        let cfg = dlog_node::config::NodeConfig::load(p).unwrap();
+        nodes.push(dlog_node::start(cfg).await.unwrap());
+    }
+    let client = Client::open(&layout.client_config).await.unwrap();
+    let (lid, lname) = cluster::wait_for_leader(&client, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50u32 {
+        let p = format!("before {i}").into_bytes();
+        acked.push((
+            client.append(&[(EntryKind::Data, &p)]).await.unwrap().first,
+            p,
+        ));
+    }
+    // Cut the leader off from both followers, both ways.
+    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    let others: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != lname)
+        .collect();
+    let li = (lid - 1) as usize;
+    nodes[li].partition(&others);
+    for (i, n) in nodes.iter().enumerate() {
+        if i != li {
+            n.partition(&[lname.as_str()]);
+        }
+    }
+    // The minority leader does not acknowledge.
+    let lost = b"written to the minority".to_vec();
+    let r = client
+        .call_node_within(
+            &lname,
+            dlog_node::rpc::Call::Append {
+                items: vec![(0, lost.clone())],
+            },
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(r.is_err(), "minority acknowledged: {r:?}");
+    // The majority elects and goes on (the client skips the old leader).
+    let t0 = Instant::now();
+    for i in 0..50u32 {
+        let p = format!("after {i}").into_bytes();
+        acked.push((
+            client.append(&[(EntryKind::Data, &p)]).await.unwrap().first,
+            p,
+        ));
+    }
+    eprintln!(
+        "majority served 50 appends {:?} after the partition",
+        t0.elapsed()
+    );
+    // Heal: the old leader steps down and takes the majority's log.
+    for n in &nodes {
+        n.heal();
+    }
+    let a = client
+        .append(&[(EntryKind::Data, b"healed")])
+        .await
+        .unwrap();
+    let want = a.first + 1;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sizes: Vec<u64> = nodes.iter().map(|n| n.status().ledger_size).collect();
+        if sizes.iter().all(|s| *s >= want) {
+            break;
+        }
+        assert!(Instant::now() < end, "no convergence: {sizes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    let dirs = cluster::node_dirs(dir).unwrap();
+    let l = open_ro(&dirs[li]);
+    for (idx, p) in &acked {
+        let e = l.entry(*idx).unwrap();
+        assert_eq!(dlog_ledger::entry::decode_ref(&e).unwrap().2, p.as_slice());
+    }
+    for i in 0..l.size() {
+        let e = l.entry(i).unwrap();
+        assert_ne!(
+            dlog_ledger::entry::decode_ref(&e).unwrap().2,
+            lost.as_slice(),
+            "unacknowledged tail kept"
+        );
+    }
+    let first = segments(&dirs[0]);
+    for d in &dirs[1..] {
+        assert_eq!(segments(d), first);
+    }
+}
