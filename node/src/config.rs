@@ -33,7 +33,7 @@
 //!
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
-//! max_bytes = 8388608
+//! max_bytes = 1048576           # also the largest payload total of one Append call
 //! in_flight = 4
 //! ```
 //!
@@ -148,7 +148,7 @@ impl Default for BatchSection {
     fn default() -> Self {
         BatchSection {
             max_entries: 8192,
-            max_bytes: 8 << 20,
+            max_bytes: 1 << 20,
             in_flight: 4,
             checkpoint_ms: 100,
         }

@@ -27,8 +27,9 @@ use crate::types::{NodeId, TypeConfig};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
-/// Largest frame accepted (snapshot chunks are 3 MiB by default).
-pub const MAX_FRAME: usize = 16 << 20;
+/// Largest frame accepted: 16 AppendEntries of at most 1 MiB batches, or a
+/// 3 MiB snapshot chunk, fit with room to spare.
+pub const MAX_FRAME: usize = 64 << 20;
 
 /// A request frame.
 #[derive(Debug, Serialize, Deserialize)]

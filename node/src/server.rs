@@ -209,6 +209,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         install_snapshot_timeout: 20_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
+        // With batches of at most `batch.max_bytes`, one AppendEntries stays
+        // well under the frame limit and the heartbeat-long RPC timeout.
+        max_payload_entries: 16,
         ..Default::default()
     }
     .validate()
@@ -567,6 +570,13 @@ async fn dispatch(
                     inner.cfg.batch.max_entries
                 )));
             }
+            let total: usize = items.iter().map(|i| i.1.len()).sum();
+            let limit = inner.cfg.batch.max_bytes.max(max);
+            if total > limit {
+                return Err(bad(format!(
+                    "{total} payload bytes in one call; at most {limit} (split the batch)"
+                )));
+            }
             for (k, p) in &items {
                 EntryKind::from_byte(*k).map_err(bad)?;
                 if p.len() > max {
@@ -753,22 +763,34 @@ fn hex(h: &[u8]) -> String {
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     let sem = Arc::new(Semaphore::new(inner.cfg.batch.in_flight));
     let mut last_ts = 0u64;
-    while let Some(first) = rx.recv().await {
+    // A job that did not fit the previous batch opens the next one.
+    let mut carry: Option<Job> = None;
+    let job_bytes = |j: &Job| j.items.iter().map(|i| i.1.len()).sum::<usize>();
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
         let Ok(permit) = sem.clone().acquire_owned().await else {
             return;
         };
+        let mut n = first.items.len();
+        let mut bytes = job_bytes(&first);
         let mut jobs = vec![first];
-        let mut n = jobs[0].items.len();
-        let mut bytes: usize = jobs[0].items.iter().map(|i| i.1.len()).sum();
-        while n < inner.cfg.batch.max_entries && bytes < inner.cfg.batch.max_bytes {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.items.len();
-                    bytes += j.items.iter().map(|i| i.1.len()).sum::<usize>();
-                    jobs.push(j);
-                }
-                Err(_) => break,
+        // Never exceed the bounds (a single job is within them: checked at
+        // the RPC), so a Raft entry stays small enough to replicate in one frame.
+        while let Ok(j) = rx.try_recv() {
+            let (jn, jb) = (j.items.len(), job_bytes(&j));
+            if n + jn > inner.cfg.batch.max_entries || bytes + jb > inner.cfg.batch.max_bytes {
+                carry = Some(j);
+                break;
             }
+            n += jn;
+            bytes += jb;
+            jobs.push(j);
         }
         let ts = now_ns().max(last_ts);
         last_ts = ts;
