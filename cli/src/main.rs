@@ -3,10 +3,13 @@
 //! Exit codes: 0 success, 1 verification failed (or damage found), 2 usage or
 //! input error.
 
+mod backend;
 mod bench;
+mod cluster;
 mod local;
 
 use anyhow::{anyhow, bail, Context, Result};
+use backend::{Log, Target};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -25,9 +28,13 @@ use std::process::ExitCode;
     about = "DLog: a verifiable, append-only ledger"
 )]
 struct Cli {
-    /// Data directory of the local log.
-    #[arg(long, global = true, env = "DLOG_DIR", default_value = "dlog-data")]
-    dir: PathBuf,
+    /// Data directory of the local log (default ./dlog-data), or the
+    /// directory of `dlog cluster` (default ./dlog-cluster).
+    #[arg(long, global = true, env = "DLOG_DIR")]
+    dir: Option<PathBuf>,
+    /// Act on a cluster through its client config instead of a local log.
+    #[arg(long, global = true, env = "DLOG_CLUSTER")]
+    cluster: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -129,6 +136,12 @@ enum Cmd {
     /// Transport keys: X25519 (WireGuard) and ML-KEM-768 (post-quantum PSK).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Run a replicated node.
+    #[command(subcommand)]
+    Node(cluster::NodeCmd),
+    /// A local multi-node cluster: up, down, status, add-node, remove-node.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
 }
 
 #[derive(Subcommand)]
@@ -281,7 +294,14 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let dir = cli.dir;
+    let dir = cli
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("dlog-data"));
+    let target = Target {
+        dir: &dir,
+        cluster: cli.cluster.as_deref(),
+    };
     match cli.cmd {
         Cmd::Init {
             origin,
@@ -290,7 +310,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             json,
         } => {
-            let trust = LocalLog::init(&dir, &origin, segment_bits, max_payload, &name)?;
+            let dir = target.local_only("init", "a cluster is created with `dlog cluster up`")?;
+            let trust = LocalLog::init(dir, &origin, segment_bits, max_payload, &name)?;
             let trust_path = dir.join(local::TRUST_FILE);
             if json {
                 println!(
@@ -306,30 +327,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Cmd::Append(a) => return append(&dir, a),
+        Cmd::Append(a) => return append(&target, a),
         Cmd::Get { index, count, json } => {
-            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let log = target.read()?;
             let end = index
                 .checked_add(count)
                 .ok_or_else(|| anyhow!("range overflows"))?;
             let out = std::io::stdout();
             let mut out = out.lock();
             for i in index..end {
-                let e = Entry::decode(&log.ledger.entry(i)?)?;
-                print_entry(&mut out, i, &e, json || count > 1)?;
+                print_entry(&mut out, i, &log.entry(i)?, json || count > 1)?;
             }
         }
-        Cmd::Tail { n, follow, json } => return tail(&dir, n, follow, json),
+        Cmd::Tail { n, follow, json } => return tail(&target, n, follow, json),
         Cmd::Checkpoint { json } => {
-            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
-            let cp = log
-                .ledger
-                .checkpoint()
-                .ok_or_else(|| anyhow!("the log has no checkpoint yet"))?;
+            let cp = target.read()?.checkpoint()?;
             if json {
+                let root = dlog_ledger::store::parse_checkpoint_body(&cp.note)
+                    .map(|(_, r)| B64.encode(r))
+                    .unwrap_or_default();
                 println!(
                     "{}",
-                    serde_json::json!({"size": cp.size, "root": B64.encode(cp.root), "note": cp.note, "log_size": log.ledger.size()})
+                    serde_json::json!({"size": cp.size, "root": root, "note": cp.note, "log_size": cp.log_size})
                 );
             } else {
                 print!("{}", cp.note);
@@ -341,35 +360,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             json,
         }) => {
-            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
-            let size = match size {
-                Some(s) => s,
-                None => log
-                    .ledger
-                    .checkpoint()
-                    .map(|c| c.size)
-                    .filter(|&s| s > index)
-                    .unwrap_or(log.ledger.size()),
-            };
-            let receipt = build_receipt(&log, index, size)?;
+            let receipt = target.read()?.receipt(index, size)?;
             emit_receipt(&receipt, out.as_deref(), json)?;
         }
         Cmd::Proof(ProofCmd::Consistency { from, to, json: _ }) => {
-            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
-            let to = to
-                .or(log.ledger.checkpoint().map(|c| c.size))
-                .unwrap_or(log.ledger.size());
-            let proof = log.ledger.consistency_proof(from, to)?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "old_size": from,
-                    "new_size": to,
-                    "old_root": B64.encode(log.ledger.root_at(from)?),
-                    "new_root": B64.encode(log.ledger.root_at(to)?),
-                    "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-                })
-            );
+            println!("{}", target.read()?.consistency(from, to)?);
         }
         Cmd::Verify {
             trust,
@@ -382,7 +377,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             label,
             out,
             json,
-        } => return notarize(&dir, &files, alg.into(), label, out, json),
+        } => return notarize(&target, &files, alg.into(), label, out, json),
         Cmd::Notary(NotaryCmd::Verify {
             file,
             receipt,
@@ -390,7 +385,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         }) => return notary_verify(&file, &receipt, &trust, json),
         Cmd::Scrub { json } => {
-            let log = LocalLog::open(&dir, OpenMode::ReadOnly)?;
+            let dir = target.local_only(
+                "scrub",
+                "run it on a node's data directory, e.g. `dlog --dir D/node-1/data scrub`",
+            )?;
+            let log = LocalLog::open(dir, OpenMode::ReadOnly)?;
             let report = log.ledger.scrub()?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -409,6 +408,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !report.is_clean() {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Cmd::Node(c) => return cluster::node(c),
+        Cmd::Cluster(c) => {
+            let dir = cli.dir.unwrap_or_else(|| PathBuf::from("dlog-cluster"));
+            return cluster::cluster(c, &dir);
         }
         Cmd::Bench(args) => return bench::run(&args),
         Cmd::Keys(KeysCmd::Gen { out, json }) => {
@@ -460,53 +464,32 @@ fn print_entry(out: &mut impl Write, index: u64, e: &Entry, json: bool) -> Resul
     Ok(())
 }
 
-/// The embedded default: writing to a directory with no log creates one.
-fn open_or_init(dir: &Path) -> Result<LocalLog> {
-    if !dir.join(dlog_ledger::store::LOG_FILE).exists() && !dir.join(local::KEY_FILE).exists() {
-        LocalLog::init(
-            dir,
-            "dlog/local",
-            16,
-            dlog_ledger::entry::DEFAULT_MAX_PAYLOAD,
-            "node-1",
-        )?;
-        eprintln!(
-            "dlog: created a new log in {} (trust file: {})",
-            dir.display(),
-            dir.join(local::TRUST_FILE).display()
-        );
-    }
-    LocalLog::open(dir, OpenMode::ReadWrite)
-}
-
-fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
-    let mut log = open_or_init(dir)?;
-    if a.lines {
-        return append_lines(&mut log, a.json);
-    }
-    let data = match (a.data, a.file) {
-        (Some(d), _) => d.into_bytes(),
-        (None, Some(f)) => {
-            std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
+fn append(target: &Target, a: AppendArgs) -> Result<ExitCode> {
+    let data = match (&a.data, &a.file, a.lines) {
+        (_, _, true) => None,
+        (Some(d), _, _) => Some(d.clone().into_bytes()),
+        (None, Some(f), _) => {
+            Some(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?)
         }
-        (None, None) => {
+        (None, None, _) => {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf)?;
-            buf
+            Some(buf)
         }
     };
-    let appended = log.append(&[(EntryKind::Data, &data)])?;
-    log.sign_checkpoint()?;
-    let index = appended.first;
+    let mut log = target.write()?;
+    let Some(data) = data else {
+        return append_lines(log.as_mut(), a.json);
+    };
+    let (index, timestamp_ns) = log.append(&[(EntryKind::Data, &data)])?;
     if let Some(path) = &a.receipt {
-        let size = log.ledger.size();
-        let r = build_receipt(&log, index, size)?;
+        let r = log.receipt(index, None)?;
         write_file(path, r.to_tlog_proof().as_bytes())?;
     }
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"index": index, "timestamp_ns": appended.timestamp_ns, "tree_size": log.ledger.size()})
+            serde_json::json!({"index": index, "timestamp_ns": timestamp_ns})
         );
     } else {
         println!("{index}");
@@ -515,9 +498,10 @@ fn append(dir: &Path, a: AppendArgs) -> Result<ExitCode> {
 }
 
 /// Bulk append: each stdin line is an entry. Lines already buffered are
-/// committed together (up to 4096 entries or 4 MiB), each batch with one
-/// fsync; indices are printed once a batch is durable.
-fn append_lines(log: &mut LocalLog, json: bool) -> Result<ExitCode> {
+/// committed together (up to 4096 entries or 4 MiB), each batch durable with
+/// one fsync (locally) or one Raft entry (cluster); indices are printed once a
+/// batch is durable.
+fn append_lines(log: &mut dyn Log, json: bool) -> Result<ExitCode> {
     const MAX_BATCH: usize = 4096;
     const MAX_BYTES: usize = 4 << 20;
     let stdin = std::io::stdin();
@@ -551,12 +535,11 @@ fn append_lines(log: &mut LocalLog, json: bool) -> Result<ExitCode> {
                 .iter()
                 .map(|l| (EntryKind::Data, l.as_slice()))
                 .collect();
-            let a = log.append(&items)?;
-            log.sign_checkpoint()?;
-            total += a.count;
-            for i in a.first..a.first + a.count {
+            let (first, ts) = log.append(&items)?;
+            total += items.len() as u64;
+            for i in first..first + items.len() as u64 {
                 if json {
-                    writeln!(out, "{{\"index\":{i},\"timestamp_ns\":{}}}", a.timestamp_ns)?;
+                    writeln!(out, "{{\"index\":{i},\"timestamp_ns\":{ts}}}")?;
                 } else {
                     writeln!(out, "{i}")?;
                 }
@@ -568,21 +551,20 @@ fn append_lines(log: &mut LocalLog, json: bool) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    eprintln!("appended {total} entries; log size {}", log.ledger.size());
+    eprintln!("appended {total} entries");
     Ok(ExitCode::SUCCESS)
 }
 
-fn tail(dir: &Path, n: u64, follow: bool, json: bool) -> Result<ExitCode> {
+fn tail(target: &Target, n: u64, follow: bool, json: bool) -> Result<ExitCode> {
     let stdout = std::io::stdout();
-    let mut log = LocalLog::open(dir, OpenMode::ReadOnly)?;
-    let mut next = log.ledger.size().saturating_sub(n);
+    let mut log = target.read()?;
+    let mut next = log.checkpoint()?.log_size.saturating_sub(n);
     loop {
-        let size = log.ledger.size();
+        let size = log.checkpoint()?.log_size;
         {
             let mut out = stdout.lock();
             for i in next..size {
-                let e = Entry::decode(&log.ledger.entry(i)?)?;
-                print_entry(&mut out, i, &e, json)?;
+                print_entry(&mut out, i, &log.entry(i)?, json)?;
             }
             out.flush()?;
         }
@@ -591,23 +573,11 @@ fn tail(dir: &Path, n: u64, follow: bool, json: bool) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
-        log = LocalLog::open(dir, OpenMode::ReadOnly)?;
+        if target.cluster.is_none() {
+            // A local reader sees new appends by reopening the files.
+            log = target.read()?;
+        }
     }
-}
-
-fn build_receipt(log: &LocalLog, index: u64, size: u64) -> Result<Receipt> {
-    if index >= size {
-        bail!("entry {index} is not in a tree of size {size}");
-    }
-    let entry = log.ledger.entry(index)?;
-    let inclusion = log.ledger.inclusion_proof(index, size)?;
-    let checkpoint = log.note_for_size(size)?;
-    Ok(Receipt {
-        entry,
-        index,
-        inclusion,
-        checkpoint,
-    })
 }
 
 fn emit_receipt(r: &Receipt, out: Option<&Path>, json: bool) -> Result<()> {
@@ -681,7 +651,7 @@ fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn notarize(
-    dir: &Path,
+    target: &Target,
     files: &[PathBuf],
     alg: DigestAlg,
     label: Option<String>,
@@ -703,17 +673,15 @@ fn notarize(
         };
         payloads.push(p.encode().map_err(|e| anyhow!("{e}"))?);
     }
-    let mut log = open_or_init(dir)?;
+    let mut log = target.write()?;
     let items: Vec<(EntryKind, &[u8])> = payloads
         .iter()
         .map(|p| (EntryKind::Notarization, p.as_slice()))
         .collect();
-    let a = log.append(&items)?;
-    log.sign_checkpoint()?;
-    let size = log.ledger.size();
+    let (first, _) = log.append(&items)?;
     for (i, f) in files.iter().enumerate() {
-        let index = a.first + i as u64;
-        let r = build_receipt(&log, index, size)?;
+        let index = first + i as u64;
+        let r = log.receipt(index, None)?;
         let path = match &out {
             Some(o) if out_is_dir => o.join(format!(
                 "{}.tlog-proof",

@@ -1,0 +1,355 @@
+//! `dlog node`, `dlog cluster`, and the everyday verbs against a cluster
+//! (`--cluster client.toml` or `DLOG_CLUSTER`): the CLI opens its own
+//! WireGuard tunnel as a `client` peer and talks to the nodes through it.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use dlog_ledger::{Entry, EntryKind};
+use dlog_node::client::Client;
+use dlog_node::cluster::{self, ClusterSpec};
+use dlog_notary::receipt::Receipt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `dlog node ...`.
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Run one node in the foreground until SIGINT/SIGTERM.
+    Run {
+        /// The node's configuration (node.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// `dlog cluster ...`.
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Generate keys and configs for a loopback cluster, start its nodes as
+    /// background processes, and return once a leader is elected.
+    Up {
+        /// Voting nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Extra nodes generated (not started) for `cluster add-node`.
+        #[arg(long, default_value_t = 0)]
+        spare: usize,
+        /// Checkpoint origin.
+        #[arg(long, default_value = "dlog/cluster")]
+        origin: String,
+        /// A sealed segment holds 2^K entries.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=30))]
+        segment_bits: u8,
+        /// Seconds to wait for a leader.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Stop the cluster's node processes.
+    Down,
+    /// Every node's role, term, applied index, sizes and health; exit 1 without a leader.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a spare node, add it as a learner, let it catch up, promote it to voter.
+    AddNode {
+        /// The spare node's Raft id (its directory is node-ID).
+        #[arg(long)]
+        id: u64,
+        /// Seconds to wait for it to catch up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Remove a voter from the membership and stop its process.
+    RemoveNode {
+        /// The node's Raft id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `dlog node run`.
+pub fn node(cmd: NodeCmd) -> Result<ExitCode> {
+    let NodeCmd::Run { config } = cmd;
+    init_tracing();
+    runtime()?.block_on(dlog_node::run(&config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `dlog cluster ...` on the cluster directory `dir`.
+pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        ClusterCmd::Up {
+            nodes,
+            spare,
+            origin,
+            segment_bits,
+            timeout,
+        } => {
+            if nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
+            let exe = std::env::current_exe()?;
+            let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
+            let spec = ClusterSpec {
+                nodes,
+                spare_nodes: spare,
+                origin,
+                segment_bits,
+                ..ClusterSpec::default()
+            };
+            let (layout, leader) = rt.block_on(cluster::up(
+                dir,
+                &spec,
+                &exe,
+                &args,
+                Duration::from_secs(timeout),
+            ))?;
+            println!(
+                "cluster of {nodes} nodes is up in {}; leader {leader}",
+                dir.display()
+            );
+            println!("client config: {}", layout.client_config.display());
+            println!(
+                "trust file:    {}  (give it to verifiers)",
+                layout.trust.display()
+            );
+            println!(
+                "try:  dlog --cluster {} append \"hello\" --receipt r.tlog-proof",
+                layout.client_config.display()
+            );
+            println!(
+                "      dlog verify --trust {} r.tlog-proof",
+                layout.trust.display()
+            );
+            println!("stop: dlog cluster down --dir {}", dir.display());
+        }
+        ClusterCmd::Down => {
+            cluster::stop(dir)?;
+            println!("stopped the nodes of {}", dir.display());
+        }
+        ClusterCmd::Status { json } => {
+            let statuses = rt.block_on(cluster::status(&dir.join("client.toml")))?;
+            let mut leader = false;
+            let mut rows = Vec::new();
+            for (name, st) in &statuses {
+                match st {
+                    Ok(s) => {
+                        leader |= s.state == "leader";
+                        rows.push(serde_json::json!({"name": name, "ok": true, "status": s}));
+                        if !json {
+                            println!(
+                                "{name:<10} {:<9} term {:<4} applied {:<8} ledger {:<10} checkpoint {:<10} {}",
+                                s.state,
+                                s.term,
+                                s.applied_index,
+                                s.ledger_size,
+                                s.checkpoint_size,
+                                s.diverged.as_deref().map_or("healthy".to_string(), |d| format!("DIVERGED: {d}"))
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        rows.push(
+                            serde_json::json!({"name": name, "ok": false, "error": e.to_string()}),
+                        );
+                        if !json {
+                            println!("{name:<10} unreachable: {e}");
+                        }
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::json!({"leader": leader, "nodes": rows}));
+            }
+            if !leader {
+                eprintln!("dlog: the cluster has no leader");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        ClusterCmd::AddNode { id, timeout } => {
+            let node_dir = dir.join(format!("node-{id}"));
+            if !node_dir.join("node.toml").exists() {
+                bail!(
+                    "{} has no node.toml: create the cluster with `cluster up --spare N` to have spare nodes",
+                    node_dir.display()
+                );
+            }
+            let exe = std::env::current_exe()?;
+            let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
+            cluster::start_node(&node_dir, &exe, &args)?;
+            rt.block_on(async {
+                let admin = Client::open(&dir.join("admin.toml")).await?;
+                let name = format!("node-{id}");
+                admin.add_learner(id, &name).await?;
+                // Wait until the learner has applied what the leader had.
+                let target = admin.checkpoint(true).await?.size;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+                loop {
+                    if let Ok(st) = admin.status(&name).await {
+                        if st.ledger_size >= target {
+                            break;
+                        }
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("{name} did not catch up within {timeout} s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let mut voters = admin
+                    .statuses()
+                    .await
+                    .into_iter()
+                    .find_map(|(_, s)| s.ok().filter(|s| s.state == "leader").map(|s| s.voters))
+                    .ok_or_else(|| anyhow!("no leader to change the membership"))?;
+                if !voters.contains(&id) {
+                    voters.push(id);
+                }
+                admin.change_membership(&voters).await?;
+                admin.close().await;
+                println!("node-{id} caught up and is now a voter ({voters:?})");
+                Ok(())
+            })?;
+        }
+        ClusterCmd::RemoveNode { id } => {
+            rt.block_on(async {
+                let admin = Client::open(&dir.join("admin.toml")).await?;
+                let voters: Vec<u64> = admin
+                    .statuses()
+                    .await
+                    .into_iter()
+                    .find_map(|(_, s)| s.ok().filter(|s| s.state == "leader").map(|s| s.voters))
+                    .ok_or_else(|| anyhow!("no leader to change the membership"))?
+                    .into_iter()
+                    .filter(|v| *v != id)
+                    .collect();
+                if voters.is_empty() {
+                    bail!("refusing to remove the last voter");
+                }
+                admin.change_membership(&voters).await?;
+                admin.close().await;
+                println!("node-{id} removed; voters now {voters:?}");
+                Ok::<_, anyhow::Error>(())
+            })?;
+            cluster::stop_node(&dir.join(format!("node-{id}")), Duration::from_secs(5))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A cluster client for the everyday verbs.
+pub struct Remote {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl Remote {
+    /// Opens the tunnel described by `client.toml`.
+    pub fn open(config: &Path) -> Result<Remote> {
+        let rt = runtime()?;
+        let client = rt
+            .block_on(Client::open(config))
+            .with_context(|| format!("cannot open the cluster client {}", config.display()))?;
+        Ok(Remote { rt, client })
+    }
+
+    /// Appends a batch; returns (first index, timestamp).
+    pub fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<(u64, u64)> {
+        let a = self.rt.block_on(self.client.append(items))?;
+        Ok((a.first, a.timestamp_ns))
+    }
+
+    /// Canonical entry bytes.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
+        Ok(self.rt.block_on(self.client.get(index))?)
+    }
+
+    /// Decoded entry.
+    pub fn get(&self, index: u64) -> Result<Entry> {
+        Ok(Entry::decode(&self.entry(index)?)?)
+    }
+
+    /// Latest majority-signed checkpoint (linearizable read): (size, note).
+    pub fn checkpoint(&self) -> Result<(u64, String)> {
+        let cp = self.rt.block_on(self.client.checkpoint(true))?;
+        Ok((cp.size, cp.note))
+    }
+
+    /// A receipt for `index` under a majority-signed checkpoint covering it
+    /// (or the one of `size` when given and available).
+    pub fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
+        let cp = self.rt.block_on(self.client.checkpoint_covering(index))?;
+        if let Some(s) = size {
+            if s != cp.size {
+                bail!(
+                    "a cluster serves receipts for its majority-signed checkpoints; the one covering entry {index} has size {} (asked {s})",
+                    cp.size
+                );
+            }
+        }
+        let inclusion = self
+            .rt
+            .block_on(self.client.inclusion_proof(index, cp.size))?;
+        Ok(Receipt {
+            entry: self.entry(index)?,
+            index,
+            inclusion,
+            checkpoint: cp.note,
+        })
+    }
+
+    /// Consistency proof between two sizes.
+    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>> {
+        Ok(self.rt.block_on(self.client.consistency_proof(old, new))?)
+    }
+}
+
+impl Remote {
+    /// Root of the cluster's tree at `size`, folded from entry 0 and its
+    /// inclusion proof (the leftmost path touches every right subtree).
+    pub fn root_at(&self, size: u64) -> Result<[u8; 32]> {
+        use dlog_crypto::{Blake3Hasher, TreeHasher};
+        if size == 0 {
+            return Ok(Blake3Hasher::empty_root());
+        }
+        let mut acc = Blake3Hasher::hash_leaf(&self.entry(0)?);
+        for p in self.rt.block_on(self.client.inclusion_proof(0, size))? {
+            acc = Blake3Hasher::hash_children(&acc, &p);
+        }
+        Ok(acc)
+    }
+
+    /// Consistency proof JSON from `old` to `new`, with both roots, checked
+    /// here before it is printed.
+    pub fn consistency_json(&self, old: u64, new: u64) -> Result<serde_json::Value> {
+        let proof = self.consistency(old, new)?;
+        let (old_root, new_root) = (self.root_at(old)?, self.root_at(new)?);
+        dlog_crypto::tree::verify_consistency::<dlog_crypto::Blake3Hasher>(
+            old, new, &old_root, &new_root, &proof,
+        )
+        .map_err(|e| anyhow!("the cluster's consistency proof does not verify: {e}"))?;
+        Ok(crate::backend::consistency_json(
+            old, new, &old_root, &new_root, &proof,
+        ))
+    }
+}
