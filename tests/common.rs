@@ -34,8 +34,8 @@ pub fn run(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().expect("wait dlog")
 }
 
-/// Runs `dlog` and requires exit code `code`; returns stdout.
-pub fn expect(dir: &Path, args: &[&str], stdin: Option<&[u8]>, code: i32) -> String {
+/// Runs `dlog` and requires exit code `code`.
+fn run_expecting(dir: &Path, args: &[&str], stdin: Option<&[u8]>, code: i32) -> Output {
     let out = run(dir, args, stdin);
     assert_eq!(
         out.status.code(),
@@ -44,20 +44,17 @@ pub fn expect(dir: &Path, args: &[&str], stdin: Option<&[u8]>, code: i32) -> Str
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    out
+}
+
+/// Runs `dlog` and requires exit code `code`; returns stdout.
+pub fn expect(dir: &Path, args: &[&str], stdin: Option<&[u8]>, code: i32) -> String {
+    String::from_utf8(run_expecting(dir, args, stdin, code).stdout).expect("utf-8 output")
 }
 
 /// Runs `dlog` expecting failure with `code`; returns stderr.
 pub fn expect_err(dir: &Path, args: &[&str], stdin: Option<&[u8]>, code: i32) -> String {
-    let out = run(dir, args, stdin);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "dlog {args:?}: expected exit {code}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    String::from_utf8_lossy(&run_expecting(dir, args, stdin, code).stderr).into_owned()
 }
 
 /// Parses each stdout line as JSON.

@@ -285,7 +285,8 @@ fn lock(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
-fn hex16(s: &str) -> Option<[u8; 16]> {
+/// Parses a log id as written in `log.toml`: 32 hex digits.
+pub fn parse_log_id(s: &str) -> Option<[u8; 16]> {
     if s.len() != 32 {
         return None;
     }
@@ -372,7 +373,7 @@ impl Ledger {
             )));
         }
         let log_id =
-            hex16(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
+            parse_log_id(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
         let writable = mode == OpenMode::ReadWrite;
         let lock_file = if writable { Some(lock(dir)?) } else { None };
 
