@@ -397,6 +397,89 @@ pub async fn up(
     }
 }
 
+fn node_id(node_dir: &Path) -> Result<NodeId> {
+    let name = node_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    name.strip_prefix("node-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            NodeError::Process(format!("{} is not a node directory", node_dir.display()))
+        })
+}
+
+/// `dlog cluster add-node`: starts the first spare node of the cluster
+/// (generated with [`ClusterSpec::spare_nodes`]), adds it as a learner, waits
+/// until it caught up (segment transfer by snapshot, then log replay), and
+/// promotes it to voter. Needs the admin config. Returns the node's name.
+pub async fn add_node(
+    dir: &Path,
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<String> {
+    let spare = node_dirs(dir)?
+        .into_iter()
+        .find(|d| d.join("spare").exists())
+        .ok_or_else(|| {
+            NodeError::Process("no spare node left (generate with spare nodes)".into())
+        })?;
+    let id = node_id(&spare)?;
+    let name = format!("node-{id}");
+    start_node(&spare, program, args)?;
+    let _ = std::fs::remove_file(spare.join("spare"));
+    let admin = Client::open(&dir.join("admin.toml")).await?;
+    let res = async {
+        admin.add_learner(id, &name).await?;
+        let end = Instant::now() + timeout;
+        loop {
+            let (_, leader) = wait_for_leader(&admin, timeout).await?;
+            let target = admin.status(&leader).await?.applied_index;
+            if admin
+                .status(&name)
+                .await
+                .is_ok_and(|s| s.applied_index >= target)
+            {
+                break;
+            }
+            if Instant::now() >= end {
+                return Err(NodeError::Timeout(format!("{name} did not catch up")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, leader) = wait_for_leader(&admin, timeout).await?;
+        let mut voters = admin.status(&leader).await?.voters;
+        voters.push(id);
+        admin.change_membership(&voters).await
+    }
+    .await;
+    admin.close().await;
+    res.map(|()| name)
+}
+
+/// `dlog cluster remove-node`: removes a voter from the membership, then stops it.
+pub async fn remove_node(dir: &Path, name: &str, timeout: Duration) -> Result<()> {
+    let node_dir = dir.join(name);
+    let id = node_id(&node_dir)?;
+    let admin = Client::open(&dir.join("admin.toml")).await?;
+    let res = async {
+        let (_, leader) = wait_for_leader(&admin, timeout).await?;
+        let voters: Vec<NodeId> = admin
+            .status(&leader)
+            .await?
+            .voters
+            .into_iter()
+            .filter(|v| *v != id)
+            .collect();
+        admin.change_membership(&voters).await
+    }
+    .await;
+    admin.close().await;
+    res?;
+    stop_node(&node_dir, Duration::from_secs(5))
+}
+
 /// Waits until some node reports itself leader; returns its id and name.
 pub async fn wait_for_leader(client: &Client, timeout: Duration) -> Result<(NodeId, String)> {
     let end = Instant::now() + timeout;

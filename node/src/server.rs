@@ -378,7 +378,21 @@ async fn accept_loop(inner: Arc<Inner>, mut listener: dlog_wg::Listener) {
 
 async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
     let peer = stream.peer().clone();
-    let mut f = Framed::new(stream, MAX_FRAME);
+    // Only Raft peers may send large frames (AppendEntries, snapshot chunks);
+    // a client's frame is bounded by what one Append may carry.
+    let max_frame = match peer.role {
+        Role::Voter | Role::Learner => MAX_FRAME,
+        _ => {
+            inner
+                .cfg
+                .batch
+                .max_bytes
+                .max(inner.cfg.log.max_payload as usize)
+                * 2
+                + (64 << 10)
+        }
+    };
+    let mut f = Framed::new(stream, max_frame);
     while let Some(bytes) = f.recv().await? {
         if crate::rpc::is_blocked(&inner.blocked, &peer.public_key) {
             // Partitioned (fault injection): drop the request and the connection.
@@ -879,6 +893,9 @@ async fn checkpointer(inner: Arc<Inner>) {
             let mut seals = Vec::new();
             let sealed = l.sealed_segments();
             let bits = l.meta().segment_bits as u32;
+            // Start after what already went through Raft (a new leader does
+            // not announce every old segment again).
+            announced_seals = announced_seals.max(g.applied().seals_recorded);
             for s in announced_seals..sealed {
                 if let (Ok(root), Ok(chain)) = (l.node(bits, s), chain_at(l, s)) {
                     seals.push(Request::Seal {

@@ -63,6 +63,9 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, BasicNode>,
     /// Ledger size after `last_applied`.
     pub ledger_size: u64,
+    /// Sealed segments whose root and chain went through Raft as Seal records.
+    #[serde(default)]
+    pub seals_recorded: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -420,6 +423,7 @@ impl SmInner {
                 root,
                 chain,
             } => {
+                self.applied.seals_recorded = self.applied.seals_recorded.max(segment + 1);
                 let ledger = self.ledger()?;
                 if ledger.sealed_segments() > *segment {
                     let bits = ledger.meta().segment_bits as u32;
