@@ -68,6 +68,8 @@ const SILENCE: Duration = Duration::from_secs(5);
 const LISTEN_BACKLOG: usize = 16;
 /// Handshakes per second before boringtun's rate limiter demands cookies.
 const HANDSHAKE_RATE_LIMIT: u64 = 200;
+/// Outbound packets held per peer while `pq = "required"` waits for a key.
+const MAX_HELD: usize = 64;
 /// Inner packets queued towards smoltcp before dropping.
 const MAX_RX_QUEUE: usize = 4096;
 /// Events kept for the caller before the oldest are dropped.
@@ -230,6 +232,7 @@ struct PeerState {
     resp_cache: Option<(u64, Vec<u8>)>,
     last_demand: Option<Instant>,
     last_rx: Option<Instant>,
+    held: Vec<Vec<u8>>,
     blocked_reported: bool,
 }
 
@@ -317,6 +320,7 @@ pub struct Core {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     unknown_reported: HashSet<[u8; 32]>,
+    tcp_highest: HashMap<(Ipv4Addr, u16, u16), u32>,
     stats: Stats,
     buf: Vec<u8>,
 }
@@ -394,6 +398,7 @@ impl Core {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             unknown_reported: HashSet::new(),
+            tcp_highest: HashMap::new(),
             stats: Stats::default(),
             buf: vec![0u8; BUF_LEN],
         };
@@ -459,6 +464,7 @@ impl Core {
                 resp_cache: None,
                 last_demand: None,
                 last_rx: None,
+                held: Vec::new(),
                 blocked_reported: false,
             });
         }
@@ -836,6 +842,9 @@ impl Core {
             }
             tracing::info!(peer = %p.entry.name, epoch, "post-quantum PSK installed");
             self.event(Event::PqKeyInstalled { peer, epoch });
+            for pkt in std::mem::take(&mut self.peers[pi].held) {
+                self.send_ip(now, pi, &pkt, false);
+            }
         }
     }
 
@@ -1015,6 +1024,21 @@ impl Core {
                     "no post-quantum PSK installed yet and pq = \"required\""
                 };
                 self.report_blocked(pi, reason);
+                // Hold a few packets (e.g. the first SYN) until the PQ key is
+                // in place instead of costing the sender a 1 s retransmission.
+                let p = &mut self.peers[pi];
+                if p.pq_role != PqRole::Disabled && p.held.len() < MAX_HELD {
+                    p.held.push(pkt.to_vec());
+                }
+                // As PQ responder we must still bring the classical session
+                // up, or a peer that does not know we (re)started would never
+                // start the exchange.
+                if p.pq_role == PqRole::Responder
+                    && !p.active.established()
+                    && p.active.hs_started.is_none()
+                {
+                    self.start_handshake(now, pi, Slot::Active);
+                }
                 return;
             }
         }
@@ -1068,9 +1092,61 @@ impl Core {
         let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
             return;
         };
-        match self.by_addr.get(&ip.dst_addr()) {
-            Some(&pi) => self.send_ip(now, pi, pkt, false),
-            None => tracing::debug!(dst = %ip.dst_addr(), "no peer for destination"),
+        let dst = ip.dst_addr();
+        let retransmission = self.is_tcp_retransmission(&ip);
+        match self.by_addr.get(&dst) {
+            Some(&pi) => {
+                self.send_ip(now, pi, pkt, false);
+                if retransmission {
+                    // Redundancy for retransmissions: smoltcp backs its RTO
+                    // off (up to 60 s) on every loss of a retransmitted
+                    // segment and only resets it on fresh RTT samples, so on
+                    // a lossy path a few unlucky tail losses stall a stream
+                    // for minutes. Sending retransmissions twice (as two
+                    // WireGuard packets) squares their loss probability.
+                    self.send_ip(now, pi, pkt, false);
+                }
+            }
+            None => tracing::debug!(%dst, "no peer for destination"),
+        }
+    }
+
+    /// Tracks the highest sequence number sent per TCP flow; true if this
+    /// segment carries data at or below it (a retransmission).
+    fn is_tcp_retransmission(&mut self, ip: &Ipv4Packet<&[u8]>) -> bool {
+        if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+            return false;
+        }
+        let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else {
+            return false;
+        };
+        let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+        if len == 0 {
+            return false;
+        }
+        let key = (ip.dst_addr(), tcp.src_port(), tcp.dst_port());
+        let end = (tcp.seq_number() + len as usize).0 as u32;
+        if tcp.syn() || tcp.rst() {
+            self.tcp_highest.insert(key, end);
+            return false;
+        }
+        if self.tcp_highest.len() > 65_536 {
+            self.tcp_highest.clear();
+        }
+        match self.tcp_highest.get_mut(&key) {
+            Some(high) => {
+                // Serial-number arithmetic: is `end` after `high`?
+                if end.wrapping_sub(*high) as i32 > 0 {
+                    *high = end;
+                    false
+                } else {
+                    true
+                }
+            }
+            None => {
+                self.tcp_highest.insert(key, end);
+                false
+            }
         }
     }
 

@@ -112,6 +112,7 @@ enum Cmd {
         peer: PeerKey,
         reply: oneshot::Sender<bool>,
     },
+    Sockets(oneshot::Sender<Vec<String>>),
     Shutdown,
 }
 
@@ -273,6 +274,18 @@ impl Endpoint {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::RotateNow { peer: *peer, reply })
+            .await
+            .map_err(|_| Error::EndpointClosed)?;
+        rx.await.map_err(|_| Error::EndpointClosed)
+    }
+
+    /// One line per open stream (TCP state, queues) for diagnostics; with the
+    /// environment variable `DLOG_WG_DEBUG_SOCKETS` set, also smoltcp's
+    /// timer, RTT estimator and congestion state.
+    pub async fn socket_states(&self) -> Result<Vec<String>> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Sockets(reply))
             .await
             .map_err(|_| Error::EndpointClosed)?;
         rx.await.map_err(|_| Error::EndpointClosed)
@@ -545,6 +558,49 @@ impl Driver {
             }
             Cmd::RotateNow { peer, reply } => {
                 let _ = reply.send(self.core.rotate_now(now, &peer));
+            }
+            Cmd::Sockets(reply) => {
+                let mut v = Vec::new();
+                for c in &self.conns {
+                    let sock = self.core.socket(c.h);
+                    v.push(format!(
+                        "{:?} local={:?} remote={:?} send_queue={} recv_queue={} pending={} write_closed={} reader={}",
+                        sock.state(),
+                        sock.local_endpoint(),
+                        sock.remote_endpoint(),
+                        sock.send_queue(),
+                        sock.recv_queue(),
+                        c.pending.as_ref().map_or(0, |b| b.len()),
+                        c.write_closed,
+                        c.from_net.is_some(),
+                    ));
+                    if std::env::var("DLOG_WG_DEBUG_SOCKETS").is_ok() {
+                        let d = format!("{sock:?}");
+                        let keep: Vec<&str> = d
+                            .split(", ")
+                            .filter(|f| {
+                                [
+                                    "timer",
+                                    "rtte",
+                                    "remote_win",
+                                    "local_seq",
+                                    "remote_last",
+                                    "remote_next",
+                                    "cwnd",
+                                    "congestion",
+                                    "dup_acks",
+                                    "rto",
+                                    "local_rx_last",
+                                    "state",
+                                ]
+                                .iter()
+                                .any(|k| f.contains(k))
+                            })
+                            .collect();
+                        v.push(keep.join(", "));
+                    }
+                }
+                let _ = reply.send(v);
             }
             Cmd::Shutdown => return false,
         }
