@@ -412,9 +412,12 @@ fn node_id(node_dir: &Path) -> Result<NodeId> {
 /// `dlog cluster add-node`: starts the first spare node of the cluster
 /// (generated with [`ClusterSpec::spare_nodes`]), adds it as a learner, waits
 /// until it caught up (segment transfer by snapshot, then log replay), and
-/// promotes it to voter. Needs the admin config. Returns the node's name.
+/// promotes it to voter. `admin` is a [`Client`] opened from `D/admin.toml`
+/// (one process per key at a time: WireGuard knows one endpoint per key).
+/// Returns the node's name.
 pub async fn add_node(
     dir: &Path,
+    admin: &Client,
     program: &Path,
     args: &[OsString],
     timeout: Duration,
@@ -429,8 +432,7 @@ pub async fn add_node(
     let name = format!("node-{id}");
     start_node(&spare, program, args)?;
     let _ = std::fs::remove_file(spare.join("spare"));
-    let admin = Client::open(&dir.join("admin.toml")).await?;
-    let res = async {
+    async {
         admin.add_learner(id, &name).await?;
         let end = Instant::now() + timeout;
         loop {
@@ -453,16 +455,15 @@ pub async fn add_node(
         voters.push(id);
         admin.change_membership(&voters).await
     }
-    .await;
-    admin.close().await;
-    res.map(|()| name)
+    .await
+    .map(|()| name)
 }
 
-/// `dlog cluster remove-node`: removes a voter from the membership, then stops it.
-pub async fn remove_node(dir: &Path, name: &str, timeout: Duration) -> Result<()> {
+/// `dlog cluster remove-node`: removes a voter from the membership (with an
+/// admin [`Client`]), then stops its process.
+pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Duration) -> Result<()> {
     let node_dir = dir.join(name);
     let id = node_id(&node_dir)?;
-    let admin = Client::open(&dir.join("admin.toml")).await?;
     let res = async {
         let (_, leader) = wait_for_leader(&admin, timeout).await?;
         let voters: Vec<NodeId> = admin
@@ -475,7 +476,6 @@ pub async fn remove_node(dir: &Path, name: &str, timeout: Duration) -> Result<()
         admin.change_membership(&voters).await
     }
     .await;
-    admin.close().await;
     res?;
     stop_node(&node_dir, Duration::from_secs(5))
 }

@@ -280,7 +280,8 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
     // A fresh node joins as a learner, catches up (by snapshot: the log was
     // purged behind snapshots), and is promoted to voter.
     let t0 = Instant::now();
-    let added = cluster::add_node(dir, &program(), &[], Duration::from_secs(30))
+    let admin = Client::open(&dir.join("admin.toml")).await.expect("admin");
+    let added = cluster::add_node(dir, &admin, &program(), &[], Duration::from_secs(30))
         .await
         .expect("add node");
     assert_eq!(added, "node-4");
@@ -288,7 +289,6 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         "node-4 added, caught up (snapshot) and promoted in {:?}",
         t0.elapsed()
     );
-    let admin = Client::open(&dir.join("admin.toml")).await.expect("admin");
     let st = admin.status("node-4").await.unwrap();
     assert!(st.voters.contains(&4), "{st:?}");
     let mut all = client.node_names();
@@ -330,6 +330,32 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         )
         .expect("consistent");
     }
+    // The snapshot-installed node holds the same bytes (no writes in flight).
+    assert_eq!(
+        segments(&dir.join("node-4")),
+        segments(&nodes[0]),
+        "node-4 differs"
+    );
+    // Remove it again; the three go on.
+    cluster::remove_node(dir, &admin, "node-4", Duration::from_secs(10))
+        .await
+        .expect("remove node");
+    let st = admin
+        .status(&leader_of(&client, Duration::from_secs(10)).await)
+        .await
+        .unwrap();
+    assert_eq!(st.voters, vec![1, 2, 3]);
+    let last = client
+        .append(&[(EntryKind::Data, b"after removal")])
+        .await
+        .expect("append");
+    wait_sizes(
+        &client,
+        &client.node_names(),
+        last.first + 1,
+        Duration::from_secs(10),
+    )
+    .await;
     drop(admin);
     cluster::stop(dir).unwrap();
     // No acknowledged entry is lost; all replicas hold byte-identical segments.
@@ -354,7 +380,7 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         "node-4 did not catch up by snapshot"
     );
     let a = segments(&nodes[0]);
-    for n in cluster::node_dirs(dir).unwrap().iter().skip(1) {
+    for n in nodes.iter().take(3).skip(1) {
         assert_eq!(segments(n), a, "{} differs", n.display());
     }
 }
