@@ -436,7 +436,7 @@ pub async fn add_node(
         admin.add_learner(id, &name).await?;
         let end = Instant::now() + timeout;
         loop {
-            let (_, leader) = wait_for_leader(&admin, timeout).await?;
+            let (_, leader) = wait_for_leader(admin, timeout).await?;
             let target = admin.status(&leader).await?.applied_index;
             if admin
                 .status(&name)
@@ -450,7 +450,7 @@ pub async fn add_node(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (_, leader) = wait_for_leader(&admin, timeout).await?;
+        let (_, leader) = wait_for_leader(admin, timeout).await?;
         let mut voters = admin.status(&leader).await?.voters;
         voters.push(id);
         admin.change_membership(&voters).await
@@ -465,7 +465,7 @@ pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Durati
     let node_dir = dir.join(name);
     let id = node_id(&node_dir)?;
     let res = async {
-        let (_, leader) = wait_for_leader(&admin, timeout).await?;
+        let (_, leader) = wait_for_leader(admin, timeout).await?;
         let voters: Vec<NodeId> = admin
             .status(&leader)
             .await?
