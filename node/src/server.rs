@@ -68,6 +68,26 @@ struct Inner {
     appended: tokio::sync::Notify,
     /// Fault-injection drop switch (see [`RunningNode::partition`]).
     blocked: crate::rpc::Blocked,
+    /// When this node last committed a checkpoint as leader.
+    last_checkpoint: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Inner {
+    /// Tunnel counters in Prometheus text.
+    fn endpoint_stats(&self) -> String {
+        let st = self.pool.endpoint().stats();
+        format!(
+            "dlog_wg_rx_datagrams_total {}\ndlog_wg_tx_datagrams_total {}\n\
+             dlog_wg_dropped_unknown_key_total {}\ndlog_wg_pq_rotations_total {}\n\
+             dlog_wg_pq_failures_total {}\ndlog_wg_sessions_restarted_total {}\n",
+            st.rx_datagrams,
+            st.tx_datagrams,
+            st.dropped_unknown_key,
+            st.pq_rotations,
+            st.pq_failures,
+            st.sessions_restarted
+        )
+    }
 }
 
 /// A running node (in this process).
@@ -254,6 +274,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         counters: Counters::default(),
         appended: tokio::sync::Notify::new(),
         blocked,
+        last_checkpoint: std::sync::Mutex::new(None),
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
     let mut tasks = vec![
@@ -287,7 +308,24 @@ fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'stat
             )
         };
         let c = &inner.counters;
-        format!(
+        let mut lag = String::new();
+        let last = m.last_log_index.unwrap_or(0);
+        if let Some(rep) = &m.replication {
+            for (id, matched) in rep.iter() {
+                let matched = matched.map(|l| l.index).unwrap_or(0);
+                lag.push_str(&format!(
+                    "dlog_raft_follower_lag{{node=\"{id}\"}} {}\n",
+                    last.saturating_sub(matched)
+                ));
+            }
+        }
+        let age = inner
+            .last_checkpoint
+            .lock()
+            .map(|t| t.map(|t| t.elapsed().as_secs_f64()).unwrap_or(-1.0))
+            .unwrap_or(-1.0);
+        let wg = inner.endpoint_stats();
+        lag + &wg + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
             "dlog_appends_total {}\ndlog_batches_total {}\ndlog_refused_calls_total {}\ndlog_checkpoints_total {}\n\
              dlog_raft_term {}\ndlog_raft_leader {}\ndlog_raft_applied {}\ndlog_ledger_size {}\ndlog_checkpoint_size {}\n",
             c.appends.load(Ordering::Relaxed),
@@ -926,6 +964,9 @@ async fn checkpointer(inner: Arc<Inner>) {
             Ok(note) => match inner.raft.client_write(Request::Checkpoint { note }).await {
                 Ok(_) => {
                     inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut t) = inner.last_checkpoint.lock() {
+                        *t = Some(Instant::now());
+                    }
                     tracing::info!(
                         size,
                         "checkpoint committed with a majority of voter signatures"

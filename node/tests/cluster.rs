@@ -585,6 +585,14 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
         "{body}"
     );
+    let unknown = body
+        .lines()
+        .find_map(|l| l.strip_prefix("dlog_wg_dropped_unknown_key_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        unknown.is_some_and(|n| n > 0),
+        "stranger's handshakes not counted: {body}"
+    );
     node.shutdown().await;
 }
 
