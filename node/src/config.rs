@@ -14,6 +14,7 @@
 //! peers = "../peers.toml"         # dlog-wg peer table (names, keys, roles)
 //! rpc_port = 7000                 # tunnel port of the node service (optional)
 //! # metrics = "127.0.0.1:9101"    # optional, loopback only
+//! trust = "../trust.toml"         # optional: check voter signatures before committing a checkpoint
 //!
 //! [log]                           # identical on every node of the cluster
 //! origin = "dlog/demo"
@@ -167,6 +168,7 @@ struct NodeToml {
     peers: PathBuf,
     rpc_port: Option<u16>,
     metrics: Option<String>,
+    trust: Option<PathBuf>,
     log: LogSection,
     #[serde(default)]
     cluster: ClusterSection,
@@ -199,6 +201,9 @@ pub struct NodeConfig {
     pub rpc_port: u16,
     /// Metrics address (loopback), if any.
     pub metrics: Option<SocketAddr>,
+    /// Trust file: with it, the leader checks each voter signature before
+    /// it puts a checkpoint through Raft.
+    pub trust: Option<PathBuf>,
     /// Shared log shape.
     pub log: LogSection,
     /// Bootstrap settings.
@@ -314,6 +319,7 @@ impl NodeConfig {
             peers: rel(base, &t.peers),
             rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
             metrics,
+            trust: t.trust.map(|p| rel(base, &p)),
             log: t.log,
             cluster: t.cluster,
             raft: t.raft,

@@ -70,6 +70,8 @@ struct Inner {
     blocked: crate::rpc::Blocked,
     /// When this node last committed a checkpoint as leader.
     last_checkpoint: std::sync::Mutex<Option<Instant>>,
+    /// Voter keys, to check signatures before committing a checkpoint.
+    trust: Option<dlog_crypto::trust::TrustPolicy>,
 }
 
 impl Inner {
@@ -198,6 +200,27 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         }
     }
     let signer = load_node_key(&cfg)?.note_signer();
+    let trust = match &cfg.trust {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                NodeError::config(&cfg.file, "trust", format!("{}: {e}", p.display()))
+            })?;
+            let t = dlog_crypto::trust::TrustPolicy::from_toml_str(&text)
+                .map_err(|e| NodeError::config(p, "-", e))?;
+            if t.origin != cfg.log.origin {
+                return Err(NodeError::config(
+                    &cfg.file,
+                    "trust",
+                    format!(
+                        "trust origin {:?} is not log.origin {:?}",
+                        t.origin, cfg.log.origin
+                    ),
+                ));
+            }
+            Some(t)
+        }
+    };
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         NodeError::config(
             &cfg.file,
@@ -275,6 +298,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         appended: tokio::sync::Notify::new(),
         blocked,
         last_checkpoint: std::sync::Mutex::new(None),
+        trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
     let mut tasks = vec![
@@ -1018,11 +1042,21 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
             signature,
         })) = res
         {
-            note.add_signature(NoteSignature {
+            let sig = NoteSignature {
                 name,
                 key_id,
                 signature,
-            });
+            };
+            if let Some(t) = &inner.trust {
+                let ok = t.voters.iter().any(|v| {
+                    v.name() == sig.name && v.key_id() == sig.key_id && v.verify(&note.text, &sig)
+                });
+                if !ok {
+                    tracing::warn!(signer = %sig.name, size, "ignoring a voter signature that does not verify");
+                    continue;
+                }
+            }
+            note.add_signature(sig);
             have += 1;
         }
     }
