@@ -568,14 +568,34 @@ impl SmInner {
         let old = self.data_dir.join(OLD_DIR);
         self.ledger = None;
         self.applied_file = None;
-        fs::rename(&dir, &old).map_err(NodeError::io("rename", &dir))?;
-        fs::rename(&incoming, &dir).map_err(NodeError::io("rename", &incoming))?;
-        fs::File::open(&self.data_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(NodeError::io("fsync directory", &self.data_dir))?;
-        let _ = fs::remove_file(dir.join(COMPLETE_MARK));
-        let _ = fs::remove_dir_all(&old);
-        self.ledger = Some(Ledger::open(&dir, OpenMode::ReadWrite)?);
+        let swapped = (|| -> Result<Ledger> {
+            fs::rename(&dir, &old).map_err(NodeError::io("rename", &dir))?;
+            if let Err(e) = fs::rename(&incoming, &dir) {
+                // Put the old ledger back before reporting.
+                let _ = fs::rename(&old, &dir);
+                return Err(NodeError::io("rename", &incoming)(e));
+            }
+            fs::File::open(&self.data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(NodeError::io("fsync directory", &self.data_dir))?;
+            let _ = fs::remove_file(dir.join(COMPLETE_MARK));
+            let _ = fs::remove_dir_all(&old);
+            Ok(Ledger::open(&dir, OpenMode::ReadWrite)?)
+        })();
+        let ledger = match swapped {
+            Ok(l) => l,
+            Err(e) => {
+                // Keep serving what is on disk (old or new ledger) rather than nothing.
+                if let (Ok(l), Ok(a)) =
+                    (Ledger::open(&dir, OpenMode::ReadWrite), read_applied(&dir))
+                {
+                    self.applied = a;
+                    self.ledger = Some(l);
+                }
+                return Err(e);
+            }
+        };
+        self.ledger = Some(ledger);
         self.applied = applied;
         self.snapshot = Some((meta.clone(), data.to_vec()));
         tracing::info!(
