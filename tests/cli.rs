@@ -559,3 +559,17 @@ fn transport_keys_are_private_and_never_overwritten() {
     let e = expect_err(t.path(), &["keys", "show", k], None, 2);
     assert!(e.contains("chmod 600"), "{e}");
 }
+
+#[test]
+fn tail_works_on_a_log_without_checkpoint_file() {
+    let t = init("4");
+    let d = data(&t);
+    expect(&d, &["append", "--lines"], Some(b"a\nb\nc\n"), 0);
+    std::fs::remove_file(d.join("checkpoint")).unwrap();
+    assert_eq!(expect(&d, &["tail", "-n", "2"], None, 0), "b\nc\n");
+    let e = expect_err(&d, &["checkpoint"], None, 2);
+    assert!(e.contains("no checkpoint"), "{e}");
+    // The next write signs a fresh one.
+    expect(&d, &["append", "d"], None, 0);
+    assert!(expect(&d, &["checkpoint"], None, 0).starts_with("dlog/test\n4\n"));
+}

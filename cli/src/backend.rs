@@ -28,6 +28,8 @@ pub trait Log {
     fn entry(&self, index: u64) -> Result<Entry>;
     /// The latest signed checkpoint.
     fn checkpoint(&self) -> Result<CheckpointInfo>;
+    /// Entries readable now (a cluster: those under its latest checkpoint).
+    fn size(&self) -> Result<u64>;
     /// A receipt for `index`, under the checkpoint of `size` (default: the latest).
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt>;
     /// Consistency proof JSON (DESIGN §5) from `from` to `to` (default: latest).
@@ -56,6 +58,10 @@ impl Log for LocalLog {
             note: cp.note.clone(),
             log_size: self.ledger.size(),
         })
+    }
+
+    fn size(&self) -> Result<u64> {
+        Ok(self.ledger.size())
     }
 
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
@@ -111,6 +117,10 @@ impl Log for Remote {
             note,
             log_size: size,
         })
+    }
+
+    fn size(&self) -> Result<u64> {
+        Ok(Remote::checkpoint(self)?.0)
     }
 
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {

@@ -558,9 +558,9 @@ fn append_lines(log: &mut dyn Log, json: bool) -> Result<ExitCode> {
 fn tail(target: &Target, n: u64, follow: bool, json: bool) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut log = target.read()?;
-    let mut next = log.checkpoint()?.log_size.saturating_sub(n);
+    let mut next = log.size()?.saturating_sub(n);
     loop {
-        let size = log.checkpoint()?.log_size;
+        let size = log.size()?;
         {
             let mut out = stdout.lock();
             for i in next..size {
