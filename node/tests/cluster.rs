@@ -96,7 +96,7 @@ async fn three_nodes_replicate_sign_and_refuse() {
     let _g = Guard(dir.to_path_buf());
     let leader = &name;
     let client = Arc::new(Client::open(&layout.client_config).await.expect("client"));
-    eprintln!("leader {leader} ({name}) after {:?}", t0.elapsed());
+    eprintln!("cluster up, leader {leader}, after {:?}", t0.elapsed());
 
     // 8 concurrent clients, 250 appends of 50 entries each: 100,000 entries.
     let t0 = Instant::now();
