@@ -11,9 +11,12 @@ use crate::error::LedgerError;
 use crate::store::{Appended, Ledger};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 /// Largest batch the committer writes at once.
 const MAX_BATCH: usize = 64 * 1024;
+/// Longest the committer waits for the previous batch's appenders to return.
+const LINGER: Duration = Duration::from_micros(300);
 
 type Outcome = std::result::Result<u64, Arc<LedgerError>>;
 
@@ -31,8 +34,23 @@ struct Request {
 #[derive(Default)]
 struct Queue {
     pending: Vec<Request>,
-    committer_idle: bool,
+    committer: Committer,
+    /// Size of the last batch: with closed-loop appenders the same crowd
+    /// comes back, so the committer lingers briefly until it has.
+    target: usize,
     shutdown: bool,
+}
+
+/// What the committer thread is doing, so appenders wake it only when needed.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Committer {
+    /// Writing a batch: it looks at the queue when done.
+    #[default]
+    Busy,
+    /// Nothing queued: wake it on any append.
+    Idle,
+    /// Some queued: wake it when `target` requests are.
+    Lingering,
 }
 
 type Hook = Box<dyn Fn(&mut Ledger, &Appended) + Send + Sync>;
@@ -113,8 +131,13 @@ impl GroupCommit {
                 payload,
                 slot: slot.clone(),
             });
-            if q.committer_idle {
-                q.committer_idle = false;
+            let wake = match q.committer {
+                Committer::Busy => false,
+                Committer::Idle => true,
+                Committer::Lingering => q.pending.len() >= q.target,
+            };
+            if wake {
+                q.committer = Committer::Busy;
                 self.inner.work.notify_one();
             }
         }
@@ -162,13 +185,29 @@ impl Inner {
             let batch = {
                 let mut q = lock(&self.queue);
                 while q.pending.is_empty() && !q.shutdown {
-                    q.committer_idle = true;
+                    q.committer = Committer::Idle;
                     q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 if q.pending.is_empty() {
                     return;
                 }
+                // Linger (briefly, bounded) for the last batch's crowd to return.
+                let deadline = Instant::now() + LINGER;
+                while q.pending.len() < q.target && !q.shutdown {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    q.committer = Committer::Lingering;
+                    q = self
+                        .work
+                        .wait_timeout(q, deadline - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                q.committer = Committer::Busy;
                 let take = q.pending.len().min(MAX_BATCH);
+                q.target = take;
                 if take == q.pending.len() {
                     std::mem::take(&mut q.pending)
                 } else {
