@@ -157,12 +157,7 @@ fn cluster_appends_receipts_failover_and_membership() {
         .spawn()
         .unwrap();
     std::fs::write(node_dir.join("node.pid"), restarted.id().to_string()).unwrap();
-    expect(
-        &dir,
-        &["cluster", "add-node", "--id", "4", "--timeout", "60"],
-        None,
-        0,
-    );
+    expect(&dir, &["cluster", "add-node", "--timeout", "60"], None, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = json_lines(&expect(&dir, &["cluster", "status", "--json"], None, 0)).remove(0);
@@ -207,6 +202,15 @@ fn cluster_appends_receipts_failover_and_membership() {
             trust.to_str().unwrap(),
             r2.to_str().unwrap(),
         ],
+        None,
+        0,
+    );
+    // Remove a voter: the rest keeps serving writes.
+    let out = expect(&dir, &["cluster", "remove-node", "node-2"], None, 0);
+    assert!(out.contains("node-2 removed"), "{out}");
+    expect(
+        &nowhere,
+        &["--cluster", c, "append", "after removal"],
         None,
         0,
     );

@@ -53,20 +53,20 @@ pub enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Start a spare node, add it as a learner, let it catch up, promote it to voter.
+    /// Start the next spare node (see `up --spare`), add it as a learner, let
+    /// it catch up by segment transfer, promote it to voter.
     AddNode {
-        /// The spare node's Raft id (its directory is node-ID).
-        #[arg(long)]
-        id: u64,
         /// Seconds to wait for it to catch up.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
     /// Remove a voter from the membership and stop its process.
     RemoveNode {
-        /// The node's Raft id.
-        #[arg(long)]
-        id: u64,
+        /// The node's name, e.g. node-2.
+        name: String,
+        /// Seconds to wait for a leader.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
 }
 
@@ -187,71 +187,27 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        ClusterCmd::AddNode { id, timeout } => {
-            let node_dir = dir.join(format!("node-{id}"));
-            if !node_dir.join("node.toml").exists() {
-                bail!(
-                    "{} has no node.toml: create the cluster with `cluster up --spare N` to have spare nodes",
-                    node_dir.display()
-                );
-            }
+        ClusterCmd::AddNode { timeout } => {
             let exe = std::env::current_exe()?;
             let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
-            cluster::start_node(&node_dir, &exe, &args)?;
-            rt.block_on(async {
+            let name = rt.block_on(async {
                 let admin = Client::open(&dir.join("admin.toml")).await?;
-                let name = format!("node-{id}");
-                admin.add_learner(id, &name).await?;
-                // Wait until the learner has applied what the leader had.
-                let target = admin.checkpoint(true).await?.size;
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-                loop {
-                    if let Ok(st) = admin.status(&name).await {
-                        if st.ledger_size >= target {
-                            break;
-                        }
-                    }
-                    if tokio::time::Instant::now() > deadline {
-                        bail!("{name} did not catch up within {timeout} s");
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let mut voters = admin
-                    .statuses()
-                    .await
-                    .into_iter()
-                    .find_map(|(_, s)| s.ok().filter(|s| s.state == "leader").map(|s| s.voters))
-                    .ok_or_else(|| anyhow!("no leader to change the membership"))?;
-                if !voters.contains(&id) {
-                    voters.push(id);
-                }
-                admin.change_membership(&voters).await?;
+                let res =
+                    cluster::add_node(dir, &admin, &exe, &args, Duration::from_secs(timeout)).await;
                 admin.close().await;
-                println!("node-{id} caught up and is now a voter ({voters:?})");
-                Ok(())
+                res
             })?;
+            println!("{name} caught up and is now a voter");
         }
-        ClusterCmd::RemoveNode { id } => {
+        ClusterCmd::RemoveNode { name, timeout } => {
             rt.block_on(async {
                 let admin = Client::open(&dir.join("admin.toml")).await?;
-                let voters: Vec<u64> = admin
-                    .statuses()
-                    .await
-                    .into_iter()
-                    .find_map(|(_, s)| s.ok().filter(|s| s.state == "leader").map(|s| s.voters))
-                    .ok_or_else(|| anyhow!("no leader to change the membership"))?
-                    .into_iter()
-                    .filter(|v| *v != id)
-                    .collect();
-                if voters.is_empty() {
-                    bail!("refusing to remove the last voter");
-                }
-                admin.change_membership(&voters).await?;
+                let res =
+                    cluster::remove_node(dir, &admin, &name, Duration::from_secs(timeout)).await;
                 admin.close().await;
-                println!("node-{id} removed; voters now {voters:?}");
-                Ok::<_, anyhow::Error>(())
+                res
             })?;
-            cluster::stop_node(&dir.join(format!("node-{id}")), Duration::from_secs(5))?;
+            println!("{name} removed from the cluster and stopped");
         }
     }
     Ok(ExitCode::SUCCESS)
