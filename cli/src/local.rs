@@ -92,6 +92,7 @@ impl LocalLog {
                 origin: origin.to_string(),
                 segment_bits: bits,
                 max_payload,
+                log_id: None,
             },
         )?;
         let mut log = LocalLog {

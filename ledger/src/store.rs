@@ -58,6 +58,9 @@ pub struct CreateOptions {
     pub segment_bits: u8,
     /// Payload limit (default 1 MiB).
     pub max_payload: u32,
+    /// Log identity; `None` draws a random one. Replicas of one log share it,
+    /// so their segment files are byte-identical.
+    pub log_id: Option<[u8; 16]>,
 }
 
 impl Default for CreateOptions {
@@ -66,6 +69,7 @@ impl Default for CreateOptions {
             origin: "dlog/local".into(),
             segment_bits: 16,
             max_payload: entry::DEFAULT_MAX_PAYLOAD,
+            log_id: None,
         }
     }
 }
@@ -317,12 +321,18 @@ impl Ledger {
             return Err(LedgerError::AlreadyExists(dir.to_path_buf()));
         }
         let lock_file = lock(dir)?;
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| LedgerError::Io {
-            op: "getrandom",
-            path: dir.to_path_buf(),
-            cause: std::io::Error::other(e.to_string()),
-        })?;
+        let id = match opts.log_id {
+            Some(id) => id,
+            None => {
+                let mut id = [0u8; 16];
+                getrandom::fill(&mut id).map_err(|e| LedgerError::Io {
+                    op: "getrandom",
+                    path: dir.to_path_buf(),
+                    cause: std::io::Error::other(e.to_string()),
+                })?;
+                id
+            }
+        };
         let meta = LogMeta {
             format: 1,
             log_id: id.iter().map(|b| format!("{b:02x}")).collect(),
@@ -372,8 +382,8 @@ impl Ledger {
                 meta.segment_bits
             )));
         }
-        let log_id =
-            parse_log_id(&meta.log_id).ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
+        let log_id = parse_log_id(&meta.log_id)
+            .ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
         let writable = mode == OpenMode::ReadWrite;
         let lock_file = if writable { Some(lock(dir)?) } else { None };
 

@@ -12,6 +12,7 @@ fn opts(bits: u8) -> CreateOptions {
         origin: "dlog/test".into(),
         segment_bits: bits,
         max_payload: 1024,
+        log_id: None,
     }
 }
 

@@ -121,43 +121,22 @@ fn sread(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_state_machine(AnyError::error(e.to_string())).into()
 }
 
-/// Creates an empty ledger with a given log id (every replica shares it, so
-/// segment headers are byte-identical). Built on the public segment layout:
-/// `dlog-ledger` has no `create_with_id`.
+/// Creates an empty ledger with the cluster's log id (every replica shares
+/// it, so segment files are byte-identical).
 pub fn create_ledger(dir: &Path, shape: &LogShape) -> Result<()> {
-    use dlog_ledger::segment::SegmentHeader;
-    let id = hex16(&shape.log_id)
+    let id = dlog_ledger::store::parse_log_id(&shape.log_id)
         .ok_or_else(|| NodeError::config(dir, "log_id", "log id must be 32 hexadecimal digits"))?;
-    let segdir = dir.join(dlog_ledger::store::SEGMENT_DIR);
-    fs::create_dir_all(&segdir).map_err(NodeError::io("create directory", &segdir))?;
-    let header = SegmentHeader {
-        log_id: id,
-        segment: 0,
-        bits: shape.segment_bits,
-        prev_chain: [0; 32],
-    };
-    dlog_ledger::store::write_atomic(&segdir.join(format!("{:020}.seg", 0)), &header.encode())?;
-    let meta = dlog_ledger::LogMeta {
-        format: 1,
-        log_id: shape.log_id.clone(),
-        origin: shape.origin.clone(),
-        segment_bits: shape.segment_bits,
-        max_payload: shape.max_payload,
-    };
-    let text = toml::to_string(&meta).map_err(|e| NodeError::Protocol(e.to_string()))?;
-    dlog_ledger::store::write_atomic(&dir.join(dlog_ledger::store::LOG_FILE), text.as_bytes())?;
+    let ledger = Ledger::create(
+        dir,
+        &dlog_ledger::CreateOptions {
+            origin: shape.origin.clone(),
+            segment_bits: shape.segment_bits,
+            max_payload: shape.max_payload,
+            log_id: Some(id),
+        },
+    )?;
+    drop(ledger);
     Ok(())
-}
-
-fn hex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Size of one slot of the applied file.
