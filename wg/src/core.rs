@@ -68,6 +68,9 @@ const SILENCE: Duration = Duration::from_secs(5);
 const LISTEN_BACKLOG: usize = 16;
 /// Handshakes per second before boringtun's rate limiter demands cookies.
 const HANDSHAKE_RATE_LIMIT: u64 = 200;
+/// A stream with unacknowledged data that heard nothing for this long gets
+/// duplicate ACKs replayed into it (see [`Core::tcp_watchdog`]).
+const TCP_KICK_AFTER: Duration = Duration::from_millis(1500);
 /// Outbound packets held per peer while `pq = "required"` waits for a key.
 const MAX_HELD: usize = 64;
 /// Inner packets queued towards smoltcp before dropping.
@@ -187,6 +190,14 @@ pub struct Stats {
     pub sessions_restarted: u64,
     /// Endpoint changes (roaming).
     pub roams: u64,
+    /// Stalled TCP senders nudged into fast retransmission by the watchdog.
+    pub tcp_kicks: u64,
+}
+
+/// What the watchdog remembers about an inbound TCP flow.
+struct InboundFlow {
+    last_rx: Instant,
+    last_ack: Option<Vec<u8>>,
 }
 
 struct Session {
@@ -321,6 +332,7 @@ pub struct Core {
     events: VecDeque<Event>,
     unknown_reported: HashSet<[u8; 32]>,
     tcp_highest: HashMap<(Ipv4Addr, u16, u16), u32>,
+    tcp_inbound: HashMap<(Ipv4Addr, u16, u16), InboundFlow>,
     stats: Stats,
     buf: Vec<u8>,
 }
@@ -399,6 +411,7 @@ impl Core {
             events: VecDeque::new(),
             unknown_reported: HashSet::new(),
             tcp_highest: HashMap::new(),
+            tcp_inbound: HashMap::new(),
             stats: Stats::default(),
             buf: vec![0u8; BUF_LEN],
         };
@@ -879,6 +892,7 @@ impl Core {
         if self.dev.rx.len() >= MAX_RX_QUEUE {
             return;
         }
+        self.note_inbound_tcp(now, &pkt);
         self.dev.rx.push_back(pkt);
     }
 
@@ -1150,6 +1164,91 @@ impl Core {
         }
     }
 
+    fn note_inbound_tcp(&mut self, now: Instant, pkt: &[u8]) {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
+            return;
+        };
+        if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+            return;
+        }
+        let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else {
+            return;
+        };
+        let key = (ip.src_addr(), tcp.src_port(), tcp.dst_port());
+        if tcp.rst() || tcp.fin() {
+            self.tcp_inbound.remove(&key);
+            return;
+        }
+        if self.tcp_inbound.len() > 65_536 {
+            self.tcp_inbound.clear();
+        }
+        // The ACK information of the newest segment, as a pure ACK: the same
+        // headers with the payload (and PSH) removed. A peer whose receive
+        // window is zero drops segments that carry data, ACK included; the
+        // pure version is always acceptable.
+        let ack = if tcp.ack() && !tcp.syn() {
+            let ip_hl = usize::from(ip.header_len());
+            let tcp_hl = usize::from(tcp.header_len());
+            pkt.get(..ip_hl + tcp_hl).map(|h| {
+                let mut h = h.to_vec();
+                let total = (ip_hl + tcp_hl) as u16;
+                h[2..4].copy_from_slice(&total.to_be_bytes());
+                h[ip_hl + 13] &= !0x08; // PSH
+                h
+            })
+        } else {
+            None
+        };
+        let e = self.tcp_inbound.entry(key).or_insert(InboundFlow {
+            last_rx: now,
+            last_ack: None,
+        });
+        e.last_rx = now;
+        if ack.is_some() {
+            e.last_ack = ack;
+        }
+    }
+
+    /// smoltcp only resets its retransmission timeout on fresh RTT samples,
+    /// so after a few losses a sender can sit for up to 60 s before trying
+    /// again; and a sender whose own receive window is zero ignores the ACKs
+    /// riding on its peer's window probes. When a socket with unsent or
+    /// unacknowledged data has heard nothing from its peer for
+    /// [`TCP_KICK_AFTER`], replay the ACK of the peer's newest segment three
+    /// times as pure ACKs (information the peer did send): either it is new
+    /// and unblocks the sender, or it is a duplicate ACK and makes the sender
+    /// fast-retransmit its oldest segment at once.
+    fn tcp_watchdog(&mut self, now: Instant) {
+        let mut stalled = Vec::new();
+        for (_, sock) in self.sockets.iter() {
+            #[allow(irrefutable_let_patterns)]
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                if t.send_queue() == 0 || !t.is_active() {
+                    continue;
+                }
+                if let (Some(r), Some(l)) = (t.remote_endpoint(), t.local_endpoint()) {
+                    let IpAddress::Ipv4(ra) = r.addr;
+                    stalled.push((ra, r.port, l.port));
+                }
+            }
+        }
+        for key in stalled {
+            let Some(e) = self.tcp_inbound.get_mut(&key) else {
+                continue;
+            };
+            if now.saturating_duration_since(e.last_rx) < TCP_KICK_AFTER {
+                continue;
+            }
+            e.last_rx = now;
+            if let Some(ack) = &e.last_ack {
+                for _ in 0..3 {
+                    self.dev.rx.push_back(ack.clone());
+                }
+                self.stats.tcp_kicks += 1;
+            }
+        }
+    }
+
     /// When [`Core::poll`] must be called next at the latest.
     pub fn poll_at(&mut self, now: Instant) -> Instant {
         let ts = self.smol(now);
@@ -1171,6 +1270,7 @@ impl Core {
         for pi in 0..self.peers.len() {
             self.tick_peer(now, pi);
         }
+        self.tcp_watchdog(now);
     }
 
     fn tick_peer(&mut self, now: Instant, pi: usize) {

@@ -87,8 +87,15 @@
 //! * IPv4 inside the tunnel only; one `/32` tunnel address per peer.
 //! * PQ exchange messages are ~2.3 KB inner packets; across a path MTU
 //!   below that, the outer UDP datagram is IP-fragmented.
-//! * smoltcp's TCP has a 1 s minimum RTO and no SACK: under heavy loss,
-//!   throughput drops sharply (streams still complete).
+//! * smoltcp's TCP has a 1 s minimum RTO, no SACK, and only resets a
+//!   backed-off RTO on fresh RTT samples. The core mitigates this (sends
+//!   TCP retransmissions twice; a watchdog replays the peer's last ACK into
+//!   a stalled sender to force a fast retransmission), but under heavy loss
+//!   throughput still drops sharply and an unlucky stream can pause for
+//!   seconds to a minute. A stream saturated in both directions at once
+//!   whose application stops reading (e.g. an echo of a bulk transfer) can
+//!   still stall on smoltcp's zero-window handling; request/response RPC
+//!   and one-way bulk transfers are not affected in our tests.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -7,10 +7,12 @@
 //!              [--check NAME:PORT:BYTES]...
 //! ```
 //!
-//! Serves an echo service on `--serve` (default 7000), then for every
-//! `--check` connects to the named peer, sends BYTES pseudo-random bytes,
-//! verifies the echo (BLAKE3) and prints `OK name bytes MB/s` or
-//! `FAIL name reason`, then `DONE`. It keeps serving until stdin closes.
+//! Serves a checksum service on `--serve` (default 7000): it reads
+//! `len:u64` and `len` bytes and answers their BLAKE3 hash. Then for every
+//! `--check` it connects to the named peer, sends BYTES pseudo-random bytes,
+//! compares the hash and prints `OK name bytes MB/s` or `FAIL name reason`,
+//! then `DONE`. It keeps serving until stdin closes. With
+//! `DLOG_WG_PEER_DEBUG` set it prints its counters and sockets every 5 s.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -104,42 +106,52 @@ async fn check(
     bytes: usize,
     seed: u64,
 ) -> Result<f64, String> {
-    let s = ep.connect(&key, port).await.map_err(|e| e.to_string())?;
+    let mut s = ep.connect(&key, port).await.map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let (mut r, mut w) = tokio::io::split(s);
-    let writer = tokio::spawn(async move {
-        let mut h = blake3::Hasher::new();
-        let chunk = pattern(seed, 1 << 20);
-        let mut left = bytes;
-        let mut i = 0u8;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            let mut c = chunk[..n].to_vec();
-            c[0] = i;
-            i = i.wrapping_add(1);
-            h.update(&c);
-            w.write_all(&c).await.map_err(|e| e.to_string())?;
-            left -= n;
-        }
-        w.shutdown().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(h.finalize())
-    });
+    s.write_all(&(bytes as u64).to_be_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut h = blake3::Hasher::new();
+    let chunk = pattern(seed, 1 << 20);
+    let mut left = bytes;
+    let mut i = 0u8;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        let mut c = chunk[..n].to_vec();
+        c[0] = i;
+        i = i.wrapping_add(1);
+        h.update(&c);
+        s.write_all(&c).await.map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    let mut theirs = [0u8; 32];
+    s.read_exact(&mut theirs).await.map_err(|e| e.to_string())?;
+    if theirs != *h.finalize().as_bytes() {
+        return Err("checksum mismatch".into());
+    }
+    Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Server side of a check: `len:u64`, then `len` bytes; answers their BLAKE3.
+async fn serve(mut s: dlog_wg::Stream) {
+    let mut hdr = [0u8; 8];
+    if s.read_exact(&mut hdr).await.is_err() {
+        return;
+    }
+    let mut left = u64::from_be_bytes(hdr) as usize;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0usize;
-    loop {
-        let n = r.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
+    while left > 0 {
+        match s.read(&mut buf[..left.min(1 << 16)]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                left -= n;
+            }
         }
-        got += n;
-        h.update(&buf[..n]);
     }
-    let sent = writer.await.map_err(|e| e.to_string())??;
-    if got != bytes || sent != h.finalize() {
-        return Err(format!("echo mismatch: got {got} of {bytes} bytes"));
-    }
-    Ok(2.0 * bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+    let _ = s.write_all(h.finalize().as_bytes()).await;
+    let _ = s.shutdown().await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -172,23 +184,32 @@ async fn main() {
         std::process::exit(2)
     });
     tokio::spawn(async move {
-        while let Ok(mut s) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
+        while let Ok(s) = l.accept().await {
+            tokio::spawn(serve(s));
         }
     });
+    if std::env::var("DLOG_WG_PEER_DEBUG").is_ok() {
+        let ep = ep.clone();
+        let keys: Vec<_> = table
+            .peers()
+            .iter()
+            .map(|p| (p.name.clone(), p.public_key))
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                eprintln!("[{}] {:?}", ep.public_key(), ep.stats());
+                for (n, k) in &keys {
+                    if let Ok(Some(st)) = ep.peer_status(k).await {
+                        eprintln!("  peer {n}: {st:?}");
+                    }
+                }
+                for l in ep.socket_states().await.unwrap_or_default() {
+                    eprintln!("  {l}");
+                }
+            }
+        });
+    }
     let mut tasks = Vec::new();
     for (i, (name, port, bytes)) in args.checks.into_iter().enumerate() {
         let Some(peer) = table.by_name(&name) else {
