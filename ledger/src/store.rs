@@ -281,12 +281,27 @@ fn lock(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(LedgerError::io("open", &path))?;
     use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(LedgerError::Locked(dir.to_path_buf()));
+    // A lock can be held for a moment by a process that is not a writer: a
+    // child forked (before its exec) while we held an earlier descriptor of
+    // this file, or a writer that is just exiting. Wait briefly before
+    // calling the log busy.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(f);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(LedgerError::io("lock", &path)(err));
+        }
+        if start.elapsed() >= PATIENCE {
+            return Err(LedgerError::Locked(dir.to_path_buf()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(f)
 }
 
 /// Parses a log id as written in `log.toml`: 32 hex digits.
@@ -354,12 +369,16 @@ impl Ledger {
         let text = toml::to_string(&meta).expect("log meta serializes");
         // log.toml last: its presence marks a complete log.
         write_atomic(&dir.join(LOG_FILE), text.as_bytes())?;
-        drop(lock_file);
-        Ledger::open(dir, OpenMode::ReadWrite)
+        Ledger::open_with(dir, OpenMode::ReadWrite, Some(lock_file))
     }
 
     /// Opens an existing log; sub-second even with millions of entries.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Ledger> {
+        Ledger::open_with(dir, mode, None)
+    }
+
+    /// `open`, keeping the writer lock `held` when the caller already has it.
+    fn open_with(dir: &Path, mode: OpenMode, held: Option<File>) -> Result<Ledger> {
         let meta_path = dir.join(LOG_FILE);
         let text = match fs::read_to_string(&meta_path) {
             Ok(t) => t,
@@ -385,7 +404,11 @@ impl Ledger {
         let log_id = parse_log_id(&meta.log_id)
             .ok_or_else(|| config_err("log_id is not 32 hex digits".into()))?;
         let writable = mode == OpenMode::ReadWrite;
-        let lock_file = if writable { Some(lock(dir)?) } else { None };
+        let lock_file = match (writable, held) {
+            (false, _) => None,
+            (true, Some(f)) => Some(f),
+            (true, None) => Some(lock(dir)?),
+        };
 
         // Inventory the segment directory.
         let segdir = dir.join(SEGMENT_DIR);
