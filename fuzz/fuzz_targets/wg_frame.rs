@@ -1,0 +1,8 @@
+//! dlog-wg: `dlog_wg::fuzzing::frame_decoder` must never panic on untrusted bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    dlog_wg::fuzzing::frame_decoder(data);
+});
