@@ -467,10 +467,9 @@ impl Ledger {
                 prev_chain: chain,
             };
             match open_sealed(dir, &expect, max_entry, writable)? {
-                Some((seal, ts)) => {
+                Some(seal) => {
                     chain = seal.footer.chain;
                     upper.push(seal.footer.root);
-                    last_ts = ts;
                     sealed.push(seal);
                 }
                 None if s == last => open_seg = Some(path),
@@ -482,6 +481,9 @@ impl Ledger {
                     })
                 }
             }
+        }
+        if let Some(seal) = sealed.last() {
+            last_ts = last_timestamp(seal, sealed.len() as u64 - 1, bits, max_entry)?;
         }
         let next = sealed.len() as u64;
         let header = SegmentHeader {
@@ -1162,13 +1164,13 @@ fn write_sidecars(
 }
 
 /// Opens segment `expect.segment` if it is sealed; `None` if it has no footer.
-/// Returns the mapped segment and its last timestamp.
+/// Returns the mapped segment.
 fn open_sealed(
     dir: &Path,
     expect: &SegmentHeader,
     max_entry: u32,
     writable: bool,
-) -> Result<Option<(Sealed, u64)>> {
+) -> Result<Option<Sealed>> {
     let s = expect.segment;
     let path = seg_path(dir, s, "seg");
     let corrupt = |detail: String| LedgerError::Corrupt {
@@ -1206,14 +1208,23 @@ fn open_sealed(
     let seg = map(&path)?;
     let idx_path = seg_path(dir, s, "idx");
     let tree_path = seg_path(dir, s, "tree");
+    // Shape checks read with pread, not through the maps: touching a map
+    // faults in pages around the touch, and open must stay light.
     let sidecars_ok = || -> Option<(Mmap, Mmap)> {
-        let idx = map(&idx_path).ok()?;
-        let tree = map(&tree_path).ok()?;
-        let root_at = (tree_file_len(expect.bits) - 32) as usize;
-        (idx.len() as u64 == expect.capacity() * 8
-            && tree.len() as u64 == tree_file_len(expect.bits)
-            && tree[root_at..] == footer.root)
-            .then_some((idx, tree))
+        let idx_len = fs::metadata(&idx_path).ok()?.len();
+        let tree_file = File::open(&tree_path).ok()?;
+        let tree_len = tree_file.metadata().ok()?.len();
+        let mut root = [0u8; 32];
+        tree_file
+            .read_exact_at(&mut root, tree_len.checked_sub(32)?)
+            .ok()?;
+        if idx_len != expect.capacity() * 8
+            || tree_len != tree_file_len(expect.bits)
+            || root != footer.root
+        {
+            return None;
+        }
+        Some((map(&idx_path).ok()?, map(&tree_path).ok()?))
     };
     let (idx, tree) = match sidecars_ok() {
         Some((idx, tree)) => (Bytes::Map(idx), Bytes::Map(tree)),
@@ -1235,25 +1246,30 @@ fn open_sealed(
             }
         }
     };
-    let last_off = read_u64(&idx, expect.capacity() as usize - 1).expect("checked length");
-    let ts = match segment::read_frame(
-        &seg,
-        last_off as usize,
-        expect.first_index() + expect.capacity() - 1,
-        max_entry,
-    ) {
-        Frame::Entry { entry, .. } => u64::from_be_bytes(entry[2..10].try_into().expect("8 bytes")),
-        _ => return Err(corrupt("last entry unreadable".into())),
+    Ok(Some(Sealed {
+        footer,
+        seg,
+        idx,
+        nodes: Nodes::File(tree),
+    }))
+}
+
+/// Timestamp of a sealed segment's last entry.
+fn last_timestamp(seal: &Sealed, s: u64, bits: u8, max_entry: u32) -> Result<u64> {
+    let cap = 1u64 << bits;
+    let corrupt = |detail: &str| LedgerError::Corrupt {
+        segment: s,
+        entry: Some(((s + 1) << bits) - 1),
+        detail: detail.into(),
     };
-    Ok(Some((
-        Sealed {
-            footer,
-            seg,
-            idx,
-            nodes: Nodes::File(tree),
-        },
-        ts,
-    )))
+    let off =
+        read_u64(&seal.idx, cap as usize - 1).ok_or_else(|| corrupt("offset index is short"))?;
+    match segment::read_frame(&seal.seg, off as usize, ((s + 1) << bits) - 1, max_entry) {
+        Frame::Entry { entry, .. } => Ok(u64::from_be_bytes(
+            entry[2..10].try_into().expect("8 bytes"),
+        )),
+        _ => Err(corrupt("last entry unreadable")),
+    }
 }
 
 fn check_header(h: &SegmentHeader, expect: &SegmentHeader) -> std::result::Result<(), String> {
