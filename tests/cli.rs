@@ -508,16 +508,7 @@ fn disk_full_and_read_only_filesystem_lose_nothing() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("No space left"), "{err}");
     // Everything acknowledged is intact; the log still opens and verifies.
-    let all = json_lines(&expect(
-        &d,
-        &["get", "0", "--count", &acked.len().to_string(), "--json"],
-        None,
-        0,
-    ));
-    for (g, (i, text)) in all.iter().zip(&acked) {
-        assert_eq!(g["index"].as_u64().unwrap(), *i);
-        assert_eq!(g["text"].as_str().unwrap(), text);
-    }
+    assert_entries(&d, &acked);
     // Read-only file system: writes get a clear error, reads work.
     fs.remount("ro");
     let err = expect_err(&d, &["append", "x"], None, 2);

@@ -71,3 +71,28 @@ pub fn b64(s: &str) -> Vec<u8> {
         .decode(s)
         .expect("base64")
 }
+
+/// Reads `expected.len()` entries from the first expected index with
+/// `dlog get --json` and checks each index and text.
+pub fn assert_entries(dir: &Path, expected: &[(u64, String)]) {
+    let Some(&(first, _)) = expected.first() else {
+        return;
+    };
+    let got = json_lines(&expect(
+        dir,
+        &[
+            "get",
+            &first.to_string(),
+            "--count",
+            &expected.len().to_string(),
+            "--json",
+        ],
+        None,
+        0,
+    ));
+    assert_eq!(got.len(), expected.len());
+    for (g, (i, text)) in got.iter().zip(expected) {
+        assert_eq!(g["index"].as_u64().unwrap(), *i);
+        assert_eq!(g["text"].as_str().unwrap(), text, "entry {i} changed");
+    }
+}

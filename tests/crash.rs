@@ -121,28 +121,7 @@ fn kill_9_loses_no_acknowledged_entry() {
             "round {round}: checkpoint {size} < acknowledged {confirmed}"
         );
         assert!(log_size >= size);
-        if !acks.is_empty() {
-            let got = json_lines(&expect(
-                &d,
-                &[
-                    "get",
-                    &first_new.to_string(),
-                    "--count",
-                    &acks.len().to_string(),
-                    "--json",
-                ],
-                None,
-                0,
-            ));
-            for (g, (i, text)) in got.iter().zip(&acked[first_new as usize..]) {
-                assert_eq!(g["index"].as_u64().unwrap(), *i);
-                assert_eq!(
-                    g["text"].as_str().unwrap(),
-                    text,
-                    "round {round}: entry {i} changed"
-                );
-            }
-        }
+        assert_entries(&d, &acked[first_new as usize..]);
         // Unacknowledged tail entries may survive (they were durable before the
         // kill), but only as the lines that were written, in order.
         if log_size > acked.len() as u64 {
@@ -203,16 +182,7 @@ fn kill_9_loses_no_acknowledged_entry() {
     // Finally: everything re-reads clean and every acknowledged entry is intact.
     let report = expect(&d, &["scrub"], None, 0);
     assert!(report.contains("0 problem"), "{report}");
-    let all = json_lines(&expect(
-        &d,
-        &["get", "0", "--count", &acked.len().to_string(), "--json"],
-        None,
-        0,
-    ));
-    for (g, (i, text)) in all.iter().zip(&acked) {
-        assert_eq!(g["index"].as_u64().unwrap(), *i);
-        assert_eq!(g["text"].as_str().unwrap(), text);
-    }
+    assert_entries(&d, &acked);
     eprintln!(
         "{KILLS} kills, {} entries acknowledged and intact",
         acked.len()
