@@ -834,16 +834,16 @@ impl Ledger {
                 other => return Err(corrupt(format!("no frame at byte {off}: {other:?}"))),
             }
         } else {
+            // The frame ends where the next one starts (or at the valid end):
+            // one read of exactly the frame.
             let off = self.open.offsets[local as usize];
-            let mut head = [0u8; segment::FRAME_HEADER_LEN];
-            open_file(&self.open.file)?
-                .read_exact_at(&mut head, off)
-                .map_err(LedgerError::io("read", &self.open.path))?;
-            let len = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
-            if len > max_entry {
-                return Err(corrupt(format!("frame length {len} is over the limit")));
-            }
-            let mut frame = vec![0u8; segment::FRAME_HEADER_LEN + len as usize];
+            let end = self
+                .open
+                .offsets
+                .get(local as usize + 1)
+                .copied()
+                .unwrap_or(self.open.len);
+            let mut frame = vec![0u8; (end - off) as usize];
             open_file(&self.open.file)?
                 .read_exact_at(&mut frame, off)
                 .map_err(LedgerError::io("read", &self.open.path))?;
@@ -1079,16 +1079,12 @@ impl Ledger {
     }
 }
 
-/// Extracts `(size, root)` from a checkpoint note's body lines 2 and 3.
+/// Extracts `(size, root)` from a checkpoint note (signed or bare body),
+/// with the strict C2SP checkpoint parser.
 pub fn parse_checkpoint_body(note: &str) -> Option<(u64, Hash)> {
-    use base64::Engine;
-    let mut lines = note.split('\n');
-    let _origin = lines.next()?;
-    let size: u64 = lines.next()?.parse().ok()?;
-    let root = base64::engine::general_purpose::STANDARD
-        .decode(lines.next()?)
-        .ok()?;
-    Some((size, root.try_into().ok()?))
+    let body = note.find("\n\n").map_or(note, |i| &note[..=i]);
+    let cp = dlog_crypto::note::Checkpoint::parse_body(body).ok()?;
+    Some((cp.size, cp.root))
 }
 
 fn read_u64(b: &[u8], i: usize) -> Option<u64> {

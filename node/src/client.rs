@@ -94,12 +94,7 @@ impl Client {
             .collect();
         let trust = match &cfg.trust {
             None => None,
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    NodeError::config(&cfg.file, "trust", format!("{}: {e}", p.display()))
-                })?;
-                Some(TrustPolicy::from_toml_str(&text).map_err(|e| NodeError::config(p, "-", e))?)
-            }
+            Some(p) => Some(crate::config::load_trust(p, &cfg.file, "trust")?),
         };
         let mut wcfg = dlog_wg::config::Config::new(key, peers);
         wcfg.mtu = 65_000;

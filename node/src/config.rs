@@ -414,3 +414,15 @@ pub fn load_wg_key(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::key
     dlog_wg::keys::load_key_file(file)
         .map_err(|e| NodeError::config(from, field, format!("{}: {e}", file.display())))
 }
+
+/// Loads a trust file, naming the config file and field on error.
+pub fn load_trust(
+    file: &Path,
+    from: &Path,
+    field: &str,
+) -> Result<dlog_crypto::trust::TrustPolicy> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| NodeError::config(from, field, format!("{}: {e}", file.display())))?;
+    dlog_crypto::trust::TrustPolicy::from_toml_str(&text)
+        .map_err(|e| NodeError::config(file, "-", e))
+}

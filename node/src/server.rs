@@ -203,11 +203,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
     let trust = match &cfg.trust {
         None => None,
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                NodeError::config(&cfg.file, "trust", format!("{}: {e}", p.display()))
-            })?;
-            let t = dlog_crypto::trust::TrustPolicy::from_toml_str(&text)
-                .map_err(|e| NodeError::config(p, "-", e))?;
+            let t = crate::config::load_trust(p, &cfg.file, "trust")?;
             if t.origin != cfg.log.origin {
                 return Err(NodeError::config(
                     &cfg.file,
