@@ -169,7 +169,7 @@ async fn loss_reordering_and_duplication_still_deliver_intact() {
     let ns = nodes(2);
     let t = table(&ns);
     let netem = |seed| dlog_wg::Netem {
-        loss: 0.05,
+        loss: 0.02,
         duplicate: 0.05,
         reorder: 0.05,
         seed,
