@@ -220,3 +220,86 @@ fn cluster_appends_receipts_failover_and_membership() {
     drop(_down);
     let _ = restarted.wait();
 }
+
+/// `dlog bench --cluster` with tiny sizes and no etcd: exits 0, prints its
+/// figures as JSON, and leaves no node process or directory behind.
+#[test]
+fn bench_cluster_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let out = expect(
+        &nowhere,
+        &[
+            "bench",
+            "--cluster",
+            "--no-etcd",
+            "--json",
+            "--seconds",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--batch",
+            "10",
+            "--in-flight",
+            "2",
+            "--appenders",
+            "4",
+            "--scratch",
+            tmp.path().to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    let j = json_lines(&out).remove(0);
+    assert_eq!(j["mode"], "cluster", "{j}");
+    for key in [
+        "cluster.batch_entries_per_s",
+        "cluster.batch_p50_us",
+        "cluster.batch_p99_us",
+        "cluster.concurrent_appends_per_s",
+        "cluster.concurrent_p50_us",
+        "cluster.concurrent_p99_us",
+        "cluster.single_p50_us",
+        "cluster.single_p99_us",
+        "cluster.receipt_p50_us",
+        "cluster.receipt_p99_us",
+    ] {
+        assert!(j[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {j}");
+    }
+    for (key, target) in [
+        ("cluster.batch_entries_per_s", ">= 300000"),
+        ("cluster.concurrent_appends_per_s", ">= 20000"),
+        ("cluster.concurrent_p99_us", "<= 30000"),
+        ("cluster.single_p50_us", "<= 1000"),
+        ("cluster.receipt_p99_us", "<= 50000"),
+    ] {
+        assert_eq!(j["targets"][key]["target"], target, "{j}");
+        assert!(j["targets"][key]["met"].is_boolean(), "{j}");
+    }
+    assert_eq!(j["etcd"]["skipped"], "--no-etcd");
+    let pids = j["node_pids"].as_array().unwrap();
+    assert_eq!(pids.len(), 3);
+    for p in pids {
+        // Gone, or at most a zombie; and never still running a bench node.
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.as_u64().unwrap()));
+        let running =
+            cmdline.is_ok_and(|c| String::from_utf8_lossy(&c).contains("dlog-bench-cluster"));
+        assert!(!running, "node process {p} is still running");
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dlog-bench-cluster")
+        })
+        .collect();
+    assert!(left.is_empty(), "bench directory left behind");
+
+    // `--cluster` takes no value for bench, and needs one elsewhere.
+    let e = expect_err(&nowhere, &["bench", "--cluster", "x.toml"], None, 2);
+    assert!(e.contains("takes no client.toml"), "{e}");
+    let e = expect_err(&nowhere, &["get", "0", "--cluster"], None, 2);
+    assert!(e.contains("needs the cluster's client.toml"), "{e}");
+}

@@ -24,25 +24,37 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// Entries in the log used for the proof benchmark (and the open test).
     #[arg(long, default_value_t = 1_000_000)]
-    entries: u64,
+    pub(crate) entries: u64,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 100)]
-    payload: usize,
+    pub(crate) payload: usize,
     /// Entries per batch in the bulk append test.
     #[arg(long, default_value_t = 1000)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Concurrent single-entry appenders.
     #[arg(long, default_value_t = 64)]
-    appenders: usize,
+    pub(crate) appenders: usize,
     /// Seconds per timed phase.
     #[arg(long, default_value_t = 3.0)]
-    seconds: f64,
+    pub(crate) seconds: f64,
     /// Scratch directory (default: a new directory under the system temp dir).
     #[arg(long)]
-    scratch: Option<PathBuf>,
+    pub(crate) scratch: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// With --cluster: batches in flight in the bulk phase.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) in_flight: usize,
+    /// With --cluster: warm-up seconds before each timed phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+    /// With --cluster: keep the temporary directory (node data, logs, configs).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// With --cluster: skip the etcd baseline.
+    #[arg(long)]
+    pub(crate) no_etcd: bool,
 }
 
 struct Report {
@@ -128,8 +140,23 @@ impl Interleaved {
     }
 }
 
-/// Runs the benchmark.
-pub fn run(a: &BenchArgs) -> Result<ExitCode> {
+/// Runs the benchmark: the embedded log, or with `cluster` (`dlog bench
+/// --cluster`) a temporary 3-node cluster and the etcd baseline.
+pub fn run(a: &BenchArgs, cluster: bool) -> Result<ExitCode> {
+    if cluster {
+        if !(a.warmup >= 0.0 && a.warmup.is_finite()) {
+            anyhow::bail!("--warmup must be a number of seconds");
+        }
+        return crate::bench_cluster::run(
+            a,
+            &crate::bench_cluster::ClusterOpts {
+                in_flight: a.in_flight,
+                warmup: Duration::from_secs_f64(a.warmup),
+                keep: a.keep,
+                no_etcd: a.no_etcd,
+            },
+        );
+    }
     let scratch = match &a.scratch {
         Some(p) => p.clone(),
         None => std::env::temp_dir().join(format!("dlog-bench-{}", std::process::id())),

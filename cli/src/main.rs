@@ -5,6 +5,8 @@
 
 mod backend;
 mod bench;
+mod bench_cluster;
+mod bench_etcd;
 mod cluster;
 mod local;
 
@@ -33,7 +35,9 @@ struct Cli {
     #[arg(long, global = true, env = "DLOG_DIR")]
     dir: Option<PathBuf>,
     /// Act on a cluster through its client config instead of a local log.
-    #[arg(long, global = true, env = "DLOG_CLUSTER")]
+    /// `dlog bench --cluster` (no value) benchmarks a temporary 3-node cluster.
+    #[arg(long, global = true, env = "DLOG_CLUSTER", num_args = 0..=1,
+          default_missing_value = bench_cluster::TEMP_CLUSTER)]
     cluster: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -131,7 +135,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Measure append, proof and verify speed against same-run baselines.
+    /// Measure append, proof and verify speed against same-run baselines;
+    /// --cluster: a temporary 3-node cluster against a 3-member etcd.
     Bench(bench::BenchArgs),
     /// Transport keys: X25519 (WireGuard) and ML-KEM-768 (post-quantum PSK).
     #[command(subcommand)]
@@ -258,7 +263,33 @@ impl std::fmt::Display for VerifyFailed {
 impl std::error::Error for VerifyFailed {}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // `dlog bench` runs against a cluster only when asked on the command
+    // line (`--cluster` without a value), never because DLOG_CLUSTER is set.
+    let temp = Path::new(bench_cluster::TEMP_CLUSTER);
+    if matches.value_source("cluster") != Some(clap::parser::ValueSource::CommandLine)
+        && matches!(cli.cmd, Cmd::Bench(_))
+    {
+        cli.cluster = None;
+    }
+    if let Some(c) = &cli.cluster {
+        let bench = matches!(cli.cmd, Cmd::Bench(_));
+        if bench != (c == temp) {
+            eprintln!(
+                "dlog: error: {}",
+                if bench {
+                    "`dlog bench --cluster` starts its own temporary cluster and takes no client.toml"
+                } else {
+                    "--cluster needs the cluster's client.toml"
+                }
+            );
+            return ExitCode::from(2);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -414,7 +445,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let dir = cli.dir.unwrap_or_else(|| PathBuf::from("dlog-cluster"));
             return cluster::cluster(c, &dir);
         }
-        Cmd::Bench(args) => return bench::run(&args),
+        Cmd::Bench(args) => return bench::run(&args, cli.cluster.is_some()),
         Cmd::Keys(KeysCmd::Gen { out, json }) => {
             let key = dlog_wg::keys::generate()?;
             dlog_wg::keys::write_key_file(&out, &key)?;

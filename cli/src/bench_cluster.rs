@@ -1,0 +1,760 @@
+//! `dlog bench --cluster`: a fresh temporary 3-node cluster of real
+//! `dlog node run` processes (every byte through WireGuard on loopback, every
+//! append fsynced by a majority), measured through the same client library
+//! the CLI uses; then, in the same run, a 3-member etcd cluster on the same
+//! machine as the baseline, because only ratios travel between machines.
+//!
+//! The two clusters never run at the same time: the DLog nodes are stopped
+//! before etcd starts. Every process started here is stopped by PID at the
+//! end, on error, and on SIGINT/SIGTERM; the temporary directory is removed
+//! unless `--keep`.
+
+use crate::bench::BenchArgs;
+use crate::bench_etcd::{self, EtcdCluster};
+use anyhow::{anyhow, bail, Context, Result};
+use dlog_ledger::EntryKind;
+use dlog_node::client::Client;
+use dlog_node::cluster::{self, ClusterSpec};
+use dlog_notary::receipt::Receipt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The value `--cluster` takes when given without one (`dlog bench --cluster`).
+pub const TEMP_CLUSTER: &str = "<temporary bench cluster>";
+
+const NODES: usize = 3;
+const ETCD_MEMBERS: usize = 3;
+
+// Targets of issue 4.
+const T_BATCH_PER_S: f64 = 300_000.0;
+const T_CONC_PER_S: f64 = 20_000.0;
+const T_CONC_P99_US: f64 = 30_000.0;
+const T_CONC_VS_ETCD: f64 = 4.0;
+const T_SINGLE_P50_US: f64 = 1_000.0;
+const T_RECEIPT_P99_US: f64 = 50_000.0;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether SIGINT or SIGTERM arrived; long loops stop early when it did.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+struct Row {
+    key: String,
+    value: f64,
+    unit: &'static str,
+    goal: Option<Goal>,
+    note: String,
+}
+
+struct Table {
+    json: bool,
+    rows: Vec<Row>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Table {
+    fn add(&mut self, key: &str, value: f64, unit: &'static str, goal: Option<Goal>, note: &str) {
+        let row = Row {
+            key: key.into(),
+            value,
+            unit,
+            goal,
+            note: note.into(),
+        };
+        if !self.json {
+            print_row(&row);
+        }
+        self.rows.push(row);
+    }
+
+    fn set(&mut self, key: &str, v: serde_json::Value) {
+        self.extra.insert(key.into(), v);
+    }
+
+    fn header(&self) {
+        if !self.json {
+            println!(
+                "{:<38} {:>12} {:<9} {:<12} {:<7} note",
+                "figure", "value", "unit", "target", "verdict"
+            );
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut m = self.extra.clone();
+        let mut targets = serde_json::Map::new();
+        for r in &self.rows {
+            m.insert(r.key.clone(), serde_json::json!(r.value));
+            if let Some(g) = r.goal {
+                targets.insert(
+                    r.key.clone(),
+                    serde_json::json!({"target": goal_text(g), "met": met(g, r.value)}),
+                );
+            }
+        }
+        m.insert("targets".into(), serde_json::Value::Object(targets));
+        serde_json::Value::Object(m)
+    }
+}
+
+fn goal_text(g: Goal) -> String {
+    match g {
+        Goal::AtLeast(x) => format!(">= {x}"),
+        Goal::AtMost(x) => format!("<= {x}"),
+    }
+}
+
+fn met(g: Goal, v: f64) -> bool {
+    match g {
+        Goal::AtLeast(x) => v >= x,
+        Goal::AtMost(x) => v <= x,
+    }
+}
+
+fn print_row(r: &Row) {
+    let (target, verdict) = match r.goal {
+        Some(g) => (goal_text(g), if met(g, r.value) { "ok" } else { "MISSED" }),
+        None => (String::new(), ""),
+    };
+    println!(
+        "{:<38} {:>12.1} {:<9} {:<12} {:<7} {}",
+        r.key, r.value, r.unit, target, verdict, r.note
+    );
+}
+
+/// CPU seconds (user + system) of some processes and of this one.
+struct Cpu {
+    pids: Vec<u32>,
+}
+
+fn cpu_secs(pid: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / tck
+}
+
+impl Cpu {
+    fn sample(&self) -> (f64, f64, Instant) {
+        let servers = self.pids.iter().map(|p| cpu_secs(&p.to_string())).sum();
+        (servers, cpu_secs("self"), Instant::now())
+    }
+
+    /// "servers X% + bench client Y% of one core" since `before`.
+    fn since(&self, before: (f64, f64, Instant), servers: &str) -> String {
+        let now = self.sample();
+        let wall = now.2.duration_since(before.2).as_secs_f64().max(1e-9);
+        format!(
+            "CPU: {servers} {:.0}%, bench client {:.0}% (of one core; {} cores)",
+            100.0 * (now.0 - before.0) / wall,
+            100.0 * (now.1 - before.1) / wall,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )
+    }
+}
+
+/// One timed phase of concurrent workers.
+struct Phase {
+    /// Operations completed in the measured window.
+    ops: u64,
+    /// Entries they carried.
+    entries: u64,
+    /// From the end of the warm-up until the last worker finished.
+    elapsed: Duration,
+    /// Sorted latencies of the measured operations.
+    lat: Vec<Duration>,
+}
+
+impl Phase {
+    fn entries_per_s(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `workers` tasks each run `op` in a loop: `warmup` unrecorded, then
+/// `window` recorded (same tasks, same pooled connections). `op` returns the
+/// number of entries it appended.
+async fn drive<F, Fut>(workers: usize, warmup: Duration, window: Duration, op: F) -> Result<Phase>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<u64>> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(workers + 1));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (op, barrier) = (op.clone(), barrier.clone());
+        set.spawn(async move {
+            barrier.wait().await;
+            let warm_end = Instant::now() + warmup;
+            let deadline = warm_end + window;
+            let (mut lat, mut entries) = (Vec::new(), 0u64);
+            while Instant::now() < deadline && !interrupted() {
+                let t = Instant::now();
+                let n = op().await?;
+                if t >= warm_end {
+                    lat.push(t.elapsed());
+                    entries += n;
+                }
+            }
+            Ok::<_, anyhow::Error>((lat, entries))
+        });
+    }
+    barrier.wait().await;
+    let start = Instant::now() + warmup;
+    let (mut lat, mut entries) = (Vec::new(), 0);
+    while let Some(r) = set.join_next().await {
+        let (l, e) = r.map_err(|e| anyhow!("bench task failed: {e}"))??;
+        lat.extend(l);
+        entries += e;
+    }
+    let elapsed = Instant::now().saturating_duration_since(start);
+    if interrupted() {
+        bail!("interrupted");
+    }
+    lat.sort();
+    Ok(Phase {
+        ops: lat.len() as u64,
+        entries,
+        elapsed,
+        lat,
+    })
+}
+
+/// Stops the node processes this bench started and removes its directory
+/// (unless kept), whatever way the bench ends.
+struct Cleanup {
+    /// Removed at the end unless `keep`.
+    dir: PathBuf,
+    /// The cluster directory whose nodes (by their PID files) are running.
+    nodes: Option<PathBuf>,
+    keep: bool,
+}
+
+impl Cleanup {
+    fn stop_nodes(&mut self) -> Result<()> {
+        if let Some(d) = self.nodes.take() {
+            cluster::stop(&d).with_context(|| format!("stopping the nodes of {}", d.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_nodes() {
+            eprintln!("dlog bench: {e:#}");
+        }
+        if self.keep {
+            eprintln!("dlog bench: kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Options that only `dlog bench --cluster` reads.
+pub struct ClusterOpts {
+    /// Batches in flight in the bulk phase.
+    pub in_flight: usize,
+    /// Warm-up before each phase.
+    pub warmup: Duration,
+    /// Keep the directory.
+    pub keep: bool,
+    /// Skip the etcd baseline.
+    pub no_etcd: bool,
+}
+
+/// Runs `dlog bench --cluster`.
+pub fn run(a: &BenchArgs, o: &ClusterOpts) -> Result<ExitCode> {
+    if a.batch == 0 || a.appenders == 0 || o.in_flight == 0 {
+        bail!("--batch, --appenders and --in-flight must be at least 1");
+    }
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        bail!("--seconds must be positive");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _g = rt.enter();
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        rt.spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        });
+    }
+    let parent = a.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let dir = parent.join(format!("dlog-bench-cluster-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cleanup = Cleanup {
+        dir: dir.clone(),
+        nodes: None,
+        keep: o.keep,
+    };
+    let mut t = Table {
+        json: a.json,
+        rows: Vec::new(),
+        extra: serde_json::Map::new(),
+    };
+    let res = rt.block_on(async {
+        tokio::select! {
+            r = body(a, o, &dir, &mut cleanup, &mut t) => r,
+            _ = async { while !interrupted() { tokio::time::sleep(Duration::from_millis(50)).await } } => {
+                Err(anyhow!("interrupted"))
+            }
+        }
+    });
+    drop(cleanup);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match res {
+        Ok(()) => {
+            if a.json {
+                println!("{}", t.to_json());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if interrupted() => {
+            Err(e.context("interrupted; the processes it started are stopped"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn body(
+    a: &BenchArgs,
+    o: &ClusterOpts,
+    dir: &Path,
+    cleanup: &mut Cleanup,
+    t: &mut Table,
+) -> Result<()> {
+    let window = Duration::from_secs_f64(a.seconds);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if !a.json {
+        println!(
+            "dlog bench --cluster: {NODES} `dlog node run` processes on loopback (WireGuard, Raft, fsync) on {cores} cores; payload {} B; warm-up {:.1} s + {:.1} s per phase",
+            a.payload,
+            o.warmup.as_secs_f64(),
+            a.seconds
+        );
+        println!(
+            "directory {} ({})",
+            dir.display(),
+            if o.keep {
+                "kept"
+            } else {
+                "removed at the end; --keep keeps it"
+            }
+        );
+    }
+    for (k, v) in [
+        ("mode", serde_json::json!("cluster")),
+        ("nodes", serde_json::json!(NODES)),
+        ("cores", serde_json::json!(cores)),
+        ("payload", serde_json::json!(a.payload)),
+        ("batch", serde_json::json!(a.batch)),
+        ("in_flight", serde_json::json!(o.in_flight)),
+        ("appenders", serde_json::json!(a.appenders)),
+        ("seconds", serde_json::json!(a.seconds)),
+        ("warmup", serde_json::json!(o.warmup.as_secs_f64())),
+    ] {
+        t.set(k, v);
+    }
+
+    // The cluster, as `dlog cluster up` makes it.
+    let cdir = dir.join("dlog");
+    let spec = ClusterSpec {
+        nodes: NODES,
+        origin: "dlog/bench".into(),
+        ..ClusterSpec::default()
+    };
+    let layout = cluster::generate(&cdir, &spec)?;
+    let exe = std::env::current_exe()?;
+    let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
+    cleanup.nodes = Some(cdir.clone());
+    let pids = cluster::start(&cdir, &exe, &args)?;
+    t.set("node_pids", serde_json::json!(pids));
+    let leader = {
+        let c = Client::open(&layout.client_config).await?;
+        let l = cluster::wait_for_leader(&c, Duration::from_secs(30)).await;
+        c.close().await;
+        l?.1
+    };
+    // Point the client at the leader first, as a long-lived client would end
+    // up anyway (a follower forwards appends: one more hop).
+    let mut order = vec![leader.clone()];
+    order.extend(
+        (1..=NODES)
+            .map(|i| format!("node-{i}"))
+            .filter(|n| *n != leader),
+    );
+    let bench_toml = cdir.join("bench-client.toml");
+    std::fs::write(
+        &bench_toml,
+        format!(
+            "wg_key = \"client.key\"\npeers = \"peers.toml\"\nnodes = [{}]\ntrust = \"trust.toml\"\n",
+            order
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )?;
+    let client = Arc::new(Client::open(&bench_toml).await?);
+    let cpu = Cpu { pids: pids.clone() };
+    if !a.json {
+        println!("leader {leader}; node PIDs {pids:?}\n");
+    }
+    t.header();
+    let payload: Arc<Vec<u8>> = Arc::new(vec![b'x'; a.payload]);
+    let res = dlog_phases(a, o, window, &client, &payload, &cpu, t).await;
+    if let Ok(c) = Arc::try_unwrap(client) {
+        c.close().await;
+    }
+    // Stop the nodes before etcd starts, so neither runs beside the other.
+    cleanup.stop_nodes()?;
+    let dlog = res?;
+
+    if o.no_etcd {
+        t.set("etcd", serde_json::json!({"skipped": "--no-etcd"}));
+        if !a.json {
+            println!("\netcd baseline skipped (--no-etcd)");
+        }
+        return Ok(());
+    }
+    let Some(bin) = bench_etcd::find() else {
+        let why = format!(
+            "no etcd binary on PATH; install it with `{}`",
+            bench_etcd::INSTALL_HINT
+        );
+        t.set("etcd", serde_json::json!({"skipped": why}));
+        if !a.json {
+            println!("\netcd baseline SKIPPED: {why}");
+        }
+        return Ok(());
+    };
+    let version = bench_etcd::version(&bin);
+    let mut etcd = EtcdCluster::start(
+        &bin,
+        &dir.join("etcd"),
+        ETCD_MEMBERS,
+        Duration::from_secs(30),
+    )
+    .context("etcd baseline")?;
+    t.set(
+        "etcd",
+        serde_json::json!({"version": version, "binary": bin, "gateway": etcd.gateway, "leader": etcd.leader}),
+    );
+    t.set("etcd_pids", serde_json::json!(etcd.pids()));
+    if !a.json {
+        println!(
+            "\netcd baseline: {version}, {ETCD_MEMBERS} members on loopback, JSON gateway {} (leader {}), HTTP/1.1 keep-alive, one connection per worker thread",
+            etcd.gateway, etcd.leader
+        );
+    }
+    let ecpu = Cpu { pids: etcd.pids() };
+    let before = ecpu.sample();
+    let conc = bench_etcd::puts(&etcd.gateway, a.appenders, a.payload, o.warmup, window)?;
+    let note = ecpu.since(before, "etcd");
+    t.add(
+        "etcd.put_concurrent_per_s",
+        conc.rate(),
+        "put/s",
+        None,
+        &format!("{} clients, {} B values; {note}", a.appenders, a.payload),
+    );
+    t.add(
+        "etcd.put_concurrent_p50_us",
+        pct(&conc.lat, 0.5),
+        "us",
+        None,
+        "",
+    );
+    t.add(
+        "etcd.put_concurrent_p99_us",
+        pct(&conc.lat, 0.99),
+        "us",
+        None,
+        "",
+    );
+    let single = bench_etcd::puts(&etcd.gateway, 1, a.payload, o.warmup, window)?;
+    t.add(
+        "etcd.put_single_p50_us",
+        pct(&single.lat, 0.5),
+        "us",
+        None,
+        "1 client",
+    );
+    t.add(
+        "etcd.put_single_p99_us",
+        pct(&single.lat, 0.99),
+        "us",
+        None,
+        "",
+    );
+    etcd.stop();
+    if interrupted() {
+        bail!("interrupted");
+    }
+    if !a.json {
+        println!();
+    }
+    t.add(
+        "ratio.concurrent_dlog_over_etcd",
+        dlog.concurrent_per_s / conc.rate().max(1e-9),
+        "x",
+        Some(Goal::AtLeast(T_CONC_VS_ETCD)),
+        &format!("DLog appends/s / etcd puts/s, {} clients each", a.appenders),
+    );
+    t.add(
+        "ratio.single_p50_etcd_over_dlog",
+        pct(&single.lat, 0.5) / dlog.single_p50_us.max(1e-9),
+        "x",
+        None,
+        "etcd put p50 / DLog append p50 (above 1: DLog faster)",
+    );
+    t.add(
+        "ratio.batch_entries_over_etcd_puts",
+        dlog.batch_per_s / conc.rate().max(1e-9),
+        "x",
+        None,
+        "DLog bulk entries/s / etcd concurrent puts/s",
+    );
+    Ok(())
+}
+
+/// DLog figures the etcd ratios need.
+struct DlogFigures {
+    batch_per_s: f64,
+    concurrent_per_s: f64,
+    single_p50_us: f64,
+}
+
+async fn dlog_phases(
+    a: &BenchArgs,
+    o: &ClusterOpts,
+    window: Duration,
+    client: &Arc<Client>,
+    payload: &Arc<Vec<u8>>,
+    cpu: &Cpu,
+    t: &mut Table,
+) -> Result<DlogFigures> {
+    let append_op = |entries: usize| {
+        let (c, p) = (client.clone(), payload.clone());
+        move || {
+            let (c, p) = (c.clone(), p.clone());
+            async move {
+                let items: Vec<(EntryKind, &[u8])> = (0..entries)
+                    .map(|_| (EntryKind::Data, p.as_slice()))
+                    .collect();
+                let got = c.append(&items).await?;
+                anyhow::ensure!(
+                    got.count == entries as u64,
+                    "asked to append {entries}, the cluster acknowledged {}",
+                    got.count
+                );
+                Ok(got.count)
+            }
+        }
+    };
+
+    // (a) Bulk: batches in flight, as a bulk loader would run.
+    let before = cpu.sample();
+    let bulk = drive(o.in_flight, o.warmup, window, append_op(a.batch)).await?;
+    let note = cpu.since(before, "nodes");
+    t.add(
+        "cluster.batch_entries_per_s",
+        bulk.entries_per_s(),
+        "entry/s",
+        Some(Goal::AtLeast(T_BATCH_PER_S)),
+        &format!(
+            "acknowledged; batches of {}, {} in flight ({} batches); {note}",
+            a.batch, o.in_flight, bulk.ops
+        ),
+    );
+    t.add(
+        "cluster.batch_p50_us",
+        pct(&bulk.lat, 0.5),
+        "us",
+        None,
+        "per acknowledged batch",
+    );
+    t.add("cluster.batch_p99_us", pct(&bulk.lat, 0.99), "us", None, "");
+
+    // (b) Concurrent single-entry appenders (the leader group-commits them).
+    let before = cpu.sample();
+    let conc = drive(a.appenders, o.warmup, window, append_op(1)).await?;
+    let note = cpu.since(before, "nodes");
+    t.add(
+        "cluster.concurrent_appends_per_s",
+        conc.entries_per_s(),
+        "append/s",
+        Some(Goal::AtLeast(T_CONC_PER_S)),
+        &format!("{} appenders, one entry each; {note}", a.appenders),
+    );
+    t.add(
+        "cluster.concurrent_p50_us",
+        pct(&conc.lat, 0.5),
+        "us",
+        None,
+        "",
+    );
+    t.add(
+        "cluster.concurrent_p99_us",
+        pct(&conc.lat, 0.99),
+        "us",
+        Some(Goal::AtMost(T_CONC_P99_US)),
+        "",
+    );
+
+    // (c) One appender.
+    let before = cpu.sample();
+    let single = drive(1, o.warmup, window, append_op(1)).await?;
+    let note = cpu.since(before, "nodes");
+    t.add(
+        "cluster.single_p50_us",
+        pct(&single.lat, 0.5),
+        "us",
+        Some(Goal::AtMost(T_SINGLE_P50_US)),
+        &format!("one appender, {} appends; {note}", single.ops),
+    );
+    t.add(
+        "cluster.single_p99_us",
+        pct(&single.lat, 0.99),
+        "us",
+        None,
+        "",
+    );
+
+    // (d) Append -> receipt under a majority-signed checkpoint: the calls of
+    // `dlog --cluster C append X --receipt R`, in the same order.
+    let trust = client
+        .trust()
+        .cloned()
+        .ok_or_else(|| anyhow!("the generated client.toml has no trust file"))?;
+    let mut lat = Vec::new();
+    let (mut wait_cp, mut rest) = (Vec::new(), Vec::new());
+    let mut receipts = Vec::new();
+    let before = cpu.sample();
+    let warm_end = Instant::now() + o.warmup;
+    let deadline = warm_end + window;
+    while Instant::now() < deadline && !interrupted() {
+        let t0 = Instant::now();
+        let got = client
+            .append(&[(EntryKind::Data, payload.as_slice())])
+            .await?;
+        let t1 = Instant::now();
+        let cp = client.checkpoint_covering(got.first).await?;
+        let t2 = Instant::now();
+        let inclusion = client.inclusion_proof(got.first, cp.size).await?;
+        let entry = client.get(got.first).await?;
+        let r = Receipt {
+            entry,
+            index: got.first,
+            inclusion,
+            checkpoint: cp.note,
+        };
+        let t3 = Instant::now();
+        if t0 >= warm_end {
+            lat.push(t3 - t0);
+            wait_cp.push(t2 - t1);
+            rest.push(t3 - t2);
+            receipts.push(r);
+        }
+    }
+    if interrupted() {
+        bail!("interrupted");
+    }
+    let note = cpu.since(before, "nodes");
+    // Every receipt must verify offline against the trust file (not timed).
+    for r in &receipts {
+        dlog_notary::verify::verify_receipt(&trust, r)
+            .map_err(|e| anyhow!("receipt for entry {} does not verify: {e}", r.index))?;
+    }
+    lat.sort();
+    wait_cp.sort();
+    rest.sort();
+    t.add(
+        "cluster.receipt_p50_us",
+        pct(&lat, 0.5),
+        "us",
+        None,
+        &format!(
+            "append + majority-signed checkpoint + proof, {} receipts, all verified; {note}",
+            lat.len()
+        ),
+    );
+    t.add(
+        "cluster.receipt_p99_us",
+        pct(&lat, 0.99),
+        "us",
+        Some(Goal::AtMost(T_RECEIPT_P99_US)),
+        "",
+    );
+    t.add(
+        "cluster.receipt_checkpoint_wait_p50_us",
+        pct(&wait_cp, 0.5),
+        "us",
+        None,
+        "of which: waiting for a signed checkpoint covering it (client polls every 20 ms)",
+    );
+    t.add(
+        "cluster.receipt_proof_p50_us",
+        pct(&rest, 0.5),
+        "us",
+        None,
+        "of which: inclusion proof + entry",
+    );
+
+    // The replicas agree on what was acknowledged.
+    let statuses = client.statuses().await;
+    let mut sizes = Vec::new();
+    for (name, s) in &statuses {
+        match s {
+            Ok(s) if s.diverged.is_none() => sizes.push(s.ledger_size),
+            Ok(s) => bail!("{name} diverged: {:?}", s.diverged),
+            Err(e) => bail!("{name} does not answer after the bench: {e}"),
+        }
+    }
+    t.set("cluster.ledger_sizes", serde_json::json!(sizes));
+    Ok(DlogFigures {
+        batch_per_s: bulk.entries_per_s(),
+        concurrent_per_s: conc.entries_per_s(),
+        single_p50_us: pct(&single.lat, 0.5),
+    })
+}
