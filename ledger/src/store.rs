@@ -203,6 +203,8 @@ pub struct Ledger {
     checkpoint: Option<StoredCheckpoint>,
     edge: Mutex<Option<EdgeCache>>,
     poisoned: Option<String>,
+    /// Entries written by `append_unsynced` and not yet fsynced.
+    unsynced: bool,
     pending: Vec<PendingSidecars>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -213,6 +215,9 @@ impl Drop for Ledger {
         // Let background side-file writes finish, so a clean exit leaves
         // complete files (a crash would only cost a rebuild at open).
         self.settle_sidecars(true);
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "could not sync the open segment at close");
+        }
     }
 }
 
@@ -525,6 +530,7 @@ impl Ledger {
             checkpoint: None,
             edge: Mutex::new(None),
             poisoned: None,
+            unsynced: false,
             pending: Vec::new(),
             buf: Vec::new(),
             scratch: Vec::new(),
@@ -612,6 +618,50 @@ impl Ledger {
     /// is checked before anything is written; an IO error leaves the log as it
     /// was (a failed fsync makes the log refuse further writes until reopened).
     pub fn append(&mut self, now_ns: u64, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
+        self.append_with(now_ns, items, true)
+    }
+
+    /// Appends a batch like [`Ledger::append`] but returns before `fdatasync`:
+    /// the entries are written to the file (readable at once, and kept by a
+    /// crash of this process) but only durable against power loss after the
+    /// next [`Ledger::sync`] (or a segment seal, which syncs).
+    ///
+    /// For callers that hold the same entries in another durable log they
+    /// replay after a power failure, such as a replicated node applying Raft
+    /// entries that are already on disk.
+    pub fn append_unsynced(
+        &mut self,
+        now_ns: u64,
+        items: &[(EntryKind, &[u8])],
+    ) -> Result<Appended> {
+        self.append_with(now_ns, items, false)
+    }
+
+    /// Makes every entry appended so far durable (`fdatasync` of the open
+    /// segment if [`Ledger::append_unsynced`] left anything unsynced). A
+    /// failed fsync makes the log refuse further writes until reopened.
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(why) = &self.poisoned {
+            return Err(LedgerError::NotWritable(why.clone()));
+        }
+        let path = self.open.path.clone();
+        open_file(&self.open.file)?.sync_data().map_err(|e| {
+            self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+            LedgerError::io("fsync", &path)(e)
+        })?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn append_with(
+        &mut self,
+        now_ns: u64,
+        items: &[(EntryKind, &[u8])],
+        durable: bool,
+    ) -> Result<Appended> {
         if !self.writable {
             return Err(LedgerError::NotWritable("opened read-only".into()));
         }
@@ -635,7 +685,7 @@ impl Ledger {
         while !rest.is_empty() {
             let room = (self.capacity() - self.open.offsets.len() as u64) as usize;
             let (chunk, tail) = rest.split_at(room.min(rest.len()));
-            self.append_chunk(ts, chunk)?;
+            self.append_chunk(ts, chunk, durable)?;
             self.last_ts = ts;
             rest = tail;
             if self.open.offsets.len() as u64 == self.capacity() {
@@ -649,7 +699,7 @@ impl Ledger {
         })
     }
 
-    fn append_chunk(&mut self, ts: u64, chunk: &[(EntryKind, &[u8])]) -> Result<()> {
+    fn append_chunk(&mut self, ts: u64, chunk: &[(EntryKind, &[u8])], durable: bool) -> Result<()> {
         /// Chunks at least this large write and fsync on a second thread
         /// while this one hashes, so the disk and the CPU work at once.
         const OVERLAP_MIN: usize = 256;
@@ -675,14 +725,17 @@ impl Ledger {
                 tree.push(Blake3Hasher::hash_leaf(&buf[span.clone()]));
             }
         };
-        let durable = |file: &File| -> std::result::Result<(), (&'static str, std::io::Error)> {
+        let write = |file: &File| -> std::result::Result<(), (&'static str, std::io::Error)> {
             file.write_all_at(buf, start_len)
                 .map_err(|e| ("write", e))?;
-            file.sync_data().map_err(|e| ("fsync", e))
+            if durable {
+                file.sync_data().map_err(|e| ("fsync", e))?;
+            }
+            Ok(())
         };
-        let outcome = if chunk.len() >= OVERLAP_MIN {
+        let outcome = if durable && chunk.len() >= OVERLAP_MIN {
             std::thread::scope(|scope| {
-                let io = scope.spawn(|| durable(file));
+                let io = scope.spawn(|| write(file));
                 hash_all(tree);
                 io.join().unwrap_or_else(|_| {
                     Err(("write", std::io::Error::other("writer thread panicked")))
@@ -690,11 +743,12 @@ impl Ledger {
             })
         } else {
             hash_all(tree);
-            durable(file)
+            write(file)
         };
         match outcome {
             Ok(()) => {
                 self.open.len = start_len + self.buf.len() as u64;
+                self.unsynced |= !durable;
                 Ok(())
             }
             Err((op, e)) => {
@@ -737,6 +791,7 @@ impl Ledger {
             self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
             LedgerError::io("fsync", &path)(e)
         })?;
+        self.unsynced = false;
         self.open.len += FOOTER_LEN as u64;
         let next = SegmentHeader {
             log_id: self.log_id,
@@ -1012,6 +1067,8 @@ impl Ledger {
                 )));
             }
         }
+        // A durable checkpoint never covers entries that are not durable.
+        self.sync()?;
         write_atomic(&self.dir.join(CHECKPOINT_FILE), note.as_bytes())?;
         self.checkpoint = Some(cp);
         Ok(())

@@ -6,10 +6,14 @@
 //! <data>/raft/purged                       the last purged log id (atomic replace)
 //! ```
 //!
-//! Every `append` writes its records and `fdatasync`s before it calls the
-//! [`LogFlushed`] callback. A record cut by a crash (short or bad CRC) is a
-//! torn tail: it is cut at open. Entries are also kept in memory (the log is
-//! purged behind snapshots, so it stays short).
+//! `append` writes its records and hands the `fdatasync` to a flusher thread,
+//! which calls the [`LogFlushed`] callback once the records are durable. The
+//! flusher takes every append queued since its last fsync into the next one
+//! (group commit), and Raft goes on meanwhile: the leader replicates entries
+//! while its own fsync is in flight, as Raft allows (an entry counts towards
+//! the leader's quorum only once flushed). A record cut by a crash (short or
+//! bad CRC) is a torn tail: it is cut at open. Entries are also kept in memory
+//! (the log is purged behind snapshots, so it stays short).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -34,8 +38,56 @@ const RECORD_HEADER: usize = 8;
 struct LogFile {
     first: u64,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
+}
+
+/// Appended records waiting for their fsync.
+struct FlushJob {
+    /// The file written to, and its path (`None` for an empty append, which
+    /// still reports in order).
+    file: Option<(Arc<File>, PathBuf)>,
+    callback: LogFlushed<TypeConfig>,
+}
+
+/// Starts the flusher thread: one `fdatasync` per file for everything queued,
+/// then every callback in order.
+fn spawn_flusher() -> Result<std::sync::mpsc::Sender<FlushJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
+    std::thread::Builder::new()
+        .name("dlog-raft-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                jobs.extend(rx.try_iter());
+                let mut synced: Vec<&Arc<File>> = Vec::new();
+                let mut failed: Option<String> = None;
+                for (file, path) in jobs.iter().filter_map(|j| j.file.as_ref()) {
+                    if failed.is_some() || synced.iter().any(|f| Arc::ptr_eq(f, file)) {
+                        continue;
+                    }
+                    match file.sync_data() {
+                        Ok(()) => synced.push(file),
+                        Err(e) => failed = Some(format!("fsync {}: {e}", path.display())),
+                    }
+                }
+                if let Some(why) = &failed {
+                    tracing::error!(error = %why, "raft log fsync failed");
+                }
+                for j in jobs {
+                    let res = match &failed {
+                        None => Ok(()),
+                        Some(why) => Err(std::io::Error::other(why.clone())),
+                    };
+                    j.callback.log_io_completed(res);
+                }
+            }
+        })
+        .map_err(NodeError::io(
+            "spawn raft log flusher for",
+            Path::new("raft"),
+        ))?;
+    Ok(tx)
 }
 
 struct Inner {
@@ -46,6 +98,7 @@ struct Inner {
     vote: Option<Vote<NodeId>>,
     purged: Option<LogId>,
     committed: Option<LogId>,
+    flusher: std::sync::mpsc::Sender<FlushJob>,
 }
 
 /// The Raft log store. Cheap to clone (readers share it).
@@ -193,7 +246,7 @@ impl LogStore {
             files.push(LogFile {
                 first,
                 path,
-                file,
+                file: Arc::new(file),
                 len: valid,
             });
         }
@@ -205,6 +258,7 @@ impl LogStore {
                 vote,
                 purged,
                 committed: None,
+                flusher: spawn_flusher()?,
             })),
         })
     }
@@ -220,9 +274,11 @@ impl LogStore {
 }
 
 impl Inner {
-    fn append_durable(&mut self, entries: Vec<Entry>) -> Result<()> {
+    /// Writes the records (not yet durable: see [`FlushJob`]); returns the
+    /// file to sync, if anything was written.
+    fn write(&mut self, entries: Vec<Entry>) -> Result<Option<(Arc<File>, PathBuf)>> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let first_idx = entries[0].get_log_id().index;
         let need_new = match self.files.last() {
@@ -242,7 +298,7 @@ impl Inner {
             self.files.push(LogFile {
                 first: first_idx,
                 path,
-                file,
+                file: Arc::new(file),
                 len: 0,
             });
         }
@@ -257,15 +313,13 @@ impl Inner {
         f.file
             .write_all_at(&buf, f.len)
             .map_err(NodeError::io("write", &f.path))?;
-        f.file
-            .sync_data()
-            .map_err(NodeError::io("fsync", &f.path))?;
         f.len += buf.len() as u64;
+        let to_sync = (f.file.clone(), f.path.clone());
         for (e, off) in entries.into_iter().zip(offs) {
             self.entries
                 .insert(e.get_log_id().index, (pos << 40 | off, e));
         }
-        Ok(())
+        Ok(Some(to_sync))
     }
 
     /// Deletes every entry with index >= `index`, durably.
@@ -373,10 +427,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let res = self.lock().append_durable(entries);
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
+        let mut g = self.lock();
+        match g.write(entries) {
+            Ok(file) => {
+                if let Err(std::sync::mpsc::SendError(job)) =
+                    g.flusher.send(FlushJob { file, callback })
+                {
+                    let e = "raft log flusher stopped";
+                    job.callback.log_io_completed(Err(std::io::Error::other(e)));
+                    return Err(sio_w(e));
+                }
                 Ok(())
             }
             Err(e) => {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::{load_peers, load_wg_key, NodeConfig};
 use crate::error::{NodeError, Result};
 use crate::log_store::LogStore;
+use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
     authorize, decode, encode, Call, ErrorCode, NodeStatus, Pool, Reply, RequestFrame,
@@ -43,7 +44,7 @@ struct Job {
 }
 
 /// Counters exported on the metrics endpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     /// Client entries acknowledged.
     pub appends: AtomicU64,
@@ -53,6 +54,26 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Checkpoints committed.
     pub checkpoints: AtomicU64,
+    /// Leader: seconds from a Raft append batch's submission to its commit and apply.
+    pub commit_seconds: Histogram,
+    /// Leader: seconds from a client append's arrival to its acknowledgement.
+    pub append_seconds: Histogram,
+    /// Leader: entries per Raft append batch.
+    pub batch_entries: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            appends: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            commit_seconds: Histogram::new(LATENCY_BUCKETS),
+            append_seconds: Histogram::new(LATENCY_BUCKETS),
+            batch_entries: Histogram::new(SIZE_BUCKETS),
+        }
+    }
 }
 
 struct Inner {
@@ -345,7 +366,23 @@ fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'stat
             .map(|t| t.map(|t| t.elapsed().as_secs_f64()).unwrap_or(-1.0))
             .unwrap_or(-1.0);
         let wg = inner.endpoint_stats();
-        lag + &wg + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
+        let mut hist = String::new();
+        c.commit_seconds.render(
+            "dlog_commit_seconds",
+            "Leader: Raft append batch submitted to committed and applied.",
+            &mut hist,
+        );
+        c.append_seconds.render(
+            "dlog_append_seconds",
+            "Leader: client append received to acknowledged.",
+            &mut hist,
+        );
+        c.batch_entries.render(
+            "dlog_batch_entries",
+            "Leader: entries per Raft append batch.",
+            &mut hist,
+        );
+        lag + &wg + &hist + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
             "dlog_appends_total {}\ndlog_batches_total {}\ndlog_refused_calls_total {}\ndlog_checkpoints_total {}\n\
              dlog_raft_term {}\ndlog_raft_leader {}\ndlog_raft_applied {}\ndlog_ledger_size {}\ndlog_checkpoint_size {}\n",
             c.appends.load(Ordering::Relaxed),
@@ -662,6 +699,7 @@ async fn dispatch(
                 return Err(RpcError::new(ErrorCode::Diverged, d));
             }
             if is_leader(inner) {
+                let arrived = Instant::now();
                 let (tx, rx) = oneshot::channel();
                 let n = items.len() as u64;
                 inner
@@ -674,6 +712,10 @@ async fn dispatch(
                     .map_err(|_| internal("batcher dropped the request"))?;
                 if r.is_ok() {
                     inner.counters.appends.fetch_add(n, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .append_seconds
+                        .observe(arrived.elapsed().as_secs_f64());
                 }
                 match r {
                     Err(e) if e.code == ErrorCode::NotLeader => Err(e),
@@ -873,6 +915,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
             items.extend(j.items);
         }
         let inner2 = inner.clone();
+        let submitted = Instant::now();
         tokio::spawn(async move {
             let res = inner2
                 .raft
@@ -884,7 +927,10 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
             drop(permit);
             match res {
                 Ok(r) => {
-                    inner2.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    let c = &inner2.counters;
+                    c.batches.fetch_add(1, Ordering::Relaxed);
+                    c.commit_seconds.observe(submitted.elapsed().as_secs_f64());
+                    c.batch_entries.observe(r.data.count as f64);
                     inner2.appended.notify_one();
                     let mut off = r.data.first;
                     for (c, tx) in waiters {

@@ -6,12 +6,20 @@
 //! <data>/ledger.incoming/        a snapshot being installed (renamed over `ledger`)
 //! ```
 //!
-//! Applying is idempotent across crashes: `raft-applied.json` is written after
-//! the ledger append, so after a crash the ledger may hold entries of Raft
-//! entries that are applied again; those are recognised by position (the
-//! ledger size each Raft entry starts at is known) and skipped, never
-//! appended twice. Replaying the same Raft log gives byte-identical segment
-//! files on every replica because the leader assigns the timestamps.
+//! Applying does not fsync the ledger: the Raft log already holds every
+//! applied entry durably, so an apply is a write into the open segment
+//! ([`Ledger::append_unsynced`]). The ledger is synced at least every
+//! [`SYNC_EVERY`] while entries are applied, before every stored checkpoint,
+//! and before a snapshot is
+//! built (only then may Raft purge the log behind it).
+//!
+//! Applying is idempotent across crashes: `raft-applied.json` is written only
+//! after a ledger sync and describes at most what that sync made durable, so
+//! after a crash (or power cut) it may be older than the ledger, never newer.
+//! Raft entries applied again are recognised by position (the ledger size each
+//! Raft entry starts at is known) and skipped, never appended twice.
+//! Replaying the same Raft log gives byte-identical segment files on every
+//! replica because the leader assigns the timestamps.
 //!
 //! A snapshot is the ledger's files (sealed segments with their index and
 //! node files, the open segment, the checkpoint) plus `raft-applied.json`:
@@ -40,6 +48,8 @@ const LEDGER_DIR: &str = "ledger";
 const INCOMING_DIR: &str = "ledger.incoming";
 const OLD_DIR: &str = "ledger.old";
 const COMPLETE_MARK: &str = "snapshot-complete";
+/// Longest time applied entries stay unsynced in the ledger.
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Shape of the shared log, identical on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +95,18 @@ pub struct SmInner {
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshot_seq: u64,
     applied_file: Option<AppliedFile>,
+    /// When the ledger was last synced and the applied state written.
+    last_sync: std::time::Instant,
+}
+
+impl Drop for SmInner {
+    fn drop(&mut self) {
+        if self.ledger.is_some() {
+            if let Err(e) = self.sync(true) {
+                tracing::warn!(error = %e, "could not sync the ledger at shutdown");
+            }
+        }
+    }
 }
 
 impl SmInner {
@@ -183,8 +205,8 @@ fn read_applied(dir: &Path) -> Result<Applied> {
 ///
 /// It is fsynced only when it must be durable (snapshot build and install):
 /// after a crash it may be older than the ledger, which is safe because
-/// applying is idempotent, and it is never newer, because the ledger append
-/// it describes was fsynced first.
+/// applying is idempotent, and it is never newer, because it is written only
+/// after a ledger sync, describing what that sync covered.
 struct AppliedFile {
     file: fs::File,
     path: PathBuf,
@@ -324,8 +346,15 @@ impl StateMachine {
                 snapshot: None,
                 snapshot_seq: 0,
                 applied_file: None,
+                last_sync: std::time::Instant::now(),
             })),
         })
+    }
+
+    /// Syncs the ledger and records the applied state durably, as a clean
+    /// shutdown does.
+    pub fn flush(&self) -> Result<()> {
+        self.lock().sync(true)
     }
 
     /// Locks the replica state (never held across an await).
@@ -376,7 +405,7 @@ impl SmInner {
                         let kind = EntryKind::from_byte(*k).unwrap_or(EntryKind::Data);
                         batch.push((kind, p.as_slice()));
                     }
-                    if let Err(err) = ledger.append(*timestamp_ns, &batch) {
+                    if let Err(err) = ledger.append_unsynced(*timestamp_ns, &batch) {
                         if matches!(err, dlog_ledger::LedgerError::PayloadTooLarge { .. }) {
                             // Deterministic refusal on every replica: the batch is skipped.
                             tracing::warn!(%err, "refusing an oversized batch");
@@ -469,6 +498,18 @@ impl SmInner {
         }
     }
 
+    /// Syncs the ledger, then records the applied state it now holds
+    /// durably (the file itself is fsynced when `durable`).
+    fn sync(&mut self, durable: bool) -> Result<()> {
+        self.ledger
+            .as_mut()
+            .ok_or_else(|| NodeError::Raft("no ledger".into()))?
+            .sync()?;
+        self.save_applied(durable)?;
+        self.last_sync = std::time::Instant::now();
+        Ok(())
+    }
+
     fn save_applied(&mut self, durable: bool) -> Result<()> {
         if self.applied_file.is_none() {
             let dir = self.ledger()?.dir().to_path_buf();
@@ -482,9 +523,9 @@ impl SmInner {
     }
 
     fn build_snapshot(&mut self) -> Result<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)> {
-        // The log is purged behind snapshots: the applied state must be
-        // durable at least this far first.
-        self.save_applied(true)?;
+        // The log is purged behind snapshots: the ledger and the applied
+        // state must be durable at least this far first.
+        self.sync(true)?;
         let dir = self.ledger()?.dir().to_path_buf();
         let files = ledger_files(&dir)?;
         let data = bincode::serialize(&SnapshotFiles {
@@ -616,7 +657,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             out.push(g.apply_one(&e).map_err(swrite)?);
         }
-        g.save_applied(false).map_err(swrite)?;
+        if g.last_sync.elapsed() >= SYNC_EVERY {
+            g.sync(false).map_err(swrite)?;
+        }
         Ok(out)
     }
 

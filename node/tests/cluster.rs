@@ -585,6 +585,22 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
         "{body}"
     );
+    // The one append shows in the latency and batch-size histograms.
+    for h in [
+        "dlog_commit_seconds",
+        "dlog_append_seconds",
+        "dlog_batch_entries",
+    ] {
+        assert!(
+            body.contains(&format!("{h}_bucket{{le=\"+Inf\"}} 1\n"))
+                && body.contains(&format!("{h}_count 1\n")),
+            "{h}: {body}"
+        );
+    }
+    assert!(
+        body.contains("dlog_batch_entries_bucket{le=\"1\"} 1\n"),
+        "{body}"
+    );
     let unknown = body
         .lines()
         .find_map(|l| l.strip_prefix("dlog_wg_dropped_unknown_key_total "))

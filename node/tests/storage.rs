@@ -135,6 +135,7 @@ async fn reapplying_after_a_crash_never_appends_twice() {
     {
         let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
         sm.apply(entries[..4].to_vec()).await.unwrap();
+        sm.flush().unwrap();
         // Crash after the ledger append of entries 5..=7 but before the
         // applied file was written: simulate by restoring the old applied file.
         let applied = std::fs::read(b.path().join("ledger/raft-applied.json")).unwrap();
@@ -237,6 +238,8 @@ async fn a_torn_applied_slot_falls_back_to_the_other() {
     {
         let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
         sm.apply(vec![append_entry(1, 1, 5, 1)]).await.unwrap();
+        sm.flush().unwrap();
+        // Written to slot 1 by the clean shutdown.
         sm.apply(vec![append_entry(1, 2, 6, 1)]).await.unwrap();
     }
     // Slot 1 holds index 2; tear it.
