@@ -26,7 +26,6 @@
 //! a file transfer, not a replay.
 
 use std::fs;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +39,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NodeError, Result};
+use crate::snapshot::{ArchiveBuilder, Parts, SnapshotData};
 use crate::types::{Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
 
 /// Name of the applied-state file inside the ledger directory.
@@ -48,6 +48,8 @@ const LEDGER_DIR: &str = "ledger";
 const INCOMING_DIR: &str = "ledger.incoming";
 const OLD_DIR: &str = "ledger.old";
 const COMPLETE_MARK: &str = "snapshot-complete";
+/// An incoming snapshot is spooled here before it is unpacked.
+const SPOOL_FILE: &str = "snapshot.incoming";
 /// Longest time applied entries stay unsynced in the ledger.
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -78,12 +80,6 @@ pub struct Applied {
     pub seals_recorded: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFiles {
-    applied: Applied,
-    files: Vec<(String, Vec<u8>)>,
-}
-
 /// The replica's state, shared between Raft and the RPC service.
 pub struct SmInner {
     data_dir: PathBuf,
@@ -92,7 +88,7 @@ pub struct SmInner {
     applied: Applied,
     /// Set when this replica's own computation disagrees with the cluster.
     pub diverged: Option<String>,
-    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Parts)>,
     snapshot_seq: u64,
     applied_file: Option<AppliedFile>,
     /// When the ledger was last synced and the applied state written.
@@ -264,16 +260,22 @@ fn write_applied(dir: &Path, a: &Applied) -> Result<()> {
     f.write(a, true)
 }
 
-/// Every file of a ledger directory, relative paths, sorted (no lock or temp files).
-fn ledger_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
+/// A snapshot archive of the ledger directory `dir` as it is now (the caller
+/// holds the state lock, so nothing is appended meanwhile): the applied
+/// state, the log meta and checkpoint by value, every segment and side file
+/// by reference with its current length (no lock or temp files).
+fn archive(dir: &Path, applied: &Applied) -> Result<Parts> {
+    let json = serde_json::to_vec(applied).map_err(|e| NodeError::Protocol(e.to_string()))?;
+    let mut b = ArchiveBuilder::new(&json).map_err(NodeError::io("archive", dir))?;
     for rel in [
         dlog_ledger::store::LOG_FILE,
         dlog_ledger::store::CHECKPOINT_FILE,
     ] {
         let p = dir.join(rel);
         match fs::read(&p) {
-            Ok(b) => out.push((rel.to_string(), b)),
+            Ok(bytes) => b
+                .add_bytes(rel, &bytes)
+                .map_err(NodeError::io("archive", &p))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(NodeError::io("read", &p)(e)),
         }
@@ -283,17 +285,31 @@ fn ledger_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     for ent in fs::read_dir(&segdir).map_err(NodeError::io("read directory", &segdir))? {
         let ent = ent.map_err(NodeError::io("read directory", &segdir))?;
         let name = ent.file_name().to_string_lossy().to_string();
-        if !name.ends_with(".tmp") {
+        if !name.ends_with(".tmp") && !name.starts_with('.') {
             names.push(name);
         }
     }
     names.sort();
     for name in names {
         let p = segdir.join(&name);
-        let b = fs::read(&p).map_err(NodeError::io("read", &p))?;
-        out.push((format!("{}/{name}", dlog_ledger::store::SEGMENT_DIR), b));
+        let len = fs::metadata(&p).map_err(NodeError::io("stat", &p))?.len();
+        b.add_file(
+            &format!("{}/{name}", dlog_ledger::store::SEGMENT_DIR),
+            &p,
+            len,
+        )
+        .map_err(NodeError::io("archive", &p))?;
     }
-    Ok(out)
+    Ok(b.finish())
+}
+
+/// Which relative names a snapshot may write into a ledger directory.
+fn allowed_in_snapshot(rel: &str) -> bool {
+    rel == dlog_ledger::store::LOG_FILE
+        || rel == dlog_ledger::store::CHECKPOINT_FILE
+        || rel
+            .strip_prefix("segments/")
+            .is_some_and(|n| !n.contains('/') && !n.starts_with('.') && !n.is_empty())
 }
 
 impl StateMachine {
@@ -310,6 +326,10 @@ impl StateMachine {
             if leftover.exists() {
                 fs::remove_dir_all(leftover).map_err(NodeError::io("remove", leftover))?;
             }
+        }
+        let spool = data_dir.join(SPOOL_FILE);
+        if spool.exists() {
+            fs::remove_file(&spool).map_err(NodeError::io("remove", &spool))?;
         }
         if !dir.join(dlog_ledger::store::LOG_FILE).exists() {
             create_ledger(&dir, shape)?;
@@ -522,17 +542,11 @@ impl SmInner {
             .write(&a, durable)
     }
 
-    fn build_snapshot(&mut self) -> Result<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)> {
+    fn build_snapshot(&mut self) -> Result<(SnapshotMeta<NodeId, BasicNode>, Parts)> {
         // The log is purged behind snapshots: the ledger and the applied
         // state must be durable at least this far first.
         self.sync(true)?;
-        let dir = self.ledger()?.dir().to_path_buf();
-        let files = ledger_files(&dir)?;
-        let data = bincode::serialize(&SnapshotFiles {
-            applied: self.applied.clone(),
-            files,
-        })
-        .map_err(|e| NodeError::Protocol(e.to_string()))?;
+        let parts = archive(self.ledger()?.dir(), &self.applied)?;
         self.snapshot_seq += 1;
         let meta = SnapshotMeta {
             last_log_id: self.applied.last_applied,
@@ -543,33 +557,36 @@ impl SmInner {
                 self.snapshot_seq
             ),
         };
-        self.snapshot = Some((meta.clone(), data.clone()));
-        Ok((meta, data))
+        tracing::info!(
+            id = %meta.snapshot_id,
+            bytes = parts.len(),
+            size = self.applied.ledger_size,
+            "built snapshot (files by reference)"
+        );
+        self.snapshot = Some((meta.clone(), parts.clone()));
+        Ok((meta, parts))
     }
 
-    fn install(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<()> {
-        let snap: SnapshotFiles = bincode::deserialize(data)
-            .map_err(|e| NodeError::Protocol(format!("snapshot: {e}")))?;
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &mut dyn std::io::Read,
+    ) -> Result<()> {
         let incoming = self.data_dir.join(INCOMING_DIR);
         if incoming.exists() {
             fs::remove_dir_all(&incoming).map_err(NodeError::io("remove", &incoming))?;
         }
         let segdir = incoming.join(dlog_ledger::store::SEGMENT_DIR);
         fs::create_dir_all(&segdir).map_err(NodeError::io("create directory", &segdir))?;
-        for (rel, bytes) in &snap.files {
-            let ok = rel == dlog_ledger::store::LOG_FILE
-                || rel == dlog_ledger::store::CHECKPOINT_FILE
-                || rel
-                    .strip_prefix("segments/")
-                    .is_some_and(|n| !n.contains('/') && !n.starts_with('.') && !n.is_empty());
-            if !ok {
-                return Err(NodeError::Protocol(format!(
-                    "snapshot names a foreign file {rel:?}"
-                )));
-            }
-            dlog_ledger::store::write_atomic(&incoming.join(rel), bytes)?;
-        }
-        let mut applied = snap.applied;
+        let applied =
+            crate::snapshot::extract(data, &incoming, allowed_in_snapshot).map_err(|e| match e
+                .kind()
+            {
+                std::io::ErrorKind::InvalidData => NodeError::Protocol(e.to_string()),
+                _ => NodeError::io("unpack snapshot into", &incoming)(e),
+            })?;
+        let mut applied: Applied = serde_json::from_slice(&applied)
+            .map_err(|e| NodeError::Protocol(format!("snapshot applied state: {e}")))?;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         write_applied(&incoming, &applied)?;
@@ -617,7 +634,8 @@ impl SmInner {
         };
         self.ledger = Some(ledger);
         self.applied = applied;
-        self.snapshot = Some((meta.clone(), data.to_vec()));
+        let parts = archive(&dir, &self.applied)?;
+        self.snapshot = Some((meta.clone(), parts));
         tracing::info!(
             last = ?meta.last_log_id,
             size = self.applied.ledger_size,
@@ -629,10 +647,10 @@ impl SmInner {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = self.lock().build_snapshot().map_err(sread)?;
+        let (meta, parts) = self.lock().build_snapshot().map_err(sread)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotData::Parts(parts)),
         })
     }
 }
@@ -667,24 +685,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let path = self.lock().data_dir.join(SPOOL_FILE);
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| swrite(format!("create {}: {e}", path.display())))?;
+        Ok(Box::new(SnapshotData::File(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        self.lock().install(meta, &data).map_err(swrite)
+        match *snapshot {
+            SnapshotData::File(f) => {
+                let mut f = f.into_std().await;
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::Start(0)).map_err(swrite)?;
+                let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                let res = self.lock().install(meta, &mut r).map_err(swrite);
+                let spool = self.lock().data_dir.join(SPOOL_FILE);
+                let _ = fs::remove_file(spool);
+                res
+            }
+            SnapshotData::Parts(p) => self.lock().install(meta, &mut p.rewound()).map_err(swrite),
+        }
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let g = self.lock();
-        Ok(g.snapshot.as_ref().map(|(m, d)| Snapshot {
+        Ok(g.snapshot.as_ref().map(|(m, p)| Snapshot {
             meta: m.clone(),
-            snapshot: Box::new(Cursor::new(d.clone())),
+            snapshot: Box::new(SnapshotData::Parts(p.rewound())),
         }))
     }
 }

@@ -1,7 +1,5 @@
 //! Raft type configuration and the application data carried by Raft entries.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 /// A Raft node id (`node-N` has id `N`).
@@ -57,7 +55,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -83,9 +83,10 @@ async fn three_nodes_replicate_sign_and_refuse() {
         dir,
         &ClusterSpec {
             nodes: 3,
+            spare_nodes: 1,
             segment_bits: 6,
             origin: "dlog/test".into(),
-            ..Default::default()
+            snapshot_every: Some(200),
         },
         &program(),
         &[],
@@ -97,6 +98,15 @@ async fn three_nodes_replicate_sign_and_refuse() {
     let leader = &name;
     let client = Arc::new(Client::open(&layout.client_config).await.expect("client"));
     eprintln!("cluster up, leader {leader}, after {:?}", t0.elapsed());
+    // One follower is down for the whole load; it catches up when restarted.
+    let nodes = cluster::node_dirs(dir).unwrap();
+    let down = nodes
+        .iter()
+        .take(3)
+        .find(|d| !d.ends_with(leader))
+        .unwrap()
+        .clone();
+    cluster::stop_node(&down, Duration::from_secs(5)).unwrap();
 
     // 8 concurrent clients, 250 appends of 50 entries each: 100,000 entries.
     let t0 = Instant::now();
@@ -162,16 +172,6 @@ async fn three_nodes_replicate_sign_and_refuse() {
     )
     .expect("inclusion verifies");
 
-    // Byte-identical segment files on all three replicas.
-    let names = client.node_names();
-    wait_sizes(&client, &names, 100_000, Duration::from_secs(20)).await;
-    let nodes = cluster::node_dirs(dir).unwrap();
-    let a = segments(&nodes[0]);
-    assert!(a.len() > 100, "sealed segments exist");
-    for n in &nodes[1..] {
-        assert_eq!(segments(n), a, "{} differs", n.display());
-    }
-
     // A client key calling a voter RPC is refused by role.
     let err = client
         .call(dlog_node::rpc::Call::SignCheckpoint {
@@ -188,6 +188,40 @@ async fn three_nodes_replicate_sign_and_refuse() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("Refused"), "{err}");
+    // The stopped follower restarts and catches up; a fresh node joins after
+    // the 100,000 entries (by snapshot: the log was purged behind snapshots).
+    let t0 = Instant::now();
+    cluster::start_node(&down, &program(), &[]).unwrap();
+    let admin = Client::open(&dir.join("admin.toml")).await.expect("admin");
+    let added = cluster::add_node(dir, &admin, &program(), &[], Duration::from_secs(60))
+        .await
+        .expect("add node");
+    let mut names = client.node_names();
+    names.push(added.clone());
+    wait_sizes(&client, &names, 100_000, Duration::from_secs(60)).await;
+    eprintln!(
+        "restarted {} and added {added}: all caught up after {:?}",
+        down.display(),
+        t0.elapsed()
+    );
+    let log = std::fs::read_to_string(dir.join(&added).join("node.log")).unwrap();
+    assert!(
+        log.contains("installed snapshot (segment transfer)"),
+        "{added} did not catch up by snapshot"
+    );
+    drop(admin);
+    cluster::stop(dir).unwrap();
+    // Byte-identical segment files on all four replicas.
+    let nodes = cluster::node_dirs(dir).unwrap();
+    assert_eq!(nodes.len(), 4);
+    let a = segments(&nodes[0]);
+    assert!(a.len() > 100, "sealed segments exist");
+    for n in &nodes[1..] {
+        assert_eq!(segments(n), a, "{} differs", n.display());
+    }
+    // The joined node verifies: its own root matches the signed checkpoint.
+    let l4 = open_ro(&dir.join(&added));
+    assert_eq!(l4.root_at(cp.size).unwrap(), root);
 }
 
 fn open_ro(node_dir: &Path) -> dlog_ledger::Ledger {

@@ -1,6 +1,6 @@
 //! Raft storage: openraft's own storage suite, plus crash and snapshot tests.
 
-use std::io::Cursor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use dlog_node::log_store::LogStore;
 use dlog_node::state_machine::{LogShape, StateMachine};
@@ -173,10 +173,19 @@ async fn snapshot_transfers_segments_byte_for_byte() {
     let snap = sa.build_snapshot().await.unwrap();
     let mut sb = StateMachine::open(b.path(), &shape()).unwrap();
     sb.apply(vec![append_entry(1, 1, 1, 1)]).await.unwrap();
-    let data = snap.snapshot.into_inner();
-    sb.install_snapshot(&snap.meta, Box::new(Cursor::new(data)))
-        .await
-        .unwrap();
+    // Through the receiving path: the archive spooled to a file in chunks.
+    let mut spool = sb.begin_receiving_snapshot().await.unwrap();
+    let mut src = snap.snapshot;
+    let mut chunk = vec![0u8; 1000];
+    loop {
+        let n = src.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        spool.write_all(&chunk[..n]).await.unwrap();
+    }
+    spool.flush().await.unwrap();
+    sb.install_snapshot(&snap.meta, spool).await.unwrap();
     assert_eq!(sb.applied_state().await.unwrap().0, Some(lid(1, 9)));
     // Both continue identically.
     let next = vec![append_entry(2, 10, 70, 5)];
@@ -253,4 +262,36 @@ async fn a_torn_applied_slot_falls_back_to_the_other() {
     // Raft re-applies entry 2: recognised, not appended twice.
     sm.apply(vec![append_entry(1, 2, 6, 1)]).await.unwrap();
     assert_eq!(sm.lock().ledger().unwrap().size(), 2);
+}
+
+#[tokio::test]
+async fn a_cut_or_foreign_snapshot_is_refused_and_the_old_ledger_kept() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut sa = StateMachine::open(a.path(), &shape()).unwrap();
+    sa.apply(vec![append_entry(1, 1, 5, 20)]).await.unwrap();
+    let snap = sa.build_snapshot().await.unwrap();
+    let mut whole = Vec::new();
+    let mut src = snap.snapshot;
+    src.read_to_end(&mut whole).await.unwrap();
+    let mut sb = StateMachine::open(b.path(), &shape()).unwrap();
+    sb.apply(vec![append_entry(1, 1, 1, 3)]).await.unwrap();
+    let cut = &whole[..whole.len() - 7];
+    let mut foreign = whole.clone();
+    let at = whole
+        .windows(b"checkpoint".len())
+        .position(|w| w == b"checkpoint")
+        .or_else(|| whole.windows(8).position(|w| w == b"log.toml"))
+        .unwrap();
+    foreign[at] = b'/';
+    for bad in [cut, &foreign[..]] {
+        let mut spool = sb.begin_receiving_snapshot().await.unwrap();
+        spool.write_all(bad).await.unwrap();
+        spool.flush().await.unwrap();
+        let err = sb.install_snapshot(&snap.meta, spool).await.unwrap_err();
+        eprintln!("refused: {err}");
+        assert!(err.to_string().contains("malformed snapshot"), "{err}");
+        assert_eq!(sb.lock().ledger().unwrap().size(), 3);
+        assert_eq!(sb.applied_state().await.unwrap().0, Some(lid(1, 1)));
+    }
 }
