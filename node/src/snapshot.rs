@@ -251,7 +251,8 @@ fn read_exact_or(r: &mut dyn Read, buf: &mut [u8], what: &str) -> io::Result<()>
 }
 
 /// Unpacks an archive into `dir`, streaming: every file is written, then
-/// fsynced. `allow` decides which relative names may be written; any other
+/// all are fsynced (in a second pass, so the file system commits their
+/// metadata together rather than once per file). `allow` decides which relative names may be written; any other
 /// name is an error before anything is written for it. Returns the applied
 /// state bytes.
 pub fn extract(r: &mut dyn Read, dir: &Path, allow: impl Fn(&str) -> bool) -> io::Result<Vec<u8>> {
@@ -269,6 +270,7 @@ pub fn extract(r: &mut dyn Read, dir: &Path, allow: impl Fn(&str) -> bool) -> io
     let mut applied = vec![0u8; alen as usize];
     read_exact_or(r, &mut applied, "the applied state")?;
     let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut written: Vec<PathBuf> = Vec::new();
     loop {
         let mut n2 = [0u8; 2];
         read_exact_or(r, &mut n2, "a file header")?;
@@ -300,14 +302,14 @@ pub fn extract(r: &mut dyn Read, dir: &Path, allow: impl Fn(&str) -> bool) -> io
             return Err(malformed(format!("{name} cut at {copied} of {len} bytes")));
         }
         f.flush()?;
-        f.sync_all()?;
+        written.push(path);
     }
     let mut rest = [0u8; 1];
     if r.read(&mut rest)? != 0 {
         return Err(malformed("bytes after the end marker"));
     }
-    for d in dirs {
-        std::fs::File::open(&d)?.sync_all()?;
+    for p in written.iter().chain(&dirs) {
+        std::fs::File::open(p)?.sync_all()?;
     }
     Ok(applied)
 }
