@@ -145,6 +145,31 @@ fn print_row(r: &Row) {
 /// CPU seconds (user + system) of some processes and of this one.
 struct Cpu {
     pids: Vec<u32>,
+    /// The DLog leader's metrics URL.
+    metrics: Option<String>,
+}
+
+/// `(dlog_appends_total, dlog_batches_total)` from a node's metrics endpoint.
+fn counters(url: &str) -> Option<(f64, f64)> {
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let text = a.get(url).call().ok()?.body_mut().read_to_string().ok()?;
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((get("dlog_appends_total ")?, get("dlog_batches_total ")?))
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    servers: f64,
+    client: f64,
+    counters: Option<(f64, f64)>,
+    at: Instant,
 }
 
 fn cpu_secs(pid: &str) -> f64 {
@@ -161,21 +186,36 @@ fn cpu_secs(pid: &str) -> f64 {
 }
 
 impl Cpu {
-    fn sample(&self) -> (f64, f64, Instant) {
-        let servers = self.pids.iter().map(|p| cpu_secs(&p.to_string())).sum();
-        (servers, cpu_secs("self"), Instant::now())
+    fn sample(&self) -> Sample {
+        Sample {
+            servers: self.pids.iter().map(|p| cpu_secs(&p.to_string())).sum(),
+            client: cpu_secs("self"),
+            counters: self.metrics.as_deref().and_then(counters),
+            at: Instant::now(),
+        }
     }
 
-    /// "servers X% + bench client Y% of one core" since `before`.
-    fn since(&self, before: (f64, f64, Instant), servers: &str) -> String {
+    /// Over the phase since `before` (warm-up included): CPU of the servers
+    /// and of the bench, and for DLog the leader's Raft batches (each one
+    /// commit round: majority fsync + apply) and entries per batch.
+    fn since(&self, before: Sample, servers: &str) -> String {
         let now = self.sample();
-        let wall = now.2.duration_since(before.2).as_secs_f64().max(1e-9);
-        format!(
-            "CPU: {servers} {:.0}%, bench client {:.0}% (of one core; {} cores)",
-            100.0 * (now.0 - before.0) / wall,
-            100.0 * (now.1 - before.1) / wall,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        )
+        let wall = now.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "CPU: {servers} {:.0}%, bench {:.0}% of a core",
+            100.0 * (now.servers - before.servers) / wall,
+            100.0 * (now.client - before.client) / wall,
+        );
+        if let (Some((a0, b0)), Some((a1, b1))) = (before.counters, now.counters) {
+            if b1 > b0 {
+                s += &format!(
+                    "; leader: {:.0} Raft batches/s, {:.1} entries each",
+                    (b1 - b0) / wall,
+                    (a1 - a0) / (b1 - b0)
+                );
+            }
+        }
+        s
     }
 }
 
@@ -404,6 +444,22 @@ async fn body(
         ..ClusterSpec::default()
     };
     let layout = cluster::generate(&cdir, &spec)?;
+    // Each node serves its counters on a loopback port: the bench reads the
+    // leader's to show how appends were grouped into Raft entries.
+    let mut metrics = Vec::new();
+    for cfg in &layout.node_configs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let text = std::fs::read_to_string(cfg)?;
+        let text = text.replacen(
+            "\n[log]",
+            &format!("metrics = \"127.0.0.1:{port}\"\n\n[log]"),
+            1,
+        );
+        std::fs::write(cfg, text)?;
+        metrics.push(format!("http://127.0.0.1:{port}/metrics"));
+    }
     let exe = std::env::current_exe()?;
     let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
     cleanup.nodes = Some(cdir.clone());
@@ -436,7 +492,14 @@ async fn body(
         ),
     )?;
     let client = Arc::new(Client::open(&bench_toml).await?);
-    let cpu = Cpu { pids: pids.clone() };
+    let leader_idx: usize = leader
+        .strip_prefix("node-")
+        .and_then(|i| i.parse::<usize>().ok())
+        .ok_or_else(|| anyhow!("unexpected leader name {leader}"))?;
+    let cpu = Cpu {
+        pids: pids.clone(),
+        metrics: metrics.get(leader_idx - 1).cloned(),
+    };
     if !a.json {
         println!("leader {leader}; node PIDs {pids:?}\n");
     }
@@ -487,7 +550,10 @@ async fn body(
             etcd.gateway, etcd.leader
         );
     }
-    let ecpu = Cpu { pids: etcd.pids() };
+    let ecpu = Cpu {
+        pids: etcd.pids(),
+        metrics: None,
+    };
     let before = ecpu.sample();
     let conc = bench_etcd::puts(&etcd.gateway, a.appenders, a.payload, o.warmup, window)?;
     let note = ecpu.since(before, "etcd");
