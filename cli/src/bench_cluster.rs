@@ -103,8 +103,12 @@ impl Table {
     fn to_json(&self) -> serde_json::Value {
         let mut m = self.extra.clone();
         let mut targets = serde_json::Map::new();
+        let mut notes = serde_json::Map::new();
         for r in &self.rows {
             m.insert(r.key.clone(), serde_json::json!(r.value));
+            if !r.note.is_empty() {
+                notes.insert(r.key.clone(), serde_json::json!(r.note));
+            }
             if let Some(g) = r.goal {
                 targets.insert(
                     r.key.clone(),
@@ -113,6 +117,7 @@ impl Table {
             }
         }
         m.insert("targets".into(), serde_json::Value::Object(targets));
+        m.insert("notes".into(), serde_json::Value::Object(notes));
         serde_json::Value::Object(m)
     }
 }
@@ -149,8 +154,18 @@ struct Cpu {
     metrics: Option<String>,
 }
 
-/// `(dlog_appends_total, dlog_batches_total)` from a node's metrics endpoint.
-fn counters(url: &str) -> Option<(f64, f64)> {
+/// Counters of a node's metrics endpoint.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    appends: f64,
+    batches: f64,
+    /// `(sum, count)` of the leader's commit and append histograms (newer nodes).
+    commit: Option<(f64, f64)>,
+    append: Option<(f64, f64)>,
+}
+
+/// Reads a node's counters from its metrics endpoint.
+fn counters(url: &str) -> Option<Counters> {
     let a: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
@@ -161,14 +176,31 @@ fn counters(url: &str) -> Option<(f64, f64)> {
             .find_map(|l| l.strip_prefix(k))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
-    Some((get("dlog_appends_total ")?, get("dlog_batches_total ")?))
+    let hist = |name: &str| {
+        Some((
+            get(&format!("{name}_sum "))?,
+            get(&format!("{name}_count "))?,
+        ))
+    };
+    Some(Counters {
+        appends: get("dlog_appends_total ")?,
+        batches: get("dlog_batches_total ")?,
+        commit: hist("dlog_commit_seconds"),
+        append: hist("dlog_append_seconds"),
+    })
+}
+
+/// Mean of a histogram between two samples, in milliseconds.
+fn mean_ms(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<f64> {
+    let ((s0, c0), (s1, c1)) = (a?, b?);
+    (c1 > c0).then(|| 1e3 * (s1 - s0) / (c1 - c0))
 }
 
 #[derive(Clone, Copy)]
 struct Sample {
     servers: f64,
     client: f64,
-    counters: Option<(f64, f64)>,
+    counters: Option<Counters>,
     at: Instant,
 }
 
@@ -206,13 +238,19 @@ impl Cpu {
             100.0 * (now.servers - before.servers) / wall,
             100.0 * (now.client - before.client) / wall,
         );
-        if let (Some((a0, b0)), Some((a1, b1))) = (before.counters, now.counters) {
-            if b1 > b0 {
+        if let (Some(c0), Some(c1)) = (before.counters, now.counters) {
+            if c1.batches > c0.batches {
                 s += &format!(
                     "; leader: {:.0} Raft batches/s, {:.1} entries each",
-                    (b1 - b0) / wall,
-                    (a1 - a0) / (b1 - b0)
+                    (c1.batches - c0.batches) / wall,
+                    (c1.appends - c0.appends) / (c1.batches - c0.batches)
                 );
+            }
+            if let Some(m) = mean_ms(c0.commit, c1.commit) {
+                s += &format!(", mean commit {m:.1} ms");
+            }
+            if let Some(m) = mean_ms(c0.append, c1.append) {
+                s += &format!(", mean append arrival->ack {m:.1} ms");
             }
         }
         s
@@ -232,6 +270,11 @@ struct Phase {
 }
 
 impl Phase {
+    fn mean_ms(&self) -> f64 {
+        let total: Duration = self.lat.iter().sum();
+        1e3 * total.as_secs_f64() / self.lat.len().max(1) as f64
+    }
+
     fn entries_per_s(&self) -> f64 {
         self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -669,8 +712,11 @@ async fn dlog_phases(
         "entry/s",
         Some(Goal::AtLeast(T_BATCH_PER_S)),
         &format!(
-            "acknowledged; batches of {}, {} in flight ({} batches); {note}",
-            a.batch, o.in_flight, bulk.ops
+            "acknowledged; batches of {}, {} in flight ({} batches, client mean {:.1} ms); {note}",
+            a.batch,
+            o.in_flight,
+            bulk.ops,
+            bulk.mean_ms()
         ),
     );
     t.add(
@@ -691,7 +737,11 @@ async fn dlog_phases(
         conc.entries_per_s(),
         "append/s",
         Some(Goal::AtLeast(T_CONC_PER_S)),
-        &format!("{} appenders, one entry each; {note}", a.appenders),
+        &format!(
+            "{} appenders, one entry each (client mean {:.1} ms); {note}",
+            a.appenders,
+            conc.mean_ms()
+        ),
     );
     t.add(
         "cluster.concurrent_p50_us",
@@ -717,7 +767,11 @@ async fn dlog_phases(
         pct(&single.lat, 0.5),
         "us",
         Some(Goal::AtMost(T_SINGLE_P50_US)),
-        &format!("one appender, {} appends; {note}", single.ops),
+        &format!(
+            "one appender, {} appends (client mean {:.2} ms); {note}",
+            single.ops,
+            single.mean_ms()
+        ),
     );
     t.add(
         "cluster.single_p99_us",
