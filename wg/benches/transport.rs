@@ -208,6 +208,119 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
+/// A `dlog-wg-peer --sink` process as the far end: its tunnel sink on port
+/// 7000 and its plain-TCP sink (the baseline).
+struct FarEnd {
+    child: std::process::Child,
+    tcp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FarEnd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns the far end and binds the local endpoint (on `rt`); returns the
+/// far end, the local endpoint and the far end's key.
+fn far_end(mtu: usize, rt: &Runtime) -> (FarEnd, Endpoint, dlog_wg::keys::PeerKey) {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let ka = dlog_wg::keys::generate().unwrap();
+    let kb = dlog_wg::keys::generate().unwrap();
+    let (ua, ub) = (free_udp(), free_udp());
+    let t = table(&[(ka.clone(), ua), (kb.clone(), ub)]);
+    std::fs::write(dir.path().join("peers.toml"), &t).unwrap();
+    dlog_wg::keys::write_key_file(&dir.path().join("b.key"), &kb).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlog-wg-peer"))
+        .arg("--key")
+        .arg(dir.path().join("b.key"))
+        .arg("--table")
+        .arg(dir.path().join("peers.toml"))
+        .args([
+            "--listen",
+            &ub.to_string(),
+            "--pq",
+            "required",
+            "--serve",
+            "7000",
+        ])
+        .args([
+            "--mtu",
+            &mtu.to_string(),
+            "--socket-buffer",
+            &(1 << 20).to_string(),
+        ])
+        .args(["--sink", "--tcp-sink", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut tcp = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if let Some(a) = l.strip_prefix("TCP ") {
+            tcp = Some(a.parse().unwrap());
+        }
+        if l == "READY" {
+            break;
+        }
+    }
+    // Keep draining the far end's output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let mut c = Config::new(ka.clone(), PeerTable::from_toml_str(&t).unwrap());
+    c.pq = PqMode::Required;
+    c.mtu = mtu;
+    c.socket_buffer = 1 << 20;
+    let ep = rt.block_on(Endpoint::bind(c, ua)).unwrap();
+    (
+        FarEnd {
+            child,
+            tcp: tcp.expect("far end printed its TCP address"),
+            _dir: dir,
+        },
+        ep,
+        kb.public_key(),
+    )
+}
+
+/// Bulk throughput between two processes: this one sends, a
+/// `dlog-wg-peer --sink` process receives, through the tunnel and (baseline)
+/// over plain TCP to the same process, measured in the same run; the plain
+/// TCP baseline runs first and last.
+fn throughput_two_processes(c: &mut Criterion) {
+    let data = vec![0x5au8; BULK];
+    let mut g = c.benchmark_group("throughput_2proc");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Bytes(BULK as u64));
+    let rt = rt();
+    let mut ends = Vec::new();
+    for mtu in [1420usize, 65_000] {
+        ends.push((mtu, far_end(mtu, &rt)));
+    }
+    let tcp_round = |g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+                     name: &str| {
+        let mut s = rt
+            .block_on(tokio::net::TcpStream::connect(ends[0].1 .0.tcp))
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        g.bench_function(name, |b| b.iter(|| rt.block_on(bulk(&mut s, &data))));
+    };
+    tcp_round(&mut g, "plain_tcp");
+    for (mtu, (_far, ep, key)) in &ends {
+        let mut s = rt.block_on(ep.connect(key, 7000)).unwrap();
+        g.bench_with_input(BenchmarkId::new("tunnel_mtu", mtu), mtu, |b, _| {
+            b.iter(|| rt.block_on(bulk(&mut s, &data)))
+        });
+    }
+    tcp_round(&mut g, "plain_tcp_again");
+    g.finish();
+}
+
 fn round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("rtt_64B");
     g.sample_size(50).measurement_time(Duration::from_secs(5));
@@ -505,6 +618,7 @@ criterion_group!(
     pq_rotation_core,
     pq_parts,
     round_trip,
+    throughput_two_processes,
     throughput
 );
 criterion_main!(benches);
