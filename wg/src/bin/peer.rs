@@ -4,7 +4,8 @@
 //! ```text
 //! dlog-wg-peer --key KEYFILE --table TABLE.toml --listen 127.0.0.1:PORT
 //!              [--pq required|preferred|off] [--rotate SECS] [--serve PORT]
-//!              [--check NAME:PORT:BYTES]...
+//!              [--check NAME:PORT:BYTES]... [--mtu N] [--socket-buffer BYTES]
+//!              [--sink] [--tcp-sink ADDR]
 //! ```
 //!
 //! Serves a checksum service on `--serve` (default 7000): it reads
@@ -13,6 +14,11 @@
 //! compares the hash and prints `OK name bytes MB/s` or `FAIL name reason`,
 //! then `DONE`. It keeps serving until stdin closes. With
 //! `DLOG_WG_PEER_DEBUG` set it prints its counters and sockets every 5 s.
+//!
+//! Benchmark far end: with `--sink`, the service on `--serve` reads
+//! `len:u64` and `len` bytes and answers one byte (no hashing), and
+//! `--tcp-sink ADDR` serves the same protocol over plain TCP (the baseline),
+//! printing `TCP <addr>` once bound. `READY` is printed when both listen.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +36,10 @@ struct Args {
     rotate: Option<u64>,
     serve: u16,
     checks: Vec<(String, u16, usize)>,
+    mtu: Option<usize>,
+    socket_buffer: Option<usize>,
+    sink: bool,
+    tcp_sink: Option<std::net::SocketAddr>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -44,7 +54,12 @@ fn parse() -> Args {
     let mut rotate = None;
     let mut serve = 7000;
     let mut checks = Vec::new();
+    let (mut mtu, mut socket_buffer, mut sink, mut tcp_sink) = (None, None, false, None);
     while let Some(flag) = a.next() {
+        if flag == "--sink" {
+            sink = true;
+            continue;
+        }
         let v = a
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -62,6 +77,11 @@ fn parse() -> Args {
             }
             "--rotate" => rotate = Some(v.parse().unwrap_or_else(|_| usage("bad --rotate"))),
             "--serve" => serve = v.parse().unwrap_or_else(|_| usage("bad --serve")),
+            "--mtu" => mtu = Some(v.parse().unwrap_or_else(|_| usage("bad --mtu"))),
+            "--socket-buffer" => {
+                socket_buffer = Some(v.parse().unwrap_or_else(|_| usage("bad --socket-buffer")))
+            }
+            "--tcp-sink" => tcp_sink = Some(v.parse().unwrap_or_else(|_| usage("bad --tcp-sink"))),
             "--check" => {
                 let p: Vec<&str> = v.split(':').collect();
                 if p.len() != 3 {
@@ -84,6 +104,31 @@ fn parse() -> Args {
         rotate,
         serve,
         checks,
+        mtu,
+        socket_buffer,
+        sink,
+        tcp_sink,
+    }
+}
+
+/// Benchmark sink: `len:u64`, `len` bytes, answer one byte; repeat.
+async fn sink<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let mut hdr = [0u8; 8];
+        if s.read_exact(&mut hdr).await.is_err() {
+            return;
+        }
+        let mut left = u64::from_be_bytes(hdr) as usize;
+        while left > 0 {
+            match s.read(&mut buf[..left.min(1 << 16)]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left -= n,
+            }
+        }
+        if s.write_all(&[1]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -175,6 +220,12 @@ async fn main() {
         cfg.rotation_interval = Duration::from_secs(r);
     }
     cfg.connect_timeout = Duration::from_secs(20);
+    if let Some(m) = args.mtu {
+        cfg.mtu = m;
+    }
+    if let Some(b) = args.socket_buffer {
+        cfg.socket_buffer = b;
+    }
     let ep = Endpoint::bind(cfg, args.listen).await.unwrap_or_else(|e| {
         eprintln!("dlog-wg-peer: {e}");
         std::process::exit(2)
@@ -183,11 +234,35 @@ async fn main() {
         eprintln!("dlog-wg-peer: {e}");
         std::process::exit(2)
     });
+    let sink_mode = args.sink;
     tokio::spawn(async move {
         while let Ok(s) = l.accept().await {
-            tokio::spawn(serve(s));
+            if sink_mode {
+                tokio::spawn(sink(s));
+            } else {
+                tokio::spawn(serve(s));
+            }
         }
     });
+    if let Some(addr) = args.tcp_sink {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("dlog-wg-peer: binding TCP {addr}: {e}");
+                std::process::exit(2)
+            });
+        println!(
+            "TCP {}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(sink(s));
+            }
+        });
+    }
+    println!("READY");
     if std::env::var("DLOG_WG_PEER_DEBUG").is_ok() {
         let ep = ep.clone();
         let keys: Vec<_> = table
