@@ -205,6 +205,8 @@ pub struct Ledger {
     poisoned: Option<String>,
     /// Entries written by `append_unsynced` and not yet fsynced.
     unsynced: bool,
+    /// A checkpoint stored in memory whose file is not yet written.
+    checkpoint_unwritten: bool,
     pending: Vec<PendingSidecars>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -531,6 +533,7 @@ impl Ledger {
             edge: Mutex::new(None),
             poisoned: None,
             unsynced: false,
+            checkpoint_unwritten: false,
             pending: Vec::new(),
             buf: Vec::new(),
             scratch: Vec::new(),
@@ -638,21 +641,28 @@ impl Ledger {
     }
 
     /// Makes every entry appended so far durable (`fdatasync` of the open
-    /// segment if [`Ledger::append_unsynced`] left anything unsynced). A
-    /// failed fsync makes the log refuse further writes until reopened.
+    /// segment if [`Ledger::append_unsynced`] left anything unsynced), then
+    /// writes a checkpoint [`Ledger::store_checkpoint_deferred`] left
+    /// unwritten. A failed fsync makes the log refuse further writes until
+    /// reopened.
     pub fn sync(&mut self) -> Result<()> {
-        if !self.unsynced {
-            return Ok(());
+        if self.unsynced {
+            if let Some(why) = &self.poisoned {
+                return Err(LedgerError::NotWritable(why.clone()));
+            }
+            let path = self.open.path.clone();
+            open_file(&self.open.file)?.sync_data().map_err(|e| {
+                self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+                LedgerError::io("fsync", &path)(e)
+            })?;
+            self.unsynced = false;
         }
-        if let Some(why) = &self.poisoned {
-            return Err(LedgerError::NotWritable(why.clone()));
+        if self.checkpoint_unwritten {
+            if let Some(cp) = &self.checkpoint {
+                write_atomic(&self.dir.join(CHECKPOINT_FILE), cp.note.as_bytes())?;
+            }
+            self.checkpoint_unwritten = false;
         }
-        let path = self.open.path.clone();
-        open_file(&self.open.file)?.sync_data().map_err(|e| {
-            self.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
-            LedgerError::io("fsync", &path)(e)
-        })?;
-        self.unsynced = false;
         Ok(())
     }
 
@@ -1050,6 +1060,15 @@ impl Ledger {
     /// Stores a signed checkpoint after checking it commits to this log's tree,
     /// and that it does not go backwards. `size`/`root` are what the note says.
     pub fn store_checkpoint(&mut self, size: u64, root: Hash, note: &str) -> Result<()> {
+        self.store_checkpoint_deferred(size, root, note)?;
+        self.sync()
+    }
+
+    /// Like [`Ledger::store_checkpoint`], but the checkpoint file is written
+    /// by the next [`Ledger::sync`] (or at close); [`Ledger::checkpoint`]
+    /// returns it at once. For a replica that gets every checkpoint again
+    /// from its Raft log after a crash.
+    pub fn store_checkpoint_deferred(&mut self, size: u64, root: Hash, note: &str) -> Result<()> {
         if !self.writable {
             return Err(LedgerError::NotWritable("opened read-only".into()));
         }
@@ -1067,10 +1086,9 @@ impl Ledger {
                 )));
             }
         }
-        // A durable checkpoint never covers entries that are not durable.
-        self.sync()?;
-        write_atomic(&self.dir.join(CHECKPOINT_FILE), note.as_bytes())?;
+        // Written by `sync`, after the entries it covers are durable.
         self.checkpoint = Some(cp);
+        self.checkpoint_unwritten = true;
         Ok(())
     }
 

@@ -403,16 +403,36 @@ fn unsynced_appends_are_readable_sealed_and_kept_across_reopen() {
     let root = l.root().unwrap();
     l.append_unsynced(2_000, &[(EntryKind::Data, b"tail")])
         .unwrap();
-    // A checkpoint syncs first, so it never covers entries a power cut could take.
-    l.store_checkpoint(
-        31,
-        l.root().unwrap(),
-        &checkpoint_note(31, &l.root().unwrap()),
-    )
-    .unwrap();
+    // A deferred checkpoint is served at once and written by the next sync,
+    // after the entries it covers are durable.
+    let cp_file = d.path().join(dlog_ledger::store::CHECKPOINT_FILE);
+    l.store_checkpoint_deferred(30, root, &checkpoint_note(30, &root))
+        .unwrap();
+    assert_eq!(l.checkpoint().unwrap().size, 30);
+    assert!(!cp_file.exists());
+    l.sync().unwrap();
+    assert!(std::fs::read_to_string(&cp_file)
+        .unwrap()
+        .contains("\n30\n"));
+    // A stored checkpoint syncs first, so it never covers entries a power cut could take.
+    let r31 = l.root().unwrap();
+    l.store_checkpoint(31, r31, &checkpoint_note(31, &r31))
+        .unwrap();
+    assert!(std::fs::read_to_string(&cp_file)
+        .unwrap()
+        .contains("\n31\n"));
+    // Deferred again, then closed: the close writes it.
+    l.append_unsynced(2_001, &[(EntryKind::Data, b"more")])
+        .unwrap();
+    let r32 = l.root().unwrap();
+    l.store_checkpoint_deferred(32, r32, &checkpoint_note(32, &r32))
+        .unwrap();
     drop(l);
     let l = Ledger::open(d.path(), OpenMode::ReadWrite).unwrap();
-    assert_eq!(l.size(), 31);
+    assert_eq!(l.checkpoint().unwrap().size, 32);
+    drop(l);
+    let l = Ledger::open(d.path(), OpenMode::ReadWrite).unwrap();
+    assert_eq!(l.size(), 32);
     assert_eq!(l.root_at(30).unwrap(), root);
     assert_eq!(l.entry(30).unwrap(), {
         let mut v = Vec::new();
@@ -422,6 +442,7 @@ fn unsynced_appends_are_readable_sealed_and_kept_across_reopen() {
     check_against(&l, &{
         let mut r = reference;
         r.push(Blake3Hasher::hash_leaf(&l.entry(30).unwrap()));
+        r.push(Blake3Hasher::hash_leaf(&l.entry(31).unwrap()));
         r
     });
 }

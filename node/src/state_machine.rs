@@ -503,7 +503,8 @@ impl SmInner {
         if ledger.checkpoint().is_some_and(|c| c.size >= cp.size) {
             return;
         }
-        if let Err(e) = ledger.store_checkpoint(cp.size, cp.root, note) {
+        // Written with the next ledger sync: the Raft log holds the note.
+        if let Err(e) = ledger.store_checkpoint_deferred(cp.size, cp.root, note) {
             tracing::error!(%e, "cannot store checkpoint");
         } else {
             tracing::info!(size = cp.size, "checkpoint stored");
