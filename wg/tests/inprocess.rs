@@ -163,13 +163,18 @@ async fn five_peers_many_concurrent_streams() {
     .expect("timed out");
 }
 
+/// 5% loss, 5% duplication and 5% reordering on every datagram both ways;
+/// four echo streams of 256 KiB each (1 MiB each way in all, both
+/// directions saturated at once) must come back intact. Before pure ACKs
+/// were sent at SND.MAX (see `Core::ack_at_snd_max`) two such streams
+/// deadlocked for good; now this takes a few seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_reordering_and_duplication_still_deliver_intact() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
     let netem = |seed| dlog_wg::Netem {
-        loss: 0.02,
+        loss: 0.05,
         duplicate: 0.05,
         reorder: 0.05,
         seed,
@@ -188,16 +193,16 @@ async fn loss_reordering_and_duplication_still_deliver_intact() {
         .unwrap();
     tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
     let mut tasks = Vec::new();
-    for k in 0..2u64 {
+    for k in 0..4u64 {
         let a = a.clone();
         let bk = b.public_key();
         tasks.push(tokio::spawn(async move {
             let t0 = std::time::Instant::now();
-            echo_roundtrip(&a, &bk, 7000, 500 + k, 16 << 10).await;
+            echo_roundtrip(&a, &bk, 7000, 500 + k, 256 << 10).await;
             eprintln!("stream {k} done in {:?}", t0.elapsed());
         }));
     }
-    let r = timeout(Duration::from_secs(120), async {
+    let r = timeout(Duration::from_secs(60), async {
         for t in tasks {
             t.await.unwrap();
         }
