@@ -80,8 +80,8 @@ const TCP_KICK_AFTER: Duration = Duration::from_millis(1500);
 /// long time. At 5% loss a stream then sits in 16-60 s waits. Timers
 /// computed from measured RTTs are unaffected by the scale (RTT and RTO are
 /// measured on the same clock), but the clamps become 100 ms .. 6 s of real
-/// time (Linux uses 200 ms .. 120 s), the initial RTO 100 ms, and the
-/// delayed ACK 1 ms. Nothing else in smoltcp depends on the wall clock.
+/// time (Linux uses 200 ms .. 120 s) and the initial RTO 100 ms; sockets
+/// set their delayed ACK back to 10 ms of real time.
 pub const TCP_CLOCK_SCALE: u32 = 10;
 /// Outbound packets held per peer while `pq = "required"` waits for a key.
 const MAX_HELD: usize = 64;
@@ -1541,6 +1541,10 @@ impl Core {
             tcp::SocketBuffer::new(vec![0u8; n]),
         );
         s.set_nagle_enabled(false);
+        // smoltcp's 10 ms delayed ACK, in real time (see TCP_CLOCK_SCALE).
+        s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(
+            10 * u64::from(TCP_CLOCK_SCALE),
+        )));
         // Without congestion control smoltcp blasts whole windows; losses then
         // cost go-back-N retransmissions with RTOs backing off to 60 s.
         s.set_congestion_control(tcp::CongestionControl::Reno);

@@ -607,3 +607,45 @@ async fn persistent_keepalive_keeps_an_idle_tunnel_warm() {
     let st = a.peer_status(&b.public_key()).await.unwrap().unwrap();
     assert_eq!(st.epoch, 0, "pq = off never installs a PQ key");
 }
+
+/// A session idle past WireGuard's REJECT_AFTER_TIME (180 s) is expired by
+/// boringtun; the next stream must bring a fresh session up at once, not
+/// after boringtun's 90 s handshake-attempt window.
+///
+/// Real time only: boringtun 0.7.1 reads its own monotonic clock and has no
+/// `update_timers_at`; its `mock-instant` feature swaps in one process-wide
+/// mock clock, and Cargo's feature unification would switch that on for
+/// every crate's tests in a workspace test run. So this test sleeps 185 s
+/// and is ignored by default: `cargo test -p dlog-wg --test inprocess --
+/// --ignored expired_session`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "sleeps past REJECT_AFTER_TIME (185 s of real time)"]
+async fn expired_session_recovers_without_a_long_stall() {
+    init_tracing();
+    let ns = nodes(2);
+    let t = table(&ns);
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Off), ns[0].udp)
+        .await
+        .unwrap();
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Off), ns[1].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    timeout(
+        Duration::from_secs(10),
+        echo_roundtrip(&a, &b.public_key(), 7000, 1, 10_000),
+    )
+    .await
+    .expect("first stream");
+    // Idle (no keepalive configured) until boringtun rejects the session.
+    tokio::time::sleep(Duration::from_secs(185)).await;
+    let started = std::time::Instant::now();
+    timeout(
+        Duration::from_secs(15),
+        echo_roundtrip(&a, &b.public_key(), 7000, 2, 10_000),
+    )
+    .await
+    .expect("no stream within 15 s after the session expired");
+    eprintln!("recovered in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
