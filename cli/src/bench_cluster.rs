@@ -4,11 +4,11 @@
 //! the CLI uses; then, in the same run, a 3-member etcd cluster on the same
 //! machine as the baseline, because only ratios travel between machines.
 //!
-//! Order: DLog bulk, one appender, append -> receipt (etcd not running yet);
-//! then etcd starts and the 64-client windows of DLog and etcd alternate
-//! (the other cluster idle), reported as medians of the windows and the
-//! median of the per-round ratios, so that a neighbour's burst of CPU or disk
-//! use on a shared machine hits both sides alike; then etcd's single client.
+//! Order: DLog bulk and append -> receipt (etcd not running yet); then etcd
+//! starts and the 64-client, then the 1-client windows of DLog and etcd
+//! alternate (the other cluster idle), reported as medians of the windows and
+//! the median of the per-round ratios, so that a neighbour's burst of CPU or
+//! disk use on a shared machine hits both sides alike.
 //! Every process started here is stopped by PID at the end, on error, and on
 //! SIGINT/SIGTERM; the temporary directory is removed unless `--keep`.
 
@@ -559,7 +559,7 @@ async fn body(
             pids: e.pids(),
             metrics: None,
         });
-        let etcd_conc = concurrent(
+        let (conc, single) = concurrent_and_single(
             a,
             o,
             window,
@@ -570,26 +570,9 @@ async fn body(
             t,
         )
         .await?;
-        let (Some(etcd), Some(ecpu), Some(etcd_conc)) = (etcd, ecpu, etcd_conc) else {
+        let Some(etcd) = etcd else {
             return Ok(());
         };
-        let before = ecpu.sample();
-        let single = bench_etcd::puts(&etcd.gateway, 1, a.payload, o.warmup, window)?;
-        let note = ecpu.since(before, "etcd");
-        t.add(
-            "etcd.put_single_p50_us",
-            pct(&single.lat, 0.5),
-            "us",
-            None,
-            &format!("1 client, {} puts; {note}", single.ops),
-        );
-        t.add(
-            "etcd.put_single_p99_us",
-            pct(&single.lat, 0.99),
-            "us",
-            None,
-            "",
-        );
         drop(etcd);
         if interrupted() {
             bail!("interrupted");
@@ -597,26 +580,32 @@ async fn body(
         if !a.json {
             println!();
         }
+        let ratios = |d: &[f64], e: &[f64], f: fn(f64, f64) -> f64| {
+            median(d.iter().zip(e).map(|(d, e)| f(*d, *e)).collect())
+        };
         t.add(
             "ratio.concurrent_dlog_over_etcd",
-            etcd_conc.median_ratio,
+            ratios(&conc.drate, &conc.erate, |d, e| d / e.max(1e-9)),
             "x",
             Some(Goal::AtLeast(T_CONC_VS_ETCD)),
             &format!(
                 "DLog appends/s / etcd puts/s, {} clients each; median of {} alternating windows",
-                a.appenders, etcd_conc.rounds
+                a.appenders, conc.rounds
             ),
         );
         t.add(
             "ratio.single_p50_etcd_over_dlog",
-            pct(&single.lat, 0.5) / dlog.single_p50_us.max(1e-9),
+            ratios(&single.dp50, &single.ep50, |d, e| e / d.max(1e-9)),
             "x",
             None,
-            "etcd put p50 / DLog append p50 (above 1: DLog faster)",
+            &format!(
+                "etcd put p50 / DLog append p50, 1 client each (above 1: DLog faster); median of {} alternating windows",
+                single.rounds
+            ),
         );
         t.add(
             "ratio.batch_entries_over_etcd_puts",
-            dlog.batch_per_s / etcd_conc.per_s.max(1e-9),
+            dlog.batch_per_s / median(conc.erate.clone()).max(1e-9),
             "x",
             None,
             "DLog bulk entries/s / etcd concurrent puts/s",
@@ -670,17 +659,10 @@ fn start_etcd(o: &ClusterOpts, dir: &Path, t: &mut Table) -> Result<Option<EtcdC
             etcd.gateway, etcd.leader
         );
         println!(
-            "64-client figures: DLog and etcd windows alternate (the other cluster idle), medians of the windows\n"
+            "64-client and 1-client figures: DLog and etcd windows alternate (the other cluster idle), medians of the windows\n"
         );
     }
     Ok(Some(etcd))
-}
-
-/// The etcd side of the concurrent comparison.
-struct EtcdConcurrent {
-    per_s: f64,
-    median_ratio: f64,
-    rounds: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -688,11 +670,90 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// (b) Concurrent single-entry appenders (the leader group-commits them).
-/// With etcd, DLog and etcd windows alternate so that a neighbour's burst of
-/// CPU or disk use hits both sides of the ratio alike.
+/// Both sides of one comparison: `workers` single-entry DLog appenders and
+/// `workers` etcd put clients. With etcd, their windows alternate (3 rounds)
+/// so that a neighbour's burst of CPU or disk use hits both sides alike.
+struct Alternated {
+    rounds: usize,
+    /// Per-round DLog appends/s and p50 (us).
+    drate: Vec<f64>,
+    dp50: Vec<f64>,
+    /// All DLog latencies, sorted.
+    dlat: Vec<Duration>,
+    dmean_ms: Vec<f64>,
+    dnote: String,
+    /// The same for etcd (empty without etcd).
+    erate: Vec<f64>,
+    ep50: Vec<f64>,
+    elat: Vec<Duration>,
+    enote: String,
+}
+
+impl Alternated {
+    fn windows(&self) -> String {
+        if self.rounds > 1 {
+            format!("median of {} windows; ", self.rounds)
+        } else {
+            String::new()
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn concurrent(
+async fn alternate(
+    a: &BenchArgs,
+    o: &ClusterOpts,
+    window: Duration,
+    client: &Arc<Client>,
+    payload: &Arc<Vec<u8>>,
+    cpu: &Cpu,
+    etcd: Option<(&EtcdCluster, &Cpu)>,
+    workers: usize,
+) -> Result<Alternated> {
+    let rounds = if etcd.is_some() { 3 } else { 1 };
+    let mut r = Alternated {
+        rounds,
+        drate: Vec::new(),
+        dp50: Vec::new(),
+        dlat: Vec::new(),
+        dmean_ms: Vec::new(),
+        dnote: String::new(),
+        erate: Vec::new(),
+        ep50: Vec::new(),
+        elat: Vec::new(),
+        enote: String::new(),
+    };
+    for round in 0..rounds {
+        let warm = if round == 0 {
+            o.warmup
+        } else {
+            o.warmup.min(Duration::from_millis(300))
+        };
+        let before = cpu.sample();
+        let p = drive(workers, warm, window, append_op(client, payload, 1)).await?;
+        r.dnote = cpu.since(before, "nodes");
+        r.drate.push(p.entries_per_s());
+        r.dp50.push(pct(&p.lat, 0.5));
+        r.dmean_ms.push(p.mean_ms());
+        r.dlat.extend(p.lat.iter().copied());
+        if let Some((e, ecpu)) = etcd {
+            let before = ecpu.sample();
+            let q = bench_etcd::puts(&e.gateway, workers, a.payload, warm, window)?;
+            r.enote = ecpu.since(before, "etcd");
+            r.erate.push(q.rate());
+            r.ep50.push(pct(&q.lat, 0.5));
+            r.elat.extend(q.lat);
+        }
+    }
+    r.dlat.sort();
+    r.elat.sort();
+    Ok(r)
+}
+
+/// (b) 64 concurrent single-entry appenders (the leader group-commits
+/// them) and (c) one appender, each against etcd when it runs.
+#[allow(clippy::too_many_arguments)]
+async fn concurrent_and_single(
     a: &BenchArgs,
     o: &ClusterOpts,
     window: Duration,
@@ -701,91 +762,91 @@ async fn concurrent(
     cpu: &Cpu,
     etcd: Option<(&EtcdCluster, &Cpu)>,
     t: &mut Table,
-) -> Result<Option<EtcdConcurrent>> {
-    let rounds = if etcd.is_some() { 3 } else { 1 };
-    let (mut dlat, mut elat) = (Vec::new(), Vec::new());
-    let (mut drate, mut erate, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut dnote, mut enote, mut dmean) = (String::new(), String::new(), Vec::new());
-    for r in 0..rounds {
-        let warm = if r == 0 {
-            o.warmup
-        } else {
-            o.warmup.min(Duration::from_millis(300))
-        };
-        let before = cpu.sample();
-        let p = drive(a.appenders, warm, window, append_op(client, payload, 1)).await?;
-        dnote = cpu.since(before, "nodes");
-        drate.push(p.entries_per_s());
-        dmean.push(p.mean_ms());
-        dlat.extend(p.lat.iter().copied());
-        if let Some((e, ecpu)) = etcd {
-            let before = ecpu.sample();
-            let q = bench_etcd::puts(&e.gateway, a.appenders, a.payload, warm, window)?;
-            enote = ecpu.since(before, "etcd");
-            ratios.push(p.entries_per_s() / q.rate().max(1e-9));
-            erate.push(q.rate());
-            elat.extend(q.lat);
-        }
-    }
-    dlat.sort();
-    elat.sort();
-    let windows = if rounds > 1 {
-        format!("median of {rounds} windows; ")
-    } else {
-        String::new()
-    };
+) -> Result<(Alternated, Alternated)> {
+    let c = alternate(a, o, window, client, payload, cpu, etcd, a.appenders).await?;
+    let w = c.windows();
     t.add(
         "cluster.concurrent_appends_per_s",
-        median(drate),
+        median(c.drate.clone()),
         "append/s",
         Some(Goal::AtLeast(T_CONC_PER_S)),
         &format!(
-            "{} appenders, one entry each; {windows}client mean {:.1} ms; last window {dnote}",
+            "{} appenders, one entry each; {w}client mean {:.1} ms; last window {}",
             a.appenders,
-            median(dmean)
+            median(c.dmean_ms.clone()),
+            c.dnote
         ),
     );
-    t.add("cluster.concurrent_p50_us", pct(&dlat, 0.5), "us", None, "");
+    t.add(
+        "cluster.concurrent_p50_us",
+        pct(&c.dlat, 0.5),
+        "us",
+        None,
+        "",
+    );
     t.add(
         "cluster.concurrent_p99_us",
-        pct(&dlat, 0.99),
+        pct(&c.dlat, 0.99),
         "us",
         Some(Goal::AtMost(T_CONC_P99_US)),
         "",
     );
-    if etcd.is_none() {
-        return Ok(None);
+    if etcd.is_some() {
+        t.add(
+            "etcd.put_concurrent_per_s",
+            median(c.erate.clone()),
+            "put/s",
+            None,
+            &format!(
+                "{} clients, {} B values; {w}last window {}",
+                a.appenders, a.payload, c.enote
+            ),
+        );
+        t.add(
+            "etcd.put_concurrent_p50_us",
+            pct(&c.elat, 0.5),
+            "us",
+            None,
+            "",
+        );
+        t.add(
+            "etcd.put_concurrent_p99_us",
+            pct(&c.elat, 0.99),
+            "us",
+            None,
+            "",
+        );
     }
-    let per_s = median(erate);
+    let s = alternate(a, o, window, client, payload, cpu, etcd, 1).await?;
+    let w = s.windows();
     t.add(
-        "etcd.put_concurrent_per_s",
-        per_s,
-        "put/s",
-        None,
+        "cluster.single_p50_us",
+        pct(&s.dlat, 0.5),
+        "us",
+        Some(Goal::AtMost(T_SINGLE_P50_US)),
         &format!(
-            "{} clients, {} B values; {windows}last window {enote}",
-            a.appenders, a.payload
+            "one appender, {} appends; {w}client mean {:.2} ms; last window {}",
+            s.dlat.len(),
+            median(s.dmean_ms.clone()),
+            s.dnote
         ),
     );
-    t.add(
-        "etcd.put_concurrent_p50_us",
-        pct(&elat, 0.5),
-        "us",
-        None,
-        "",
-    );
-    t.add(
-        "etcd.put_concurrent_p99_us",
-        pct(&elat, 0.99),
-        "us",
-        None,
-        "",
-    );
-    Ok(Some(EtcdConcurrent {
-        per_s,
-        median_ratio: median(ratios),
-        rounds,
-    }))
+    t.add("cluster.single_p99_us", pct(&s.dlat, 0.99), "us", None, "");
+    if etcd.is_some() {
+        t.add(
+            "etcd.put_single_p50_us",
+            pct(&s.elat, 0.5),
+            "us",
+            None,
+            &format!(
+                "1 client, {} puts; {w}last window {}",
+                s.elat.len(),
+                s.enote
+            ),
+        );
+        t.add("etcd.put_single_p99_us", pct(&s.elat, 0.99), "us", None, "");
+    }
+    Ok((c, s))
 }
 
 /// An operation appending `entries` entries of `payload`; returns the count.
@@ -815,7 +876,6 @@ fn append_op(
 /// DLog figures the etcd ratios need.
 struct DlogFigures {
     batch_per_s: f64,
-    single_p50_us: f64,
 }
 
 async fn dlog_phases(
@@ -858,29 +918,6 @@ async fn dlog_phases(
         "per acknowledged batch",
     );
     t.add("cluster.batch_p99_us", pct(&bulk.lat, 0.99), "us", None, "");
-
-    // (c) One appender.
-    let before = cpu.sample();
-    let single = drive(1, o.warmup, window, append_op(client, payload, 1)).await?;
-    let note = cpu.since(before, "nodes");
-    t.add(
-        "cluster.single_p50_us",
-        pct(&single.lat, 0.5),
-        "us",
-        Some(Goal::AtMost(T_SINGLE_P50_US)),
-        &format!(
-            "one appender, {} appends (client mean {:.2} ms); {note}",
-            single.ops,
-            single.mean_ms()
-        ),
-    );
-    t.add(
-        "cluster.single_p99_us",
-        pct(&single.lat, 0.99),
-        "us",
-        None,
-        "",
-    );
 
     // (d) Append -> receipt under a majority-signed checkpoint: the calls of
     // `dlog --cluster C append X --receipt R`, in the same order.
@@ -975,6 +1012,5 @@ async fn dlog_phases(
     t.set("cluster.ledger_sizes", serde_json::json!(sizes));
     Ok(DlogFigures {
         batch_per_s: bulk.entries_per_s(),
-        single_p50_us: pct(&single.lat, 0.5),
     })
 }

@@ -71,6 +71,18 @@ const HANDSHAKE_RATE_LIMIT: u64 = 200;
 /// A stream with unacknowledged data that heard nothing for this long gets
 /// duplicate ACKs replayed into it (see [`Core::tcp_watchdog`]).
 const TCP_KICK_AFTER: Duration = Duration::from_millis(1500);
+/// smoltcp's clock runs this many times faster than real time.
+///
+/// smoltcp's TCP has fixed timer bounds made for embedded links: a minimum
+/// RTO of 1 s, doubling on every timeout up to 60 s, and it only resets a
+/// backed-off RTO on a fresh RTT sample (Karn), which a sender in loss
+/// recovery, resending old data one segment per timeout, may not get for a
+/// long time. At 5% loss a stream then sits in 16-60 s waits. Timers
+/// computed from measured RTTs are unaffected by the scale (RTT and RTO are
+/// measured on the same clock), but the clamps become 100 ms .. 6 s of real
+/// time (Linux uses 200 ms .. 120 s) and the initial RTO 100 ms; sockets
+/// set their delayed ACK back to 10 ms of real time.
+pub const TCP_CLOCK_SCALE: u32 = 10;
 /// Outbound packets held per peer while `pq = "required"` waits for a key.
 const MAX_HELD: usize = 64;
 /// Inner packets queued towards smoltcp before dropping.
@@ -526,10 +538,10 @@ impl Core {
         }
     }
 
+    /// smoltcp's (scaled) time for `now`; see [`TCP_CLOCK_SCALE`].
     fn smol(&self, now: Instant) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(
-            now.saturating_duration_since(self.origin).as_micros() as i64
-        )
+        let real = now.saturating_duration_since(self.origin).as_micros() as i64;
+        smoltcp::time::Instant::from_micros(real.saturating_mul(i64::from(TCP_CLOCK_SCALE)))
     }
 
     fn event(&mut self, e: Event) {
@@ -1129,6 +1141,8 @@ impl Core {
         };
         let dst = ip.dst_addr();
         let retransmission = self.is_tcp_retransmission(&ip);
+        let fixed = self.ack_at_snd_max(&ip, pkt);
+        let pkt = fixed.as_deref().unwrap_or(pkt);
         match self.by_addr.get(&dst) {
             Some(&pi) => {
                 self.send_ip(now, pi, pkt, false);
@@ -1144,6 +1158,43 @@ impl Core {
             }
             None => tracing::debug!(%dst, "no peer for destination"),
         }
+    }
+
+    /// A pure ACK whose sequence number is below the highest one this flow
+    /// has sent, rewritten to carry that highest one (`SND.MAX`); `None`
+    /// when nothing needs changing.
+    ///
+    /// On a retransmission timeout smoltcp goes back to `SND.UNA` and resets
+    /// `SND.NXT` to it, and its pure ACKs carry `SND.NXT`. The peer may
+    /// already hold data up to `SND.MAX`, so those ACKs arrive with a sequence
+    /// number below its `RCV.NXT`: unacceptable segments (RFC 9293 3.10.7.4)
+    /// whose acknowledgement field is ignored. When both directions of a
+    /// stream are in that state (an echo under loss), each side discards
+    /// every ACK of the other and both retransmit forever with backed-off
+    /// timers. Linux never moves `SND.NXT` back for ACKs; this does the same
+    /// on the wire. A pure ACK consumes no sequence space, so the rewrite
+    /// changes nothing else.
+    fn ack_at_snd_max(&self, ip: &Ipv4Packet<&[u8]>, pkt: &[u8]) -> Option<Vec<u8>> {
+        if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+            return None;
+        }
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+        if !tcp.payload().is_empty() || tcp.syn() || tcp.fin() || tcp.rst() || !tcp.ack() {
+            return None;
+        }
+        let key = (ip.dst_addr(), tcp.src_port(), tcp.dst_port());
+        let high = *self.tcp_highest.get(&key)?;
+        let seq = tcp.seq_number().0 as u32;
+        if high.wrapping_sub(seq) as i32 <= 0 {
+            return None;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let ihl = usize::from(ip.header_len());
+        let mut out = pkt.to_vec();
+        let mut t = smoltcp::wire::TcpPacket::new_checked(out.get_mut(ihl..)?).ok()?;
+        t.set_seq_number(smoltcp::wire::TcpSeqNumber(high as i32));
+        t.fill_checksum(&src.into(), &dst.into());
+        Some(out)
     }
 
     /// Tracks the highest sequence number sent per TCP flow; true if this
@@ -1273,10 +1324,11 @@ impl Core {
     /// When [`Core::poll`] must be called next at the latest.
     pub fn poll_at(&mut self, now: Instant) -> Instant {
         let ts = self.smol(now);
-        let smol = self
-            .iface
-            .poll_at(ts, &self.sockets)
-            .map(|t| self.origin + Duration::from_micros(t.total_micros().max(0) as u64));
+        let smol = self.iface.poll_at(ts, &self.sockets).map(|t| {
+            // Round up: waking before smoltcp's deadline would spin.
+            let v = t.total_micros().max(0) as u64;
+            self.origin + Duration::from_micros(v.div_ceil(u64::from(TCP_CLOCK_SCALE)))
+        });
         match smol {
             Some(t) if t < self.next_tick => t.max(now),
             _ => self.next_tick,
@@ -1489,6 +1541,10 @@ impl Core {
             tcp::SocketBuffer::new(vec![0u8; n]),
         );
         s.set_nagle_enabled(false);
+        // smoltcp's 10 ms delayed ACK, in real time (see TCP_CLOCK_SCALE).
+        s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(
+            10 * u64::from(TCP_CLOCK_SCALE),
+        )));
         // Without congestion control smoltcp blasts whole windows; losses then
         // cost go-back-N retransmissions with RTOs backing off to 60 s.
         s.set_congestion_control(tcp::CongestionControl::Reno);
