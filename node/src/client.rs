@@ -276,10 +276,30 @@ impl Client {
     }
 
     /// Waits (until the deadline) for a signed checkpoint with size > `index`.
+    /// The node holds the call until it stores one (a long poll), so the
+    /// answer comes as soon as the checkpoint is there.
     pub async fn checkpoint_covering(&self, index: u64) -> Result<ServedCheckpoint> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let cp = self.checkpoint(false).await?;
+            // Each attempt must end before the client gives up on the node.
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.attempt.saturating_sub(Duration::from_millis(250)))
+                .max(Duration::from_millis(50));
+            let call = Call::WaitCheckpoint {
+                covering: index,
+                wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
+            };
+            let cp = match self.call(call).await? {
+                Reply::Checkpoint { note, size, .. } => {
+                    if let (Some(t), false) = (&self.trust, note.is_empty()) {
+                        t.verify_checkpoint(&note)
+                            .map_err(|e| NodeError::Verify(e.to_string()))?;
+                    }
+                    ServedCheckpoint { note, size }
+                }
+                r => return Err(unexpected(r)),
+            };
             if cp.size > index {
                 return Ok(cp);
             }
@@ -288,7 +308,6 @@ impl Client {
                     "no checkpoint covers entry {index} yet"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

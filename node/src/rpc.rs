@@ -111,6 +111,15 @@ pub enum Call {
         /// The new voter ids.
         voters: Vec<NodeId>,
     },
+    /// Long poll: answers like `Checkpoint { linearizable: false }` as soon as
+    /// this replica stores a signed checkpoint with size > `covering`, or
+    /// after `wait_ms` (at most [`MAX_CHECKPOINT_WAIT_MS`]) with what it has.
+    WaitCheckpoint {
+        /// Entry index the checkpoint must cover.
+        covering: u64,
+        /// Longest wait in milliseconds.
+        wait_ms: u32,
+    },
 }
 
 /// Successful answers.
@@ -252,9 +261,13 @@ impl Call {
             Call::Status => "Status",
             Call::AddLearner { .. } => "AddLearner",
             Call::ChangeMembership { .. } => "ChangeMembership",
+            Call::WaitCheckpoint { .. } => "WaitCheckpoint",
         }
     }
 }
+
+/// Longest server-side wait of a [`Call::WaitCheckpoint`].
+pub const MAX_CHECKPOINT_WAIT_MS: u32 = 10_000;
 
 /// Whether `role` may make `call` (DESIGN §7: voter/learner: Raft; client:
 /// append + read; auditor: read + cosign; admin: membership + read).
@@ -270,6 +283,7 @@ pub fn authorize(role: Role, call: &Call) -> bool {
         | Call::Inclusion { .. }
         | Call::Consistency { .. }
         | Call::Checkpoint { .. }
+        | Call::WaitCheckpoint { .. }
         | Call::Status => true,
         Call::AddLearner { .. } | Call::ChangeMembership { .. } => role == Admin,
     }

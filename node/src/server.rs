@@ -25,7 +25,7 @@ use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
     authorize, decode, encode, Call, ErrorCode, NodeStatus, Pool, Reply, RequestFrame,
-    ResponseFrame, RpcError, MAX_FRAME, PROTOCOL_VERSION,
+    ResponseFrame, RpcError, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, Request};
@@ -526,6 +526,22 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint this replica stored last (not a linearizable read).
+fn stored_checkpoint(inner: &Inner) -> std::result::Result<Reply, RpcError> {
+    let g = inner.sm.lock();
+    serving(&g)?;
+    let l = g.ledger().map_err(internal)?;
+    let (note, size) = l
+        .checkpoint()
+        .map(|c| (c.note.clone(), c.size))
+        .unwrap_or_default();
+    Ok(Reply::Checkpoint {
+        note,
+        size,
+        applied: l.size(),
+    })
+}
+
 fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::new(ErrorCode::Internal, e.to_string())
 }
@@ -765,18 +781,14 @@ async fn dispatch(
                     return forward(inner, from, &Call::Checkpoint { linearizable }).await;
                 }
             }
-            let g = inner.sm.lock();
-            serving(&g)?;
-            let l = g.ledger().map_err(internal)?;
-            let (note, size) = l
-                .checkpoint()
-                .map(|c| (c.note.clone(), c.size))
-                .unwrap_or_default();
-            Ok(Reply::Checkpoint {
-                note,
-                size,
-                applied: l.size(),
-            })
+            stored_checkpoint(inner)
+        }
+        Call::WaitCheckpoint { covering, wait_ms } => {
+            let mut rx = inner.sm.watch_checkpoints();
+            let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
+            // Either way the answer is what this replica has stored by then.
+            let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
+            stored_checkpoint(inner)
         }
         Call::Status => Ok(Reply::Status(status(inner))),
         Call::AddLearner { id, name } => {

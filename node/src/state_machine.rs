@@ -93,6 +93,8 @@ pub struct SmInner {
     applied_file: Option<AppliedFile>,
     /// When the ledger was last synced and the applied state written.
     last_sync: std::time::Instant,
+    /// Size of the latest stored checkpoint, for waiters.
+    checkpoint_size: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for SmInner {
@@ -357,6 +359,8 @@ impl StateMachine {
                 ),
             });
         }
+        let checkpoint_size =
+            tokio::sync::watch::Sender::new(ledger.checkpoint().map(|c| c.size).unwrap_or(0));
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(SmInner {
                 data_dir: data_dir.to_path_buf(),
@@ -367,6 +371,7 @@ impl StateMachine {
                 snapshot_seq: 0,
                 applied_file: None,
                 last_sync: std::time::Instant::now(),
+                checkpoint_size,
             })),
         })
     }
@@ -375,6 +380,11 @@ impl StateMachine {
     /// shutdown does.
     pub fn flush(&self) -> Result<()> {
         self.lock().sync(true)
+    }
+
+    /// Watches the size of the latest checkpoint this replica stored.
+    pub fn watch_checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().checkpoint_size.subscribe()
     }
 
     /// Locks the replica state (never held across an await).
@@ -507,6 +517,7 @@ impl SmInner {
         if let Err(e) = ledger.store_checkpoint_deferred(cp.size, cp.root, note) {
             tracing::error!(%e, "cannot store checkpoint");
         } else {
+            self.checkpoint_size.send_replace(cp.size);
             tracing::info!(size = cp.size, "checkpoint stored");
         }
     }
@@ -633,6 +644,12 @@ impl SmInner {
                 return Err(e);
             }
         };
+        let cp = ledger.checkpoint().map(|c| c.size).unwrap_or(0);
+        self.checkpoint_size.send_if_modified(|s| {
+            let newer = cp > *s;
+            *s = (*s).max(cp);
+            newer
+        });
         self.ledger = Some(ledger);
         self.applied = applied;
         let parts = archive(&dir, &self.applied)?;

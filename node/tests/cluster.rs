@@ -605,7 +605,28 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     cluster::wait_for_leader(&client, Duration::from_secs(10))
         .await
         .unwrap();
-    client.append(&[(EntryKind::Data, b"ok")]).await.unwrap();
+    let a = client.append(&[(EntryKind::Data, b"ok")]).await.unwrap();
+    // A long poll for a checkpoint answers once one covers the entry, and a
+    // poll for one that never comes answers with what is there after its wait.
+    let cp = client.checkpoint_covering(a.first).await.unwrap();
+    assert!(cp.size > a.first);
+    let t = Instant::now();
+    let r = client
+        .call(dlog_node::rpc::Call::WaitCheckpoint {
+            covering: 1 << 40,
+            wait_ms: 300,
+        })
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert!(
+        matches!(r, dlog_node::rpc::Reply::Checkpoint { size, .. } if size == cp.size),
+        "{r:?}"
+    );
     // The loopback metrics endpoint answers in Prometheus text.
     let body = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
