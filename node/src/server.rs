@@ -886,12 +886,60 @@ fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A batch smaller than this (entries or payload bytes) waits while another
+/// batch is in flight, and grows meanwhile; larger batches are pipelined up to
+/// `batch.in_flight`. Many small appenders thus share few Raft entries, and a
+/// bulk loader still keeps several in flight.
+const PIPELINE_MIN_ENTRIES: usize = 256;
+const PIPELINE_MIN_BYTES: usize = 64 << 10;
+
+/// Client jobs gathered into one Raft entry, within the `[batch]` bounds.
+struct Gathered {
+    jobs: Vec<Job>,
+    n: usize,
+    bytes: usize,
+    max: (usize, usize),
+}
+
+impl Gathered {
+    fn new(first: Job, max: (usize, usize)) -> Gathered {
+        let mut g = Gathered {
+            jobs: Vec::new(),
+            n: 0,
+            bytes: 0,
+            max,
+        };
+        // A single job is within the bounds (checked at the RPC).
+        g.push(first);
+        g
+    }
+
+    fn push(&mut self, j: Job) {
+        self.n += j.items.len();
+        self.bytes += j.items.iter().map(|i| i.1.len()).sum::<usize>();
+        self.jobs.push(j);
+    }
+
+    /// Adds `j`, or returns it when it would break a bound (it opens the
+    /// next batch), so a Raft entry stays small enough for one frame.
+    fn add(&mut self, j: Job) -> Option<Job> {
+        let jb = j.items.iter().map(|i| i.1.len()).sum::<usize>();
+        if self.n + j.items.len() > self.max.0 || self.bytes + jb > self.max.1 {
+            return Some(j);
+        }
+        self.push(j);
+        None
+    }
+}
+
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     let sem = Arc::new(Semaphore::new(inner.cfg.batch.in_flight));
+    let max = (inner.cfg.batch.max_entries, inner.cfg.batch.max_bytes);
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
     let mut last_ts = 0u64;
     // A job that did not fit the previous batch opens the next one.
     let mut carry: Option<Job> = None;
-    let job_bytes = |j: &Job| j.items.iter().map(|i| i.1.len()).sum::<usize>();
     loop {
         let first = match carry.take() {
             Some(j) => j,
@@ -900,24 +948,34 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                 None => return,
             },
         };
+        let mut batch = Gathered::new(first, max);
+        let mut closed = false;
+        loop {
+            while carry.is_none() {
+                match rx.try_recv() {
+                    Ok(j) => carry = batch.add(j),
+                    Err(_) => break,
+                }
+            }
+            let big = batch.n >= PIPELINE_MIN_ENTRIES || batch.bytes >= PIPELINE_MIN_BYTES;
+            if big || carry.is_some() || closed || in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            // Small, and a batch is in flight: wait for it, gathering more.
+            tokio::select! {
+                _ = done.notified() => {}
+                j = rx.recv() => match j {
+                    Some(j) => carry = batch.add(j),
+                    None => closed = true,
+                },
+            }
+        }
         let Ok(permit) = sem.clone().acquire_owned().await else {
             return;
         };
-        let mut n = first.items.len();
-        let mut bytes = job_bytes(&first);
-        let mut jobs = vec![first];
-        // Never exceed the bounds (a single job is within them: checked at
-        // the RPC), so a Raft entry stays small enough to replicate in one frame.
-        while let Ok(j) = rx.try_recv() {
-            let (jn, jb) = (j.items.len(), job_bytes(&j));
-            if n + jn > inner.cfg.batch.max_entries || bytes + jb > inner.cfg.batch.max_bytes {
-                carry = Some(j);
-                break;
-            }
-            n += jn;
-            bytes += jb;
-            jobs.push(j);
-        }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let flight = (in_flight.clone(), done.clone());
+        let Gathered { jobs, n, .. } = batch;
         let ts = now_ns().max(last_ts);
         last_ts = ts;
         let mut items = Vec::with_capacity(n);
@@ -937,6 +995,8 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                 })
                 .await;
             drop(permit);
+            flight.0.fetch_sub(1, Ordering::AcqRel);
+            flight.1.notify_one();
             match res {
                 Ok(r) => {
                     let c = &inner2.counters;

@@ -268,12 +268,24 @@ enum Slot {
 
 struct VirtDevice {
     rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+    /// Packets smoltcp emitted: a buffer and the packet's length in it.
+    tx: VecDeque<(Vec<u8>, usize)>,
+    /// Emptied transmit buffers, reused so no packet costs an allocation or
+    /// a memset of its length (smoltcp writes every byte of a packet it
+    /// emits, checksum fields and option padding included, as a device that
+    /// recycles its buffers needs).
+    free: Vec<Vec<u8>>,
     mtu: usize,
 }
 
+/// Most transmit buffers kept for reuse.
+const FREE_TX_BUFFERS: usize = 64;
+
 struct RxTok(Vec<u8>);
-struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
+struct TxTok<'a> {
+    tx: &'a mut VecDeque<(Vec<u8>, usize)>,
+    free: &'a mut Vec<Vec<u8>>,
+}
 
 impl smoltcp::phy::RxToken for RxTok {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -283,9 +295,12 @@ impl smoltcp::phy::RxToken for RxTok {
 
 impl smoltcp::phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut v = vec![0u8; len];
-        let r = f(&mut v);
-        self.0.push_back(v);
+        let mut v = self.free.pop().unwrap_or_default();
+        if v.len() < len {
+            v.resize(len, 0);
+        }
+        let r = f(&mut v[..len]);
+        self.tx.push_back((v, len));
         r
     }
 }
@@ -299,11 +314,20 @@ impl Device for VirtDevice {
         _t: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let p = self.rx.pop_front()?;
-        Some((RxTok(p), TxTok(&mut self.tx)))
+        Some((
+            RxTok(p),
+            TxTok {
+                tx: &mut self.tx,
+                free: &mut self.free,
+            },
+        ))
     }
 
     fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(TxTok(&mut self.tx))
+        Some(TxTok {
+            tx: &mut self.tx,
+            free: &mut self.free,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -383,6 +407,7 @@ impl Core {
         let mut dev = VirtDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            free: Vec::new(),
             mtu: cfg.mtu,
         };
         let mut iface = Interface::new(
@@ -1129,8 +1154,11 @@ impl Core {
             if self.dev.tx.is_empty() {
                 break;
             }
-            while let Some(pkt) = self.dev.tx.pop_front() {
-                self.route_out(now, &pkt);
+            while let Some((buf, len)) = self.dev.tx.pop_front() {
+                self.route_out(now, &buf[..len]);
+                if self.dev.free.len() < FREE_TX_BUFFERS {
+                    self.dev.free.push(buf);
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -361,7 +362,17 @@ pub struct Stream {
     rx: mpsc::Receiver<NetResult>,
     buf: Bytes,
     notify: Arc<Notify>,
+    /// Set (before `notify`) when this side queued bytes or closed, so the
+    /// driver looks at this stream's channel only when it has news.
+    kick: Arc<AtomicBool>,
     peer: PeerInfo,
+}
+
+impl Stream {
+    fn kick(&self) {
+        self.kick.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Stream {
@@ -424,7 +435,7 @@ impl AsyncWrite for Stream {
         {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        self.notify.notify_one();
+        self.kick();
         Poll::Ready(Ok(n))
     }
 
@@ -434,7 +445,7 @@ impl AsyncWrite for Stream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tx.close();
-        self.notify.notify_one();
+        self.kick();
         Poll::Ready(Ok(()))
     }
 }
@@ -442,13 +453,17 @@ impl AsyncWrite for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.tx.close();
-        self.notify.notify_one();
+        self.kick();
     }
 }
 
 struct Conn {
     h: SocketHandle,
     to_net: mpsc::Receiver<Bytes>,
+    /// The stream's [`Stream::kick`] flag.
+    kick: Arc<AtomicBool>,
+    /// `to_net` may hold chunks or a close (not yet seen empty since a kick).
+    more: bool,
     pending: Option<Bytes>,
     from_net: Option<mpsc::Sender<NetResult>>,
     write_closed: bool,
@@ -665,9 +680,12 @@ impl Driver {
     fn new_stream(&mut self, h: SocketHandle, peer: PeerInfo) -> Stream {
         let (app_tx, to_net) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
         let (from_net, app_rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
+        let kick = Arc::new(AtomicBool::new(false));
         self.conns.push(Conn {
             h,
             to_net,
+            kick: kick.clone(),
+            more: true,
             pending: None,
             from_net: Some(from_net),
             write_closed: false,
@@ -678,6 +696,7 @@ impl Driver {
             rx: app_rx,
             buf: Bytes::new(),
             notify: self.notify.clone(),
+            kick,
             peer,
         }
     }
@@ -754,12 +773,22 @@ impl Driver {
         while i < self.conns.len() {
             let c = &mut self.conns[i];
             let s = self.core.socket(c.h);
-            // Application -> TCP.
+            // Application -> TCP (the channel only when the stream kicked:
+            // with many idle streams, polling every channel is the cost).
+            if c.kick.swap(false, Ordering::Acquire) {
+                c.more = true;
+            }
             loop {
                 if c.pending.is_none() && !c.write_closed {
+                    if !c.more {
+                        break;
+                    }
                     match c.to_net.try_recv() {
                         Ok(b) => c.pending = Some(b),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            c.more = false;
+                            break;
+                        }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
                             c.write_closed = true;
                             s.close();
