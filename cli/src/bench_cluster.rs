@@ -989,7 +989,7 @@ async fn dlog_phases(
         pct(&wait_cp, 0.5),
         "us",
         None,
-        "of which: waiting for a signed checkpoint covering it (client polls every 20 ms)",
+        "of which: waiting for a signed checkpoint covering it (the node answers the long poll once it stores one; rounds start at most every 10 ms)",
     );
     t.add(
         "cluster.receipt_proof_p50_us",

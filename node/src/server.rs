@@ -1037,7 +1037,7 @@ fn chain_at(l: &dlog_ledger::Ledger, s: u64) -> Result<[u8; 32]> {
 }
 
 /// Shortest time between two checkpoint rounds.
-const MIN_ROUND: Duration = Duration::from_millis(20);
+const MIN_ROUND: Duration = Duration::from_millis(10);
 
 /// On the leader: announce seals, and get a majority to sign new checkpoints
 /// (one round at a time; appends during a round are covered by the next).
