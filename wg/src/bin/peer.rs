@@ -151,7 +151,18 @@ async fn check(
     bytes: usize,
     seed: u64,
 ) -> Result<f64, String> {
-    let mut s = ep.connect(&key, port).await.map_err(|e| e.to_string())?;
+    // The other process may have its tunnel up but not yet its listener
+    // (processes start independently): a refusal is retried for a while.
+    let patience = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match ep.connect(&key, port).await {
+            Ok(s) => break s,
+            Err(dlog_wg::Error::ConnectionRefused { .. }) if Instant::now() < patience => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let started = Instant::now();
     s.write_all(&(bytes as u64).to_be_bytes())
         .await
