@@ -263,7 +263,13 @@ impl Client {
     /// The latest majority-signed checkpoint; `linearizable` runs ReadIndex on the leader.
     /// With a trust file configured, the note is verified before it is returned.
     pub async fn checkpoint(&self, linearizable: bool) -> Result<ServedCheckpoint> {
-        match self.call(Call::Checkpoint { linearizable }).await? {
+        let r = self.call(Call::Checkpoint { linearizable }).await?;
+        self.served(r)
+    }
+
+    /// A checkpoint reply, verified against the trust policy when there is one.
+    fn served(&self, r: Reply) -> Result<ServedCheckpoint> {
+        match r {
             Reply::Checkpoint { note, size, .. } => {
                 if let (Some(t), false) = (&self.trust, note.is_empty()) {
                     t.verify_checkpoint(&note)
@@ -290,16 +296,7 @@ impl Client {
                 covering: index,
                 wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             };
-            let cp = match self.call(call).await? {
-                Reply::Checkpoint { note, size, .. } => {
-                    if let (Some(t), false) = (&self.trust, note.is_empty()) {
-                        t.verify_checkpoint(&note)
-                            .map_err(|e| NodeError::Verify(e.to_string()))?;
-                    }
-                    ServedCheckpoint { note, size }
-                }
-                r => return Err(unexpected(r)),
-            };
+            let cp = self.served(self.call(call).await?)?;
             if cp.size > index {
                 return Ok(cp);
             }

@@ -52,7 +52,7 @@ struct FlushJob {
 
 /// Starts the flusher thread: one `fdatasync` per file for everything queued,
 /// then every callback in order.
-fn spawn_flusher() -> Result<std::sync::mpsc::Sender<FlushJob>> {
+fn spawn_flusher(dir: &Path) -> Result<std::sync::mpsc::Sender<FlushJob>> {
     let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
     std::thread::Builder::new()
         .name("dlog-raft-flush".into())
@@ -83,10 +83,7 @@ fn spawn_flusher() -> Result<std::sync::mpsc::Sender<FlushJob>> {
                 }
             }
         })
-        .map_err(NodeError::io(
-            "spawn raft log flusher for",
-            Path::new("raft"),
-        ))?;
+        .map_err(NodeError::io("spawn raft log flusher for", dir))?;
     Ok(tx)
 }
 
@@ -258,7 +255,7 @@ impl LogStore {
                 vote,
                 purged,
                 committed: None,
-                flusher: spawn_flusher()?,
+                flusher: spawn_flusher(dir)?,
             })),
         })
     }

@@ -893,6 +893,11 @@ fn hex(h: &[u8]) -> String {
 const PIPELINE_MIN_ENTRIES: usize = 256;
 const PIPELINE_MIN_BYTES: usize = 64 << 10;
 
+/// Payload bytes of a client job.
+fn job_bytes(j: &Job) -> usize {
+    j.items.iter().map(|i| i.1.len()).sum()
+}
+
 /// Client jobs gathered into one Raft entry, within the `[batch]` bounds.
 struct Gathered {
     jobs: Vec<Job>,
@@ -910,24 +915,25 @@ impl Gathered {
             max,
         };
         // A single job is within the bounds (checked at the RPC).
-        g.push(first);
+        let bytes = job_bytes(&first);
+        g.push(first, bytes);
         g
     }
 
-    fn push(&mut self, j: Job) {
+    fn push(&mut self, j: Job, bytes: usize) {
         self.n += j.items.len();
-        self.bytes += j.items.iter().map(|i| i.1.len()).sum::<usize>();
+        self.bytes += bytes;
         self.jobs.push(j);
     }
 
     /// Adds `j`, or returns it when it would break a bound (it opens the
     /// next batch), so a Raft entry stays small enough for one frame.
     fn add(&mut self, j: Job) -> Option<Job> {
-        let jb = j.items.iter().map(|i| i.1.len()).sum::<usize>();
+        let jb = job_bytes(&j);
         if self.n + j.items.len() > self.max.0 || self.bytes + jb > self.max.1 {
             return Some(j);
         }
-        self.push(j);
+        self.push(j, jb);
         None
     }
 }
