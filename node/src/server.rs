@@ -664,6 +664,50 @@ fn write_err(inner: &Inner, e: RaftError<NodeId, ClientWriteError<NodeId, BasicN
     }
 }
 
+/// How long a membership call waits for an earlier change to commit.
+const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(10);
+
+/// Runs one membership change on the leader.
+///
+/// openraft refuses a change while the last membership entry is uncommitted,
+/// which is always the case right after an election: the entries of earlier
+/// terms count as committed only once the new leader commits one of its own
+/// term. So the leader first commits its term (the read-index barrier), then
+/// retries for [`MEMBERSHIP_SETTLE`] while an earlier change is in progress.
+/// Every other error is returned at once.
+async fn change_membership<F, Fut>(inner: &Inner, op: F) -> std::result::Result<(), RpcError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<
+        Output = std::result::Result<
+            openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+            RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+        >,
+    >,
+{
+    inner
+        .raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| match e.forward_to_leader() {
+            Some(_) => redirect(inner),
+            None => internal(e),
+        })?;
+    let end = Instant::now() + MEMBERSHIP_SETTLE;
+    loop {
+        match op().await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(p),
+            ))) if Instant::now() < end => {
+                tracing::debug!(%p, "membership: waiting for the previous change to commit");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(write_err(inner, e)),
+        }
+    }
+}
+
 async fn dispatch(
     inner: &Arc<Inner>,
     from: &PeerInfo,
@@ -801,11 +845,10 @@ async fn dispatch(
             if !is_leader(inner) {
                 return Err(redirect(inner));
             }
-            inner
-                .raft
-                .add_learner(id, BasicNode::new(&name), false)
-                .await
-                .map_err(|e| write_err(inner, e))?;
+            change_membership(inner, || {
+                inner.raft.add_learner(id, BasicNode::new(&name), false)
+            })
+            .await?;
             tracing::info!(id, %name, "membership: learner added");
             Ok(Reply::Done)
         }
@@ -814,11 +857,7 @@ async fn dispatch(
                 return Err(redirect(inner));
             }
             let set: BTreeSet<NodeId> = voters.iter().copied().collect();
-            inner
-                .raft
-                .change_membership(set, false)
-                .await
-                .map_err(|e| write_err(inner, e))?;
+            change_membership(inner, || inner.raft.change_membership(set.clone(), false)).await?;
             tracing::info!(?voters, "membership: voters changed");
             Ok(Reply::Done)
         }
