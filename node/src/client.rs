@@ -120,6 +120,11 @@ impl Client {
         self.trust.as_ref()
     }
 
+    /// The client's tunnel endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.pool.endpoint()
+    }
+
     /// Node names, in config order.
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.0.clone()).collect()

@@ -1,30 +1,39 @@
 //! Wire protocol: versioned, bincode-encoded request/response frames over
-//! length-delimited dlog-wg streams, and a small connection pool.
+//! length-delimited dlog-wg streams, multiplexed, and the client [`Pool`].
 //!
-//! One tunnel port ([`RPC_PORT`] by default) carries every call. A stream
-//! carries a sequence of `RequestFrame` → `ResponseFrame` exchanges. Every
-//! request is authorised by the caller's WireGuard key → role
-//! ([`authorize`]) before anything else looks at it.
+//! One tunnel port ([`RPC_PORT`] by default) carries every call. A caller
+//! keeps one stream per peer and sends every call on it: each
+//! [`RequestFrame`] carries a call id, which the [`ResponseFrame`] repeats,
+//! so many calls are in flight at once and answers come back in any order.
+//! Frames queued together leave in one write (one TCP segment, one
+//! WireGuard packet, where they fit). Every request is authorised by the
+//! caller's WireGuard key → role ([`authorize`]) before anything else looks
+//! at it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+
 use dlog_wg::config::Role;
-use dlog_wg::frame::Framed;
+use dlog_wg::frame::FrameReader;
 use dlog_wg::keys::PeerKey;
-use dlog_wg::{Endpoint, Stream};
+use dlog_wg::{Endpoint, Stream, WriteHalf};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{NodeError, Result};
 use crate::types::{NodeId, TypeConfig};
 
 /// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added call ids (multiplexing).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
 /// Largest frame accepted: 16 AppendEntries of at most 1 MiB batches, or a
@@ -36,6 +45,8 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub struct RequestFrame {
     /// [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// Call id, unique among the caller's calls in flight on this stream.
+    pub id: u64,
     /// The call.
     pub call: Call,
 }
@@ -45,6 +56,8 @@ pub struct RequestFrame {
 pub struct ResponseFrame {
     /// [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// The id of the call this answers.
+    pub id: u64,
     /// The outcome.
     pub result: std::result::Result<Reply, RpcError>,
 }
@@ -305,14 +318,159 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
         .map_err(|e| NodeError::Protocol(format!("decode: {e}")))
 }
 
-/// A framed RPC connection.
-pub type Conn = Framed<Stream>;
+/// The fixed-size start of every request frame: version and call id. A
+/// server reads it first, so it can answer a frame it cannot decode.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrameHead {
+    /// Protocol version.
+    pub version: u16,
+    /// Call id.
+    pub id: u64,
+}
 
-/// Reusable client connections to the node service of each peer.
+/// Encodes `v` as one length-prefixed frame, ready for the wire.
+pub fn encode_framed<T: Serialize>(v: &T) -> Result<Bytes> {
+    use bincode::Options;
+    let opts = bincode::options()
+        .with_fixint_encoding()
+        .allow_trailing_bytes();
+    let len = opts
+        .serialized_size(v)
+        .map_err(|e| NodeError::Protocol(format!("encode: {e}")))?;
+    if len > MAX_FRAME as u64 {
+        return Err(NodeError::Protocol(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+        )));
+    }
+    let mut out = Vec::with_capacity(4 + len as usize);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    opts.serialize_into(&mut out, v)
+        .map_err(|e| NodeError::Protocol(format!("encode: {e}")))?;
+    Ok(Bytes::from(out))
+}
+
+/// Most bytes of queued frames joined into one write.
+const COALESCE_BYTES: usize = 256 << 10;
+
+/// Writes the frames sent on `rx` to `w` until every sender is gone or the
+/// stream fails. Frames already queued together are joined into one write.
+pub async fn write_frames(mut w: WriteHalf, mut rx: mpsc::Receiver<Bytes>) -> Result<()> {
+    while let Some(first) = rx.recv().await {
+        let out = match rx.try_recv() {
+            Err(_) => first,
+            Ok(second) => {
+                let mut buf = BytesMut::with_capacity(first.len() + second.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&second);
+                while buf.len() < COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(f) => buf.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                buf.freeze()
+            }
+        };
+        w.send_bytes(out)
+            .await
+            .map_err(|e| NodeError::Transport(dlog_wg::Error::io("writing frames", e)))?;
+    }
+    Ok(())
+}
+
+/// Calls in flight on one multiplexed stream, waiting for their answers.
+/// `None` once the stream failed: every waiting call was told.
+type Waiting = std::sync::Mutex<Option<HashMap<u64, oneshot::Sender<ResponseFrame>>>>;
+
+/// One multiplexed stream to a peer's node service.
+struct Mux {
+    /// Frames to the writer task.
+    tx: mpsc::Sender<Bytes>,
+    waiting: Arc<Waiting>,
+    next_id: AtomicU64,
+}
+
+impl Mux {
+    fn open(stream: Stream) -> Arc<Mux> {
+        let (r, w) = stream.into_split();
+        let (tx, rx) = mpsc::channel(1024);
+        let waiting: Arc<Waiting> = Arc::new(std::sync::Mutex::new(Some(HashMap::new())));
+        let on_write_error = waiting.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_frames(w, rx).await {
+                tracing::debug!("rpc stream: {e}");
+                fail_all(&on_write_error);
+            }
+        });
+        let w2 = waiting.clone();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new(r, MAX_FRAME);
+            let end = loop {
+                match reader.recv().await {
+                    Ok(Some(bytes)) => match decode::<ResponseFrame>(&bytes) {
+                        Ok(resp) if resp.version == PROTOCOL_VERSION => {
+                            let to = lock(&w2).as_mut().and_then(|m| m.remove(&resp.id));
+                            // A caller that gave up has no receiver any more.
+                            if let Some(to) = to {
+                                let _ = to.send(resp);
+                            }
+                        }
+                        Ok(resp) => break format!("peer speaks protocol version {}", resp.version),
+                        Err(e) => break e.to_string(),
+                    },
+                    Ok(None) => break "closed by the peer".to_string(),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            tracing::debug!("rpc stream ended: {end}");
+            fail_all(&w2);
+        });
+        Arc::new(Mux {
+            tx,
+            waiting,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        lock(&self.waiting).is_some() && !self.tx.is_closed()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks the stream failed; dropping the senders wakes every waiting call.
+fn fail_all(w: &Waiting) {
+    lock(w).take();
+}
+
+/// Removes a call's waiter when the call ends, answered or not (timeout,
+/// cancellation), so an abandoned call leaves nothing behind.
+struct WaitGuard<'a> {
+    waiting: &'a Waiting,
+    id: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = lock(self.waiting).as_mut() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+/// Where a peer's stream lives; its lock serialises opening one.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Mux>>>>;
+
+/// Client side of the node service: one multiplexed stream per peer, opened
+/// on first use and reopened after it fails.
 pub struct Pool {
     endpoint: Endpoint,
     port: u16,
-    conns: Mutex<HashMap<[u8; 32], Vec<Conn>>>,
+    /// Per peer, the slot of its stream.
+    conns: std::sync::Mutex<HashMap<[u8; 32], Slot>>,
     blocked: Blocked,
 }
 
@@ -344,7 +502,7 @@ impl Pool {
         Pool {
             endpoint,
             port,
-            conns: Mutex::new(HashMap::new()),
+            conns: std::sync::Mutex::new(HashMap::new()),
             blocked,
         }
     }
@@ -354,32 +512,34 @@ impl Pool {
         &self.endpoint
     }
 
-    async fn take(&self, peer: &PeerKey) -> Option<Conn> {
-        self.conns
-            .lock()
-            .await
-            .get_mut(&peer.0)
-            .and_then(|v| v.pop())
+    fn slot(&self, peer: &PeerKey) -> Slot {
+        lock(&self.conns).entry(peer.0).or_default().clone()
     }
 
-    async fn put(&self, peer: &PeerKey, c: Conn) {
-        let mut g = self.conns.lock().await;
-        let v = g.entry(peer.0).or_default();
-        if v.len() < 64 {
-            v.push(c);
+    /// The open stream to `peer`; opens one when there is none (or `stale`
+    /// is the one there, which failed).
+    async fn mux(&self, peer: &PeerKey, stale: Option<&Arc<Mux>>) -> Result<Arc<Mux>> {
+        let slot = self.slot(peer);
+        let mut g = slot.lock().await;
+        if let Some(m) = g.as_ref() {
+            let is_stale = stale.is_some_and(|s| Arc::ptr_eq(s, m));
+            if m.is_open() && !is_stale {
+                return Ok(m.clone());
+            }
         }
+        *g = None;
+        let m = Mux::open(self.endpoint.connect(peer, self.port).await?);
+        *g = Some(m.clone());
+        Ok(m)
     }
 
-    /// One call to `peer`, bounded by `timeout`. A pooled connection that
-    /// fails while sending is replaced once by a fresh one (nothing was
-    /// delivered); a failure after sending is returned as is.
+    /// One call to `peer`, bounded by `timeout`. If the pooled stream turns
+    /// out to be closed before the call was queued on it, the call goes once
+    /// on a fresh stream (nothing was delivered); a failure after queueing
+    /// is returned as is.
     pub async fn call(&self, peer: &PeerKey, call: &Call, timeout: Duration) -> Result<Reply> {
-        let frame = encode(&RequestFrameRef {
-            version: PROTOCOL_VERSION,
-            call,
-        })?;
         if is_blocked(&self.blocked, peer) {
-            self.conns.lock().await.remove(&peer.0);
+            lock(&self.conns).remove(&peer.0);
             // Behave like a network that drops everything: the caller waits out its timeout.
             tokio::time::sleep(timeout).await;
             return Err(NodeError::Timeout(format!(
@@ -388,36 +548,42 @@ impl Pool {
             )));
         }
         let fut = async {
-            let mut conn = match self.take(peer).await {
-                Some(mut c) => match c.send(&frame).await {
-                    Ok(()) => c,
-                    Err(_) => {
-                        let mut c =
-                            Framed::new(self.endpoint.connect(peer, self.port).await?, MAX_FRAME);
-                        c.send(&frame).await?;
-                        c
+            let mut stale = None;
+            for attempt in 0..2 {
+                let m = self.mux(peer, stale.as_ref()).await?;
+                let id = m.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = encode_framed(&RequestFrameRef {
+                    version: PROTOCOL_VERSION,
+                    id,
+                    call,
+                })?;
+                let (tx, rx) = oneshot::channel();
+                let registered = match lock(&m.waiting).as_mut() {
+                    Some(w) => {
+                        w.insert(id, tx);
+                        true
                     }
-                },
-                None => {
-                    let mut c =
-                        Framed::new(self.endpoint.connect(peer, self.port).await?, MAX_FRAME);
-                    c.send(&frame).await?;
-                    c
+                    None => false,
+                };
+                let _guard = WaitGuard {
+                    waiting: &m.waiting,
+                    id,
+                };
+                if !registered || m.tx.send(frame).await.is_err() {
+                    if attempt == 0 {
+                        stale = Some(m.clone());
+                        continue;
+                    }
+                    return Err(NodeError::Protocol(
+                        "connection closed before the call".into(),
+                    ));
                 }
-            };
-            let bytes = conn
-                .recv()
-                .await?
-                .ok_or_else(|| NodeError::Protocol("connection closed before the answer".into()))?;
-            let resp: ResponseFrame = decode(&bytes)?;
-            if resp.version != PROTOCOL_VERSION {
-                return Err(NodeError::Protocol(format!(
-                    "peer speaks protocol version {}",
-                    resp.version
-                )));
+                let resp = rx.await.map_err(|_| {
+                    NodeError::Protocol("connection closed before the answer".into())
+                })?;
+                return Ok(resp.result);
             }
-            self.put(peer, conn).await;
-            Ok(resp.result)
+            unreachable!("the loop returns on its second attempt")
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
@@ -477,5 +643,6 @@ fn parse_code(s: &str) -> ErrorCode {
 #[derive(Serialize)]
 struct RequestFrameRef<'a> {
     version: u16,
+    id: u64,
     call: &'a Call,
 }

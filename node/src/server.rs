@@ -12,11 +12,11 @@ use dlog_crypto::note::{Checkpoint, NoteSignature, NoteSigner, SignedNote};
 use dlog_ledger::EntryKind;
 use dlog_wg::config::{PeerTable, Role};
 use dlog_wg::core::PeerInfo;
-use dlog_wg::frame::Framed;
+use dlog_wg::frame::FrameReader;
 use dlog_wg::{Endpoint, Stream};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{load_peers, load_wg_key, NodeConfig};
 use crate::error::{NodeError, Result};
@@ -24,8 +24,8 @@ use crate::log_store::LogStore;
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
-    authorize, decode, encode, Call, ErrorCode, NodeStatus, Pool, Reply, RequestFrame,
-    ResponseFrame, RpcError, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME, PROTOCOL_VERSION,
+    authorize, decode, encode_framed, Call, ErrorCode, FrameHead, NodeStatus, Pool, Reply,
+    RequestFrame, ResponseFrame, RpcError, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, Request};
@@ -471,6 +471,14 @@ async fn accept_loop(inner: Arc<Inner>, mut listener: dlog_wg::Listener) {
     }
 }
 
+/// Calls of one stream being served at once; the stream is not read further
+/// until one finishes (backpressure on a caller that floods).
+const MAX_CALLS_PER_STREAM: usize = 4096;
+
+/// Serves one multiplexed stream: reads request frames, runs each call, and
+/// answers with the call's id as soon as it finishes. Raft calls run one at
+/// a time in arrival order (a leader's AppendEntries must not overtake each
+/// other); every other call runs concurrently.
 async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
     let peer = stream.peer().clone();
     // Only Raft peers may send large frames (AppendEntries, snapshot chunks);
@@ -487,43 +495,129 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
                 + (64 << 10)
         }
     };
-    let mut f = Framed::new(stream, max_frame);
-    while let Some(bytes) = f.recv().await? {
+    let (r, w) = stream.into_split();
+    let (out, out_rx) = mpsc::channel::<bytes::Bytes>(1024);
+    tokio::spawn(async move {
+        if let Err(e) = crate::rpc::write_frames(w, out_rx).await {
+            tracing::debug!("rpc stream: {e}");
+        }
+    });
+    let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
+    let mut raft_calls: Option<mpsc::UnboundedSender<(u64, Call, OwnedSemaphorePermit)>> = None;
+    let mut reader = FrameReader::new(r, max_frame);
+    while let Some(bytes) = reader.recv().await? {
         if crate::rpc::is_blocked(&inner.blocked, &peer.public_key) {
             // Partitioned (fault injection): drop the request and the connection.
             return Ok(());
         }
-        let result = match decode::<RequestFrame>(&bytes) {
-            Err(e) => Err(RpcError::new(ErrorCode::BadRequest, e.to_string())),
-            Ok(fr) if fr.version != PROTOCOL_VERSION => Err(RpcError::new(
+        let head: FrameHead = decode(&bytes)?;
+        let out2 = out.clone();
+        let refuse = |code, message: String| async move {
+            let frame = ResponseFrame {
+                version: PROTOCOL_VERSION,
+                id: head.id,
+                result: Err(RpcError::new(code, message)),
+            };
+            respond(&out2, &frame).await
+        };
+        if head.version != PROTOCOL_VERSION {
+            refuse(
                 ErrorCode::Version,
                 format!(
                     "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-                    fr.version
+                    head.version
                 ),
-            )),
-            Ok(fr) if !authorize(peer.role, &fr.call) => {
-                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %peer.name, role = ?peer.role, call = fr.call.name(), "refused call");
-                Err(RpcError::new(
-                    ErrorCode::Refused,
-                    format!(
-                        "peer {} has role {:?}, which may not call {}",
-                        peer.name,
-                        peer.role,
-                        fr.call.name()
-                    ),
-                ))
+            )
+            .await;
+            // Nothing else this peer sends can be understood.
+            return Ok(());
+        }
+        let call = match decode::<RequestFrame>(&bytes) {
+            Err(e) => {
+                refuse(ErrorCode::BadRequest, e.to_string()).await;
+                continue;
             }
-            Ok(fr) => dispatch(&inner, &peer, fr.call).await,
+            Ok(fr) => fr.call,
         };
-        let out = encode(&ResponseFrame {
-            version: PROTOCOL_VERSION,
-            result,
-        })?;
-        f.send(&out).await?;
+        if !authorize(peer.role, &call) {
+            inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer.name, role = ?peer.role, call = call.name(), "refused call");
+            let msg = format!(
+                "peer {} has role {:?}, which may not call {}",
+                peer.name,
+                peer.role,
+                call.name()
+            );
+            refuse(ErrorCode::Refused, msg).await;
+            continue;
+        }
+        let permit = calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if matches!(
+            call,
+            Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_)
+        ) {
+            let q = raft_calls.get_or_insert_with(|| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Call, OwnedSemaphorePermit)>();
+                let (inner, peer, out) = (inner.clone(), peer.clone(), out.clone());
+                tokio::spawn(async move {
+                    while let Some((id, call, permit)) = rx.recv().await {
+                        answer(&inner, &peer, &out, id, call).await;
+                        drop(permit);
+                    }
+                });
+                tx
+            });
+            // The worker lives as long as this loop holds the sender.
+            let _ = q.send((head.id, call, permit));
+        } else {
+            let (inner, peer, out) = (inner.clone(), peer.clone(), out.clone());
+            tokio::spawn(async move {
+                answer(&inner, &peer, &out, head.id, call).await;
+                drop(permit);
+            });
+        }
     }
     Ok(())
+}
+
+/// Runs one call and queues its answer.
+async fn answer(
+    inner: &Arc<Inner>,
+    peer: &PeerInfo,
+    out: &mpsc::Sender<bytes::Bytes>,
+    id: u64,
+    call: Call,
+) {
+    let result = dispatch(inner, peer, call).await;
+    respond(
+        out,
+        &ResponseFrame {
+            version: PROTOCOL_VERSION,
+            id,
+            result,
+        },
+    )
+    .await;
+}
+
+/// Queues one answer frame (dropped if the stream is gone).
+async fn respond(out: &mpsc::Sender<bytes::Bytes>, frame: &ResponseFrame) {
+    let bytes = encode_framed(frame).or_else(|e| {
+        tracing::error!(id = frame.id, "cannot encode an answer: {e}");
+        encode_framed(&ResponseFrame {
+            version: PROTOCOL_VERSION,
+            id: frame.id,
+            result: Err(RpcError::new(ErrorCode::Internal, e.to_string())),
+        })
+    });
+    if let Ok(b) = bytes {
+        // Dropped if the stream is gone.
+        let _ = out.send(b).await;
+    }
 }
 
 /// The checkpoint this replica stored last (not a linearizable read).

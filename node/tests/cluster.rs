@@ -533,6 +533,121 @@ async fn performance_numbers() {
     );
 }
 
+/// The wire protocol on one raw stream: calls in flight at once are answered
+/// by id, in the order they finish; a frame that does not decode is answered
+/// by id with `BadRequest` and the stream goes on; another protocol version is
+/// answered with `Version` and the stream is closed. Many concurrent calls of
+/// one client share one stream.
+async fn multiplexed_stream_answers_by_id(client: &Client, dir: &Path) {
+    use dlog_node::rpc::{decode, encode_framed, Call, ErrorCode, FrameHead, Reply, ResponseFrame};
+    use tokio::io::AsyncWriteExt;
+
+    #[derive(serde::Serialize)]
+    struct Req {
+        version: u16,
+        id: u64,
+        call: Call,
+    }
+    let peers = dlog_node::config::load_peers(&dir.join("peers.toml"), dir, "peers").unwrap();
+    let node = peers.by_name("node-1").unwrap().public_key;
+    let ep = client.endpoint();
+    let stream = ep.connect(&node, dlog_node::rpc::RPC_PORT).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut wire = Vec::new();
+    let slow = Call::WaitCheckpoint {
+        covering: 1 << 40,
+        wait_ms: 400,
+    };
+    wire.extend_from_slice(
+        &encode_framed(&Req {
+            version: 2,
+            id: 5,
+            call: slow,
+        })
+        .unwrap(),
+    );
+    wire.extend_from_slice(
+        &encode_framed(&Req {
+            version: 2,
+            id: 7,
+            call: Call::Status,
+        })
+        .unwrap(),
+    );
+    // A valid head, then bytes that are no call.
+    let mut bad = bincode::serialize(&FrameHead { version: 2, id: 9 }).unwrap();
+    bad.extend_from_slice(&[0xff; 7]);
+    wire.extend_from_slice(&(bad.len() as u32).to_be_bytes());
+    wire.extend_from_slice(&bad);
+    wire.extend_from_slice(
+        &encode_framed(&Req {
+            version: 2,
+            id: 11,
+            call: Call::Get { index: 0 },
+        })
+        .unwrap(),
+    );
+    // All four leave in one write.
+    w.write_all(&wire).await.unwrap();
+    let mut reader = dlog_wg::frame::FrameReader::new(r, 1 << 20);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let f = reader.recv().await.unwrap().expect("an answer");
+        let resp: ResponseFrame = decode(&f).unwrap();
+        match resp.id {
+            5 => assert!(
+                matches!(resp.result, Ok(Reply::Checkpoint { .. })),
+                "{resp:?}"
+            ),
+            7 => assert!(matches!(resp.result, Ok(Reply::Status(_))), "{resp:?}"),
+            9 => assert!(
+                matches!(&resp.result, Err(e) if e.code == ErrorCode::BadRequest),
+                "{resp:?}"
+            ),
+            11 => assert!(matches!(resp.result, Ok(Reply::Entry(_))), "{resp:?}"),
+            other => panic!("answer to a call never made: {other}"),
+        }
+        order.push(resp.id);
+    }
+    // The long poll was sent first and answered last.
+    assert_eq!(order.last(), Some(&5), "{order:?}");
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, [5, 7, 9, 11]);
+    // Another version: one `Version` answer, then the node closes the stream.
+    w.write_all(
+        &encode_framed(&Req {
+            version: 3,
+            id: 13,
+            call: Call::Status,
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let f = reader.recv().await.unwrap().expect("an answer");
+    let resp: ResponseFrame = decode(&f).unwrap();
+    assert_eq!(resp.id, 13);
+    assert!(
+        matches!(&resp.result, Err(e) if e.code == ErrorCode::Version),
+        "{resp:?}"
+    );
+    assert!(reader.recv().await.unwrap().is_none(), "stream closed");
+    drop(w);
+
+    // 256 concurrent calls through the client: all answered, one stream.
+    let calls = (0..256u64).map(|_| client.get(0));
+    for r in futures::future::join_all(calls).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let states = ep.socket_states().await.unwrap();
+    let open = states
+        .iter()
+        .filter(|s| s.starts_with("Established"))
+        .count();
+    assert_eq!(open, 1, "{states:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     let (_tmp, dir) = test_dir();
@@ -627,6 +742,7 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         matches!(r, dlog_node::rpc::Reply::Checkpoint { size, .. } if size == cp.size),
         "{r:?}"
     );
+    multiplexed_stream_answers_by_id(&client, dir).await;
     // The loopback metrics endpoint answers in Prometheus text.
     let body = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

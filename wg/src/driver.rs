@@ -357,10 +357,27 @@ impl Drop for Listener {
 type NetResult = std::result::Result<Bytes, io::ErrorKind>;
 
 /// A TCP byte stream inside the tunnel.
+///
+/// [`Stream::into_split`] gives independently owned read and write halves,
+/// so one task can read while another writes.
 pub struct Stream {
-    tx: PollSender<Bytes>,
+    read: ReadHalf,
+    write: WriteHalf,
+}
+
+/// The receiving half of a [`Stream`]. Dropping it discards whatever the
+/// peer sends later (the peer is never stalled).
+pub struct ReadHalf {
     rx: mpsc::Receiver<NetResult>,
     buf: Bytes,
+    notify: Arc<Notify>,
+    peer: PeerInfo,
+}
+
+/// The sending half of a [`Stream`]. Dropping it closes the sending side
+/// (a FIN after the queued bytes).
+pub struct WriteHalf {
+    tx: PollSender<Bytes>,
     notify: Arc<Notify>,
     /// Set (before `notify`) when this side queued bytes or closed, so the
     /// driver looks at this stream's channel only when it has news.
@@ -368,16 +385,60 @@ pub struct Stream {
     peer: PeerInfo,
 }
 
-impl Stream {
+impl WriteHalf {
     fn kick(&self) {
         self.kick.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    /// The authenticated peer at the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Queues `bytes` without copying them (a large buffer is handed to the
+    /// driver in pieces of at most 64 KiB, still without copying).
+    pub async fn send_bytes(&mut self, mut bytes: Bytes) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(MAX_CHUNK));
+            std::future::poll_fn(|cx| self.tx.poll_reserve(cx))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            self.tx
+                .send_item(piece)
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            self.kick();
+        }
+        Ok(())
+    }
+}
+
+impl ReadHalf {
+    /// The authenticated peer at the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
     }
 }
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream")
+            .field("peer", &self.read.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHalf")
             .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
@@ -386,11 +447,16 @@ impl std::fmt::Debug for Stream {
 impl Stream {
     /// The authenticated peer at the other end (public key, name, role).
     pub fn peer(&self) -> &PeerInfo {
-        &self.peer
+        &self.read.peer
+    }
+
+    /// Splits into halves that can be used from different tasks.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        (self.read, self.write)
     }
 }
 
-impl AsyncRead for Stream {
+impl AsyncRead for ReadHalf {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -415,7 +481,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for WriteHalf {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -450,10 +516,46 @@ impl AsyncWrite for Stream {
     }
 }
 
-impl Drop for Stream {
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+impl Drop for WriteHalf {
     fn drop(&mut self) {
         self.tx.close();
         self.kick();
+    }
+}
+
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        // Let the driver see the closed channel and discard further input.
+        self.rx.close();
+        self.notify.notify_one();
     }
 }
 
@@ -692,12 +794,18 @@ impl Driver {
             saw_fin: false,
         });
         Stream {
-            tx: PollSender::new(app_tx),
-            rx: app_rx,
-            buf: Bytes::new(),
-            notify: self.notify.clone(),
-            kick,
-            peer,
+            read: ReadHalf {
+                rx: app_rx,
+                buf: Bytes::new(),
+                notify: self.notify.clone(),
+                peer: peer.clone(),
+            },
+            write: WriteHalf {
+                tx: PollSender::new(app_tx),
+                notify: self.notify.clone(),
+                kick,
+                peer,
+            },
         }
     }
 

@@ -106,11 +106,40 @@ impl FrameDecoder {
     }
 }
 
+/// Size of the read buffer of [`Framed`] and [`FrameReader`].
+const READ_CHUNK: usize = 64 << 10;
+
+/// Reads frames from `io` into `dec`, using `chunk` as the read buffer.
+async fn read_frame<R: AsyncRead + Unpin>(
+    io: &mut R,
+    dec: &mut FrameDecoder,
+    chunk: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>> {
+    loop {
+        if let Some(f) = dec.next_frame()? {
+            return Ok(Some(f));
+        }
+        if chunk.is_empty() {
+            chunk.resize(READ_CHUNK, 0);
+        }
+        let n = io
+            .read(chunk)
+            .await
+            .map_err(|e| Error::io("reading frame", e))?;
+        if n == 0 {
+            dec.finish()?;
+            return Ok(None);
+        }
+        dec.feed(&chunk[..n]);
+    }
+}
+
 /// A framed async stream (typically a [`crate::Stream`]).
 #[derive(Debug)]
 pub struct Framed<S> {
     io: S,
     dec: FrameDecoder,
+    chunk: Vec<u8>,
     max: usize,
     closed: bool,
 }
@@ -121,6 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         Framed {
             io,
             dec: FrameDecoder::new(max),
+            chunk: Vec::new(),
             max,
             closed: false,
         }
@@ -135,6 +165,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             });
         }
         let hdr = (payload.len() as u32).to_be_bytes();
+        if payload.len() <= READ_CHUNK {
+            // One write, so header and payload travel in one segment.
+            let one = encode_frame(payload, self.max)?;
+            self.io
+                .write_all(&one)
+                .await
+                .map_err(|e| Error::io("writing frame", e))?;
+            return Ok(());
+        }
         self.io
             .write_all(&hdr)
             .await
@@ -151,30 +190,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// A frame over the maximum shuts this stream down and returns
     /// [`Error::FrameTooLarge`].
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
-        let mut chunk = vec![0u8; 64 << 10];
-        loop {
-            match self.dec.next_frame() {
-                Ok(Some(f)) => return Ok(Some(f)),
-                Ok(None) => {}
-                Err(e) => {
-                    if !self.closed {
-                        self.closed = true;
-                        let _ = self.io.shutdown().await;
-                    }
-                    tracing::warn!("closing stream: {e}");
-                    return Err(e);
+        match read_frame(&mut self.io, &mut self.dec, &mut self.chunk).await {
+            Err(e @ Error::FrameTooLarge { .. }) => {
+                if !self.closed {
+                    self.closed = true;
+                    let _ = self.io.shutdown().await;
                 }
+                tracing::warn!("closing stream: {e}");
+                Err(e)
             }
-            let n = self
-                .io
-                .read(&mut chunk)
-                .await
-                .map_err(|e| Error::io("reading frame", e))?;
-            if n == 0 {
-                self.dec.finish()?;
-                return Ok(None);
-            }
-            self.dec.feed(&chunk[..n]);
+            r => r,
         }
     }
 
@@ -194,6 +219,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Unwraps (buffered, undecoded bytes are lost).
     pub fn into_inner(self) -> S {
         self.io
+    }
+}
+
+/// The receiving side of a framed stream on its own (for example a
+/// [`crate::ReadHalf`]), for protocols that read and write from different
+/// tasks. A frame over the maximum is an error; the caller then drops both
+/// halves, which closes the stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    io: R,
+    dec: FrameDecoder,
+    chunk: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps `io`, accepting frames of at most `max` bytes.
+    pub fn new(io: R, max: usize) -> Self {
+        FrameReader {
+            io,
+            dec: FrameDecoder::new(max),
+            chunk: Vec::new(),
+        }
+    }
+
+    /// Receives one frame; `Ok(None)` at a clean end of stream.
+    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        read_frame(&mut self.io, &mut self.dec, &mut self.chunk).await
+    }
+
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.io
     }
 }
 

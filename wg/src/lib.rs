@@ -118,5 +118,5 @@ pub mod fuzzing;
 pub mod keys;
 pub mod pq;
 
-pub use driver::{Endpoint, Listener, Netem, PeerStatus, Stream};
+pub use driver::{Endpoint, Listener, Netem, PeerStatus, ReadHalf, Stream, WriteHalf};
 pub use error::{Error, Result};
