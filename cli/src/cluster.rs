@@ -71,8 +71,12 @@ pub enum ClusterCmd {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("DLOG_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -82,6 +82,7 @@ pub enum Call {
     /// Append entries (client; voters and learners when forwarding).
     Append {
         /// `(kind byte, payload)` per entry.
+        #[serde(with = "crate::types::items")]
         items: Vec<(u8, Vec<u8>)>,
     },
     /// Canonical bytes of one entry (any role).
@@ -152,6 +153,7 @@ pub enum Reply {
         /// Key id.
         key_id: [u8; 4],
         /// Signature bytes.
+        #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
     /// Entries appended, committed by a majority and applied.
@@ -164,7 +166,7 @@ pub enum Reply {
         timestamp_ns: u64,
     },
     /// Canonical entry bytes.
-    Entry(Vec<u8>),
+    Entry(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Proof hashes.
     Proof(Vec<[u8; 32]>),
     /// A checkpoint note (empty when none was signed yet).
