@@ -86,7 +86,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn node(cmd: NodeCmd) -> Result<ExitCode> {
     let NodeCmd::Run { config } = cmd;
     init_tracing();
-    runtime()?.block_on(dlog_node::run(&config))?;
+    dlog_node::runtime(&config)?.block_on(dlog_node::run(&config))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,7 @@
 //! peers = "../peers.toml"         # dlog-wg peer table (names, keys, roles)
 //! rpc_port = 7000                 # tunnel port of the node service (optional)
 //! # metrics = "127.0.0.1:9101"    # optional, loopback only
+//! # workers = 1                    # async worker threads (default: one per core)
 //! trust = "../trust.toml"         # optional: check voter signatures before committing a checkpoint
 //!
 //! [log]                           # identical on every node of the cluster
@@ -168,6 +169,7 @@ struct NodeToml {
     peers: PathBuf,
     rpc_port: Option<u16>,
     metrics: Option<String>,
+    workers: Option<usize>,
     trust: Option<PathBuf>,
     log: LogSection,
     #[serde(default)]
@@ -201,6 +203,9 @@ pub struct NodeConfig {
     pub rpc_port: u16,
     /// Metrics address (loopback), if any.
     pub metrics: Option<SocketAddr>,
+    /// Async worker threads; `None` is one per core. Nodes that share a
+    /// machine (`dlog cluster up`) get that machine's cores divided among them.
+    pub workers: Option<usize>,
     /// Trust file: with it, the leader checks each voter signature before
     /// it puts a checkpoint through Raft.
     pub trust: Option<PathBuf>,
@@ -301,6 +306,9 @@ impl NodeConfig {
                 "max_entries and in_flight must be > 0",
             ));
         }
+        if t.workers == Some(0) {
+            return Err(NodeError::config(file, "workers", "must be at least 1"));
+        }
         if t.cluster.bootstrap && !t.cluster.members.iter().any(|m| m.id == t.id) {
             return Err(NodeError::config(
                 file,
@@ -319,6 +327,7 @@ impl NodeConfig {
             peers: rel(base, &t.peers),
             rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
             metrics,
+            workers: t.workers,
             trust: t.trust.map(|p| rel(base, &p)),
             log: t.log,
             cluster: t.cluster,

@@ -133,6 +133,20 @@ pub async fn run(config_path: &Path) -> Result<()> {
     run_until(config_path, shutdown_signal()).await
 }
 
+/// The async runtime a node process runs on, sized by the config's
+/// `workers` (default: one worker thread per core).
+pub fn runtime(config_path: &Path) -> Result<tokio::runtime::Runtime> {
+    let cfg = NodeConfig::load(config_path)?;
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Process(format!("cannot start the async runtime: {e}")))
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run_until(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let cfg = NodeConfig::load(config_path)?;

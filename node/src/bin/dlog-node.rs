@@ -14,10 +14,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .init();
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match dlog_node::runtime(&path) {
         Ok(rt) => rt,
+        Err(e @ dlog_node::NodeError::Config { .. }) => {
+            eprintln!("dlog-node: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            eprintln!("dlog-node: cannot start the runtime: {e}");
+            eprintln!("dlog-node: {e}");
             return ExitCode::from(1);
         }
     };
