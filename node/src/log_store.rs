@@ -95,6 +95,9 @@ struct Inner {
     vote: Option<Vote<NodeId>>,
     purged: Option<LogId>,
     committed: Option<LogId>,
+    /// Index of the last record in the last file (`None`: no file, or an
+    /// empty one). An append that does not follow it starts a new file.
+    last_idx: Option<u64>,
     flusher: std::sync::mpsc::Sender<FlushJob>,
 }
 
@@ -228,7 +231,11 @@ impl LogStore {
             for (off, e) in recs {
                 let idx = e.get_log_id().index;
                 if let Some(x) = expect {
-                    if idx != x {
+                    // A jump forward is where appends resumed after a
+                    // snapshot: fine if everything before it is purged.
+                    let resumed_after_purge = idx > x
+                        && purged.is_some_and(|p: LogId| x - 1 <= p.index && idx <= p.index + 1);
+                    if idx != x && !resumed_after_purge {
                         return Err(NodeError::RaftStore {
                             path: path.clone(),
                             detail: format!("entry {idx} where {x} was expected"),
@@ -247,6 +254,10 @@ impl LogStore {
                 len: valid,
             });
         }
+        let last_idx = match files.last() {
+            Some(f) if f.len > 0 => expect.map(|x| x - 1),
+            _ => None,
+        };
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
@@ -255,6 +266,7 @@ impl LogStore {
                 vote,
                 purged,
                 committed: None,
+                last_idx,
                 flusher: spawn_flusher(dir)?,
             })),
         })
@@ -278,11 +290,22 @@ impl Inner {
             return Ok(None);
         }
         let first_idx = entries[0].get_log_id().index;
+        let follows = self.last_idx.is_some_and(|l| l + 1 == first_idx);
         let need_new = match self.files.last() {
             None => true,
-            Some(f) => f.len >= FILE_LIMIT,
+            // Full, or the append does not follow the last record (appends
+            // resume after a snapshot): a file holds one contiguous run.
+            Some(f) => {
+                f.len >= FILE_LIMIT
+                    || (f.len > 0 && !follows)
+                    || (f.len == 0 && f.first != first_idx)
+            }
         };
         if need_new {
+            if self.files.last().is_some_and(|f| f.len == 0) {
+                let f = self.files.pop().expect("a file");
+                fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
+            }
             let path = self.dir.join(file_name(first_idx));
             let file = OpenOptions::new()
                 .read(true)
@@ -312,6 +335,7 @@ impl Inner {
             .map_err(NodeError::io("write", &f.path))?;
         f.len += buf.len() as u64;
         let to_sync = (f.file.clone(), f.path.clone());
+        self.last_idx = entries.last().map(|e| e.get_log_id().index);
         for (e, off) in entries.into_iter().zip(offs) {
             self.entries
                 .insert(e.get_log_id().index, (pos << 40 | off, e));
@@ -338,6 +362,9 @@ impl Inner {
         f.len = off;
         fsync_dir(&self.dir)?;
         let _ = self.entries.split_off(&index);
+        // A file holds one contiguous run, so what is left of it ends right
+        // before `index`.
+        self.last_idx = if off == 0 { None } else { index.checked_sub(1) };
         Ok(())
     }
 
@@ -346,6 +373,16 @@ impl Inner {
         self.purged = Some(log_id);
         let keep = self.entries.split_off(&(log_id.index + 1));
         self.entries = keep;
+        if self.last_idx.is_none_or(|l| l <= log_id.index) {
+            // Every record on disk is purged (a snapshot beyond the log was
+            // installed): drop every file, so appends start a fresh one.
+            for f in self.files.drain(..) {
+                fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
+            }
+            fsync_dir(&self.dir)?;
+            self.last_idx = None;
+            return Ok(());
+        }
         // Remove whole files whose entries are all purged (not the last file).
         while self.files.len() > 1 && self.files[1].first <= log_id.index + 1 {
             let f = self.files.remove(0);

@@ -107,6 +107,70 @@ async fn log_survives_reopen_and_cuts_a_torn_tail() {
     assert_eq!(st.last_purged_log_id, Some(lid(1, 3)));
 }
 
+/// After a snapshot beyond the end of the log is installed, openraft purges
+/// past the last entry and appends resume further on. That gap must never
+/// stop the log from opening again, whichever of purge and append comes
+/// first.
+#[tokio::test]
+async fn appends_resume_after_a_purge_beyond_the_log() {
+    for purge_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = dir.path().join("raft");
+        {
+            let mut log = LogStore::open(&raft).unwrap();
+            flush_append(
+                &mut log,
+                (1..=10).map(|i| append_entry(1, i, i, 2)).collect(),
+            )
+            .await;
+            if purge_first {
+                log.purge(lid(2, 1799)).await.unwrap();
+            }
+            flush_append(
+                &mut log,
+                (1800..=1805).map(|i| append_entry(2, i, i, 2)).collect(),
+            )
+            .await;
+            if !purge_first {
+                log.purge(lid(2, 1799)).await.unwrap();
+            }
+        }
+        let mut log = LogStore::open(&raft).expect("reopens");
+        let idx: Vec<u64> = log
+            .try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(
+            idx,
+            (1800..=1805).collect::<Vec<_>>(),
+            "purge first: {purge_first}"
+        );
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(2, 1799)));
+        assert_eq!(st.last_log_id, Some(lid(2, 1805)));
+        // Appending on goes on working across another reopen.
+        flush_append(&mut log, vec![append_entry(2, 1806, 1806, 1)]).await;
+        drop(log);
+        let log = LogStore::open(&raft).expect("reopens again");
+        assert_eq!(log.last_index(), Some(1806));
+        // The purged records left no file behind.
+        let files = std::fs::read_dir(&raft)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "dat")
+            })
+            .count();
+        assert_eq!(files, 1, "purge first: {purge_first}");
+    }
+}
+
 fn segment_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let seg = dir.join("ledger/segments");
     let mut v: Vec<_> = std::fs::read_dir(&seg)
