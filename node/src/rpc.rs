@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use dlog_wg::config::Role;
 use dlog_wg::frame::FrameReader;
@@ -26,7 +26,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{NodeError, Result};
 use crate::types::{NodeId, TypeConfig};
@@ -409,33 +409,37 @@ pub fn encode_framed<T: Serialize>(v: &T) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// Most bytes of queued frames joined into one write.
-const COALESCE_BYTES: usize = 256 << 10;
+/// The sending half of a stream, shared by the tasks that answer or call on
+/// it. Each frame is handed to the tunnel whole, under the lock, by the task
+/// that made it (no writer task in between); frames queued while the tunnel
+/// is busy leave together, in as few TCP segments as fit.
+#[derive(Debug, Clone)]
+pub struct SharedWriter(Arc<tokio::sync::Mutex<WriteHalf>>);
 
-/// Writes the frames sent on `rx` to `w` until every sender is gone or the
-/// stream fails. Frames already queued together are joined into one write.
-pub async fn write_frames(mut w: WriteHalf, mut rx: mpsc::Receiver<Bytes>) -> Result<()> {
-    while let Some(first) = rx.recv().await {
-        let out = match rx.try_recv() {
-            Err(_) => first,
-            Ok(second) => {
-                let mut buf = BytesMut::with_capacity(first.len() + second.len());
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&second);
-                while buf.len() < COALESCE_BYTES {
-                    match rx.try_recv() {
-                        Ok(f) => buf.extend_from_slice(&f),
-                        Err(_) => break,
-                    }
-                }
-                buf.freeze()
-            }
-        };
-        w.send_bytes(out)
-            .await
-            .map_err(|e| NodeError::Transport(dlog_wg::Error::io("writing frames", e)))?;
+/// Frames up to this size reach the tunnel in one step, which cannot be cut
+/// in half by a cancelled caller.
+const ONE_STEP: usize = 64 << 10;
+
+impl SharedWriter {
+    /// Wraps the sending half of a stream.
+    pub fn new(w: WriteHalf) -> Self {
+        SharedWriter(Arc::new(tokio::sync::Mutex::new(w)))
     }
-    Ok(())
+
+    /// Queues one encoded frame (see [`encode_framed`]). A frame is never
+    /// half sent: a larger one is written by a task of its own, which
+    /// finishes even if the caller gives up.
+    pub async fn send(&self, frame: Bytes) -> Result<()> {
+        let io = |e| NodeError::Transport(dlog_wg::Error::io("writing a frame", e));
+        if frame.len() <= ONE_STEP {
+            return self.0.lock().await.send_bytes(frame).await.map_err(io);
+        }
+        let w = self.0.clone();
+        tokio::spawn(async move { w.lock().await.send_bytes(frame).await })
+            .await
+            .map_err(|e| NodeError::Protocol(format!("frame writer: {e}")))?
+            .map_err(io)
+    }
 }
 
 /// Calls in flight on one multiplexed stream, waiting for their answers.
@@ -444,8 +448,7 @@ type Waiting = std::sync::Mutex<Option<HashMap<u64, oneshot::Sender<ResponseFram
 
 /// One multiplexed stream to a peer's node service.
 struct Mux {
-    /// Frames to the writer task.
-    tx: mpsc::Sender<Bytes>,
+    writer: SharedWriter,
     waiting: Arc<Waiting>,
     next_id: AtomicU64,
 }
@@ -453,15 +456,7 @@ struct Mux {
 impl Mux {
     fn open(stream: Stream) -> Arc<Mux> {
         let (r, w) = stream.into_split();
-        let (tx, rx) = mpsc::channel(1024);
         let waiting: Arc<Waiting> = Arc::new(std::sync::Mutex::new(Some(HashMap::new())));
-        let on_write_error = waiting.clone();
-        tokio::spawn(async move {
-            if let Err(e) = write_frames(w, rx).await {
-                tracing::debug!("rpc stream: {e}");
-                fail_all(&on_write_error);
-            }
-        });
         let w2 = waiting.clone();
         tokio::spawn(async move {
             let mut reader = FrameReader::new(r, MAX_FRAME);
@@ -486,14 +481,14 @@ impl Mux {
             fail_all(&w2);
         });
         Arc::new(Mux {
-            tx,
+            writer: SharedWriter::new(w),
             waiting,
             next_id: AtomicU64::new(1),
         })
     }
 
     fn is_open(&self) -> bool {
-        lock(&self.waiting).is_some() && !self.tx.is_closed()
+        lock(&self.waiting).is_some()
     }
 }
 
@@ -609,7 +604,7 @@ impl Pool {
         }
         let fut = async {
             let mut stale = None;
-            for attempt in 0..2 {
+            for _attempt in 0..2 {
                 let m = self.mux(peer, stale.as_ref()).await?;
                 let id = m.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = encode_framed(&RequestFrameRef {
@@ -629,21 +624,21 @@ impl Pool {
                     waiting: &m.waiting,
                     id,
                 };
-                if !registered || m.tx.send(frame).await.is_err() {
-                    if attempt == 0 {
-                        stale = Some(m.clone());
-                        continue;
-                    }
-                    return Err(NodeError::Protocol(
-                        "connection closed before the call".into(),
-                    ));
+                let sent = registered && m.writer.send(frame).await.is_ok();
+                if !sent {
+                    // Nothing of this call reached the peer: try a new stream once.
+                    fail_all(&m.waiting);
+                    stale = Some(m.clone());
+                    continue;
                 }
                 let resp = rx.await.map_err(|_| {
                     NodeError::Protocol("connection closed before the answer".into())
                 })?;
                 return Ok(resp.result);
             }
-            unreachable!("the loop returns on its second attempt")
+            Err(NodeError::Protocol(
+                "connection closed before the call (twice)".into(),
+            ))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(Ok(reply))) => Ok(reply),

@@ -16,7 +16,7 @@ use dlog_wg::frame::FrameReader;
 use dlog_wg::{Endpoint, Stream};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{load_peers, load_wg_key, NodeConfig};
 use crate::error::{NodeError, Result};
@@ -25,7 +25,8 @@ use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
     authorize, decode, encode_framed, Call, ErrorCode, FrameHead, NodeStatus, Pool, Reply,
-    RequestFrame, ResponseFrame, RpcError, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME, PROTOCOL_VERSION,
+    RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, Raft, Request};
@@ -490,9 +491,11 @@ async fn accept_loop(inner: Arc<Inner>, mut listener: dlog_wg::Listener) {
 const MAX_CALLS_PER_STREAM: usize = 4096;
 
 /// Serves one multiplexed stream: reads request frames, runs each call, and
-/// answers with the call's id as soon as it finishes. Raft calls run one at
-/// a time in arrival order (a leader's AppendEntries must not overtake each
-/// other); every other call runs concurrently.
+/// answers with the call's id as soon as it finishes. Raft calls run right
+/// here, one at a time in arrival order (a leader's AppendEntries must not
+/// overtake each other, and a follower has nothing to do meanwhile that a
+/// later frame of this stream could need); every other call runs in a task of
+/// its own, concurrently.
 async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
     let peer = stream.peer().clone();
     // Only Raft peers may send large frames (AppendEntries, snapshot chunks);
@@ -510,14 +513,8 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
         }
     };
     let (r, w) = stream.into_split();
-    let (out, out_rx) = mpsc::channel::<bytes::Bytes>(1024);
-    tokio::spawn(async move {
-        if let Err(e) = crate::rpc::write_frames(w, out_rx).await {
-            tracing::debug!("rpc stream: {e}");
-        }
-    });
+    let out = SharedWriter::new(w);
     let calls = Arc::new(Semaphore::new(MAX_CALLS_PER_STREAM));
-    let mut raft_calls: Option<mpsc::UnboundedSender<(u64, Call, OwnedSemaphorePermit)>> = None;
     let mut reader = FrameReader::new(r, max_frame);
     while let Some(bytes) = reader.recv().await? {
         if crate::rpc::is_blocked(&inner.blocked, &peer.public_key) {
@@ -574,19 +571,8 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
             call,
             Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_)
         ) {
-            let q = raft_calls.get_or_insert_with(|| {
-                let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Call, OwnedSemaphorePermit)>();
-                let (inner, peer, out) = (inner.clone(), peer.clone(), out.clone());
-                tokio::spawn(async move {
-                    while let Some((id, call, permit)) = rx.recv().await {
-                        answer(&inner, &peer, &out, id, call).await;
-                        drop(permit);
-                    }
-                });
-                tx
-            });
-            // The worker lives as long as this loop holds the sender.
-            let _ = q.send((head.id, call, permit));
+            answer(&inner, &peer, &out, head.id, call).await;
+            drop(permit);
         } else {
             let (inner, peer, out) = (inner.clone(), peer.clone(), out.clone());
             tokio::spawn(async move {
@@ -599,13 +585,7 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
 }
 
 /// Runs one call and queues its answer.
-async fn answer(
-    inner: &Arc<Inner>,
-    peer: &PeerInfo,
-    out: &mpsc::Sender<bytes::Bytes>,
-    id: u64,
-    call: Call,
-) {
+async fn answer(inner: &Arc<Inner>, peer: &PeerInfo, out: &SharedWriter, id: u64, call: Call) {
     let result = dispatch(inner, peer, call).await;
     respond(
         out,
@@ -619,7 +599,7 @@ async fn answer(
 }
 
 /// Queues one answer frame (dropped if the stream is gone).
-async fn respond(out: &mpsc::Sender<bytes::Bytes>, frame: &ResponseFrame) {
+async fn respond(out: &SharedWriter, frame: &ResponseFrame) {
     let bytes = encode_framed(frame).or_else(|e| {
         tracing::error!(id = frame.id, "cannot encode an answer: {e}");
         encode_framed(&ResponseFrame {
@@ -629,7 +609,7 @@ async fn respond(out: &mpsc::Sender<bytes::Bytes>, frame: &ResponseFrame) {
         })
     });
     if let Ok(b) = bytes {
-        // Dropped if the stream is gone.
+        // Dropped if the stream is gone: the reader sees that too.
         let _ = out.send(b).await;
     }
 }
