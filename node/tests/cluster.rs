@@ -780,6 +780,64 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         unknown.is_some_and(|n| n > 0),
         "stranger's handshakes not counted: {body}"
     );
+    // Callers that give up in the middle of a frame larger than one write
+    // (here after 1 to 4 ms) never leave half a frame on the shared stream:
+    // every later call on it is answered.
+    let ep = client.endpoint();
+    let streams = || async {
+        let states = ep.socket_states().await.unwrap();
+        states
+            .into_iter()
+            .filter(|s| s.starts_with("Established"))
+            .map(|s| {
+                s.split(" send_queue")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    client.status("node-1").await.unwrap();
+    let before = streams().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    // Many at once, so the tunnel pushes back and writers wait mid-frame.
+    let big = vec![b'x'; 1 << 20];
+    let mut gave_up = 0;
+    for round in 0..3u64 {
+        let calls = (0..24u64).map(|i| {
+            client.call_node_within(
+                "node-1",
+                dlog_node::rpc::Call::Append {
+                    items: vec![(0, big.clone())],
+                },
+                Duration::from_millis(1 + (i + round) % 4),
+            )
+        });
+        for (i, r) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match r {
+                Err(dlog_node::NodeError::Timeout(_)) => gave_up += 1,
+                Ok(_) | Err(dlog_node::NodeError::Remote { .. }) => {}
+                Err(e) => panic!("round {round} call {i}: {e}"),
+            }
+        }
+    }
+    assert!(gave_up > 0, "no caller gave up mid-way");
+    for _ in 0..20 {
+        client
+            .call_node_within(
+                "node-1",
+                dlog_node::rpc::Call::Status,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the stream still carries whole frames");
+    }
+    // The same stream all along: the node never had to close it.
+    assert_eq!(streams().await, before);
     node.shutdown().await;
 }
 
