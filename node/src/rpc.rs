@@ -5,8 +5,9 @@
 //! keeps one stream per peer and sends every call on it: each
 //! [`RequestFrame`] carries a call id, which the [`ResponseFrame`] repeats,
 //! so many calls are in flight at once and answers come back in any order.
-//! Frames queued together leave in one write (one TCP segment, one
-//! WireGuard packet, where they fit). Every request is authorised by the
+//! Each frame is handed to the tunnel whole by the task that made it
+//! ([`SharedWriter`]); frames queued while the tunnel is busy share TCP
+//! segments and WireGuard packets. Every request is authorised by the
 //! caller's WireGuard key → role ([`authorize`]) before anything else looks
 //! at it.
 
