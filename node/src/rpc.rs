@@ -572,16 +572,13 @@ impl Pool {
         lock(&self.conns).entry(peer.0).or_default().clone()
     }
 
-    /// The open stream to `peer`; opens one when there is none (or `stale`
-    /// is the one there, which failed).
-    async fn mux(&self, peer: &PeerKey, stale: Option<&Arc<Mux>>) -> Result<Arc<Mux>> {
+    /// The open stream to `peer`; opens one when there is none or the one
+    /// there failed.
+    async fn mux(&self, peer: &PeerKey) -> Result<Arc<Mux>> {
         let slot = self.slot(peer);
         let mut g = slot.lock().await;
-        if let Some(m) = g.as_ref() {
-            let is_stale = stale.is_some_and(|s| Arc::ptr_eq(s, m));
-            if m.is_open() && !is_stale {
-                return Ok(m.clone());
-            }
+        if let Some(m) = g.as_ref().filter(|m| m.is_open()) {
+            return Ok(m.clone());
         }
         *g = None;
         let m = Mux::open(self.endpoint.connect(peer, self.port).await?);
@@ -604,9 +601,8 @@ impl Pool {
             )));
         }
         let fut = async {
-            let mut stale = None;
             for _attempt in 0..2 {
-                let m = self.mux(peer, stale.as_ref()).await?;
+                let m = self.mux(peer).await?;
                 let id = m.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = encode_framed(&RequestFrameRef {
                     version: PROTOCOL_VERSION,
@@ -629,7 +625,6 @@ impl Pool {
                 if !sent {
                     // Nothing of this call reached the peer: try a new stream once.
                     fail_all(&m.waiting);
-                    stale = Some(m.clone());
                     continue;
                 }
                 let resp = rx.await.map_err(|_| {

@@ -522,14 +522,14 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
             return Ok(());
         }
         let head: FrameHead = decode(&bytes)?;
-        let out2 = out.clone();
-        let refuse = |code, message: String| async move {
+        let refuse = |code, message: String| {
             let frame = ResponseFrame {
                 version: PROTOCOL_VERSION,
                 id: head.id,
                 result: Err(RpcError::new(code, message)),
             };
-            respond(&out2, &frame).await
+            let out = &out;
+            async move { respond(out, &frame).await }
         };
         if head.version != PROTOCOL_VERSION {
             refuse(
@@ -562,18 +562,17 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
             refuse(ErrorCode::Refused, msg).await;
             continue;
         }
-        let permit = calls
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         if matches!(
             call,
             Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_)
         ) {
             answer(&inner, &peer, &out, head.id, call).await;
-            drop(permit);
         } else {
+            let permit = calls
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let (inner, peer, out) = (inner.clone(), peer.clone(), out.clone());
             tokio::spawn(async move {
                 answer(&inner, &peer, &out, head.id, call).await;
