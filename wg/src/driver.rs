@@ -404,11 +404,18 @@ impl WriteHalf {
             std::future::poll_fn(|cx| self.tx.poll_reserve(cx))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-            self.tx
-                .send_item(piece)
-                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-            self.kick();
+            self.push(piece)?;
         }
+        Ok(())
+    }
+
+    /// Hands one piece (at most 64 KiB) to the driver; the channel slot must
+    /// be reserved already.
+    fn push(&mut self, piece: Bytes) -> io::Result<()> {
+        self.tx
+            .send_item(piece)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        self.kick();
         Ok(())
     }
 }
@@ -494,15 +501,7 @@ impl AsyncWrite for WriteHalf {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let n = buf.len().min(MAX_CHUNK);
-        if self
-            .tx
-            .send_item(Bytes::copy_from_slice(&buf[..n]))
-            .is_err()
-        {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        self.kick();
-        Poll::Ready(Ok(n))
+        Poll::Ready(self.push(Bytes::copy_from_slice(&buf[..n])).map(|()| n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

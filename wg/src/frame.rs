@@ -164,25 +164,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
                 max: self.max,
             });
         }
-        let hdr = (payload.len() as u32).to_be_bytes();
+        let io = |e| Error::io("writing frame", e);
         if payload.len() <= READ_CHUNK {
             // One write, so header and payload travel in one segment.
-            let one = encode_frame(payload, self.max)?;
-            self.io
-                .write_all(&one)
+            return self
+                .io
+                .write_all(&encode_frame(payload, self.max)?)
                 .await
-                .map_err(|e| Error::io("writing frame", e))?;
-            return Ok(());
+                .map_err(io);
         }
-        self.io
-            .write_all(&hdr)
-            .await
-            .map_err(|e| Error::io("writing frame", e))?;
-        self.io
-            .write_all(payload)
-            .await
-            .map_err(|e| Error::io("writing frame", e))?;
-        Ok(())
+        let hdr = (payload.len() as u32).to_be_bytes();
+        self.io.write_all(&hdr).await.map_err(io)?;
+        self.io.write_all(payload).await.map_err(io)
     }
 
     /// Receives one frame; `Ok(None)` at a clean end of stream.
