@@ -32,6 +32,8 @@
 //! election_min_ms = 750         # a follower calls an election after
 //! election_max_ms = 1500        #   max + random(min..max) ms of silence (openraft's leader lease)
 //! snapshot_every = 20000
+//! log_file_mb = 64              # Raft log file size
+//! preallocate = true            # zero-fill log files ahead (fsyncs write data only)
 //!
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
@@ -119,6 +121,11 @@ pub struct RaftSection {
     pub election_max_ms: u64,
     /// Build a snapshot after this many log entries.
     pub snapshot_every: u64,
+    /// Size of one Raft log file, in MiB.
+    pub log_file_mb: u64,
+    /// Zero-fill Raft log files ahead of time, so that an append's fsync
+    /// writes data only (see `log_store`).
+    pub preallocate: bool,
 }
 
 impl Default for RaftSection {
@@ -128,6 +135,8 @@ impl Default for RaftSection {
             election_min_ms: 750,
             election_max_ms: 1500,
             snapshot_every: 20_000,
+            log_file_mb: 64,
+            preallocate: true,
         }
     }
 }
@@ -297,6 +306,13 @@ impl NodeConfig {
                 file,
                 "raft.election_min_ms",
                 "need heartbeat_ms * 2 < election_min_ms < election_max_ms",
+            ));
+        }
+        if !(1..=4096).contains(&t.raft.log_file_mb) {
+            return Err(NodeError::config(
+                file,
+                "raft.log_file_mb",
+                "must be between 1 and 4096",
             ));
         }
         if t.batch.max_entries == 0 || t.batch.in_flight == 0 {

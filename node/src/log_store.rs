@@ -1,18 +1,30 @@
 //! The durable Raft log: append-only record files in `<data>/raft/`.
 //!
 //! ```text
-//! <data>/raft/log-<first index:020>.dat   records: len:u32 BE | crc32c:u32 BE | bincode(Entry)
+//! <data>/raft/log-<first index:020>.dat   records: len:u32 BE | crc32c:u32 BE | bincode(Entry),
+//!                                          then zeros up to the preallocated size
 //! <data>/raft/vote                         the last vote (atomic replace)
 //! <data>/raft/purged                       the last purged log id (atomic replace)
 //! ```
 //!
+//! Files are preallocated (`fallocate` to the full file size when a file is
+//! made, or cut by a truncate): an append then never changes the file's size
+//! or allocates blocks, so its `fdatasync` commits no size change (on ext4
+//! here: 200 B appends sync in 110 instead of 197 us, 100 KB ones in 243
+//! instead of 331 us). Zero-filling would sync faster still (166 us) but
+//! writes every byte twice, which cost about 15% of the machine's CPU in
+//! the cluster benchmark. A record header of zeros ends a file's records; a
+//! tail of zeros after the last record is the unused part of the file, not
+//! damage.
+//!
 //! `append` writes its records and hands the `fdatasync` to a flusher thread,
 //! which calls the [`LogFlushed`] callback once the records are durable. The
 //! flusher takes every append queued since its last fsync into the next one
-//! (group commit), and Raft goes on meanwhile: the leader replicates entries
-//! while its own fsync is in flight, as Raft allows (an entry counts towards
-//! the leader's quorum only once flushed). A record cut by a crash (short or
-//! bad CRC) is a torn tail: it is cut at open. Entries are also kept in memory
+//! (group commit). openraft 0.9 itself waits for that callback inside its
+//! core task before it replicates the entries, so the leader's fsync and the
+//! followers' run one after the other: the fsync time is on every commit's
+//! path twice, which is why files are preallocated (below). A record cut by
+//! a crash (short or bad CRC) is a torn tail: it is cut at open. Entries are also kept in memory
 //! (the log is purged behind snapshots, so it stays short).
 
 use std::collections::BTreeMap;
@@ -29,8 +41,25 @@ use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
 use crate::error::{NodeError, Result};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-/// Roll to a new record file past this size.
-const FILE_LIMIT: u64 = 64 << 20;
+/// How the Raft log lays out its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Roll to a new record file once a file holds this many bytes.
+    pub file_bytes: u64,
+    /// Allocate every file's `file_bytes` when it is made (see the module
+    /// docs).
+    pub preallocate: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            file_bytes: 64 << 20,
+            preallocate: true,
+        }
+    }
+}
+
 /// Largest record accepted when reading back (a batch is bounded far below).
 const MAX_RECORD: u32 = 256 << 20;
 const RECORD_HEADER: usize = 8;
@@ -39,7 +68,25 @@ struct LogFile {
     first: u64,
     path: PathBuf,
     file: Arc<File>,
+    /// End of the last record.
     len: u64,
+    /// Bytes allocated and written (zeros past `len`): writes below this
+    /// do not grow the file.
+    end: u64,
+}
+
+/// Allocates `bytes` for `file` (unwritten extents read as zeros) and sets
+/// its size, so that appends below it grow nothing. `false` where the file
+/// system cannot (the log then works unallocated).
+fn preallocate(file: &File, path: &Path, bytes: u64) -> bool {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "cannot preallocate the raft log file; appends grow it instead");
+            false
+        }
+    }
 }
 
 /// Appended records waiting for their fsync.
@@ -99,6 +146,7 @@ struct Inner {
     /// empty one). An append that does not follow it starts a new file.
     last_idx: Option<u64>,
     flusher: std::sync::mpsc::Sender<FlushJob>,
+    opts: LogOptions,
 }
 
 /// The Raft log store. Cheap to clone (readers share it).
@@ -147,7 +195,8 @@ fn scan_records(bytes: &[u8]) -> (Vec<(u64, Entry)>, u64) {
     while bytes.len() - off >= RECORD_HEADER {
         let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4 bytes"));
         let crc = u32::from_be_bytes(bytes[off + 4..off + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - off - RECORD_HEADER < len as usize {
+        // A zero length is where a preallocated file's unused zeros begin.
+        if len == 0 || len > MAX_RECORD || bytes.len() - off - RECORD_HEADER < len as usize {
             break;
         }
         let body = &bytes[off + RECORD_HEADER..off + RECORD_HEADER + len as usize];
@@ -183,8 +232,20 @@ fn write_small<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, cutting a torn tail.
+    /// Opens (or creates) the log in `dir` with the default [`LogOptions`],
+    /// cutting a torn tail.
     pub fn open(dir: &Path) -> Result<LogStore> {
+        LogStore::open_with(dir, LogOptions::default())
+    }
+
+    /// Opens (or creates) the log in `dir`, cutting a torn tail.
+    pub fn open_with(dir: &Path, opts: LogOptions) -> Result<LogStore> {
+        if opts.file_bytes == 0 {
+            return Err(NodeError::RaftStore {
+                path: dir.to_path_buf(),
+                detail: "log file size must be positive".into(),
+            });
+        }
         fs::create_dir_all(dir).map_err(NodeError::io("create directory", dir))?;
         let vote = read_small(&dir.join("vote"))?;
         let purged: Option<LogId> = read_small(&dir.join("purged"))?;
@@ -220,11 +281,15 @@ impl LogStore {
                 .map_err(NodeError::io("open", &path))?;
             let bytes = fs::read(&path).map_err(NodeError::io("read", &path))?;
             let (recs, valid) = scan_records(&bytes);
-            if valid < bytes.len() as u64 {
+            let mut end = bytes.len() as u64;
+            // Zeros after the last record are the preallocated rest of the
+            // file; anything else there is a torn record.
+            if bytes[valid as usize..].iter().any(|&b| b != 0) {
                 tracing::warn!(file = %path.display(), valid, len = bytes.len(), "cutting torn raft log tail");
                 file.set_len(valid)
                     .map_err(NodeError::io("truncate", &path))?;
                 file.sync_all().map_err(NodeError::io("fsync", &path))?;
+                end = valid;
                 cut = true;
             }
             let pos = files.len() as u64;
@@ -252,12 +317,23 @@ impl LogStore {
                 path,
                 file: Arc::new(file),
                 len: valid,
+                end,
             });
         }
         let last_idx = match files.last() {
             Some(f) if f.len > 0 => expect.map(|x| x - 1),
             _ => None,
         };
+        // The file appends go to next: preallocated, whatever wrote it last.
+        if let Some(f) = files.last_mut() {
+            if opts.preallocate
+                && f.end < opts.file_bytes
+                && preallocate(&f.file, &f.path, opts.file_bytes)
+            {
+                f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
+                f.end = opts.file_bytes;
+            }
+        }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
@@ -268,6 +344,7 @@ impl LogStore {
                 committed: None,
                 last_idx,
                 flusher: spawn_flusher(dir)?,
+                opts,
             })),
         })
     }
@@ -290,57 +367,71 @@ impl Inner {
             return Ok(None);
         }
         let first_idx = entries[0].get_log_id().index;
+        let mut buf = Vec::new();
+        let mut rel = Vec::with_capacity(entries.len());
+        for e in &entries {
+            rel.push(buf.len() as u64);
+            encode_record(&mut buf, e)?;
+        }
         let follows = self.last_idx.is_some_and(|l| l + 1 == first_idx);
-        let need_new = match self.files.last() {
+        let must_roll = match self.files.last() {
             None => true,
             // Full, or the append does not follow the last record (appends
             // resume after a snapshot): a file holds one contiguous run.
             Some(f) => {
-                f.len >= FILE_LIMIT
+                f.len >= self.opts.file_bytes
                     || (f.len > 0 && !follows)
                     || (f.len == 0 && f.first != first_idx)
             }
         };
-        if need_new {
-            if self.files.last().is_some_and(|f| f.len == 0) {
-                let f = self.files.pop().expect("a file");
-                fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
-            }
-            let path = self.dir.join(file_name(first_idx));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(NodeError::io("create", &path))?;
-            fsync_dir(&self.dir)?;
-            self.files.push(LogFile {
-                first: first_idx,
-                path,
-                file: Arc::new(file),
-                len: 0,
-            });
+        if must_roll {
+            self.new_file(first_idx)?;
         }
         let pos = self.files.len() as u64 - 1;
         let f = self.files.last_mut().expect("a file");
-        let mut buf = Vec::new();
-        let mut offs = Vec::with_capacity(entries.len());
-        for e in &entries {
-            offs.push(f.len + buf.len() as u64);
-            encode_record(&mut buf, e)?;
-        }
         f.file
             .write_all_at(&buf, f.len)
             .map_err(NodeError::io("write", &f.path))?;
+        let base = f.len;
         f.len += buf.len() as u64;
+        f.end = f.end.max(f.len);
         let to_sync = (f.file.clone(), f.path.clone());
         self.last_idx = entries.last().map(|e| e.get_log_id().index);
-        for (e, off) in entries.into_iter().zip(offs) {
+        for (e, off) in entries.into_iter().zip(rel) {
             self.entries
-                .insert(e.get_log_id().index, (pos << 40 | off, e));
+                .insert(e.get_log_id().index, (pos << 40 | (base + off), e));
         }
         Ok(Some(to_sync))
+    }
+
+    /// Starts the file for entries from `first_idx`, preallocated.
+    fn new_file(&mut self, first_idx: u64) -> Result<()> {
+        if self.files.last().is_some_and(|f| f.len == 0) {
+            let f = self.files.pop().expect("a file");
+            fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
+        }
+        let path = self.dir.join(file_name(first_idx));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(NodeError::io("create", &path))?;
+        let end = if self.opts.preallocate && preallocate(&file, &path, self.opts.file_bytes) {
+            self.opts.file_bytes
+        } else {
+            0
+        };
+        fsync_dir(&self.dir)?;
+        self.files.push(LogFile {
+            first: first_idx,
+            path,
+            file: Arc::new(file),
+            len: 0,
+            end,
+        });
+        Ok(())
     }
 
     /// Deletes every entry with index >= `index`, durably.
@@ -358,8 +449,12 @@ impl Inner {
         f.file
             .set_len(off)
             .map_err(NodeError::io("truncate", &f.path))?;
-        f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
         f.len = off;
+        f.end = off;
+        if self.opts.preallocate && preallocate(&f.file, &f.path, self.opts.file_bytes) {
+            f.end = self.opts.file_bytes;
+        }
+        f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
         fsync_dir(&self.dir)?;
         let _ = self.entries.split_off(&index);
         // A file holds one contiguous run, so what is left of it ends right

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{load_peers, load_wg_key, NodeConfig};
 use crate::error::{NodeError, Result};
-use crate::log_store::LogStore;
+use crate::log_store::{LogOptions, LogStore};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
@@ -261,7 +261,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         )
     })?;
     let sm = StateMachine::open(&cfg.data_dir, &cfg.shape())?;
-    let log = LogStore::open(&cfg.data_dir.join("raft"))?;
+    let log = LogStore::open_with(
+        &cfg.data_dir.join("raft"),
+        LogOptions {
+            file_bytes: cfg.raft.log_file_mb << 20,
+            preallocate: cfg.raft.preallocate,
+        },
+    )?;
     let peers = Arc::new(peers);
     let mut wcfg = dlog_wg::config::Config::new(wg, (*peers).clone());
     wcfg.mtu = 65_000;

@@ -391,6 +391,37 @@ impl StateMachine {
     pub fn lock(&self) -> MutexGuard<'_, SmInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Applies `entries` in order, then syncs the ledger if [`SYNC_EVERY`]
+    /// has passed.
+    fn apply_now(&self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+        let mut g = self.lock();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in &entries {
+            out.push(g.apply_one(e)?);
+        }
+        if g.last_sync.elapsed() >= SYNC_EVERY {
+            g.sync(false)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Batches with at least this many payload bytes are applied on a blocking
+/// thread.
+const INLINE_APPLY_BYTES: usize = 32 << 10;
+
+/// Client payload bytes in `entries`.
+fn payload_bytes(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Normal(Request::Append { items, .. }) => {
+                items.iter().map(|(_, p)| p.len()).sum()
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 impl SmInner {
@@ -688,15 +719,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut g = self.lock();
-        let mut out = Vec::new();
-        for e in entries {
-            out.push(g.apply_one(&e).map_err(swrite)?);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Hashing and writing a big batch, or the periodic fdatasync, would
+        // hold this runtime thread (and with it the node's tunnel and Raft
+        // tasks) for milliseconds: run those on a blocking thread. Small
+        // batches stay inline, where a thread hand-off would cost more.
+        let heavy = payload_bytes(&entries) >= INLINE_APPLY_BYTES
+            || self.lock().last_sync.elapsed() >= SYNC_EVERY;
+        if heavy {
+            let sm = self.clone();
+            tokio::task::spawn_blocking(move || sm.apply_now(entries))
+                .await
+                .map_err(swrite)?
+                .map_err(swrite)
+        } else {
+            self.apply_now(entries).map_err(swrite)
         }
-        if g.last_sync.elapsed() >= SYNC_EVERY {
-            g.sync(false).map_err(swrite)?;
-        }
-        Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use dlog_node::log_store::LogStore;
+use dlog_node::log_store::{LogOptions, LogStore};
 use dlog_node::state_machine::{LogShape, StateMachine};
 use dlog_node::types::{Entry, Request, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -60,51 +60,173 @@ async fn flush_append(log: &mut LogStore, entries: Vec<Entry>) {
     log.blocking_append(entries).await.expect("append");
 }
 
-#[tokio::test]
-async fn log_survives_reopen_and_cuts_a_torn_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let raft = dir.path().join("raft");
-    {
-        let mut log = LogStore::open(&raft).unwrap();
-        flush_append(
-            &mut log,
-            (1..=10).map(|i| append_entry(1, i, i, 3)).collect(),
-        )
-        .await;
-        log.save_vote(&openraft::Vote::new(3, 2)).await.unwrap();
-    }
-    // Tear the last record: cut 5 bytes off the file.
-    let file = std::fs::read_dir(&raft)
+fn log_files(raft: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(raft)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "dat"))
-        .unwrap();
-    let len = std::fs::metadata(&file).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
-    let mut log = LogStore::open(&raft).unwrap();
-    assert_eq!(log.last_index(), Some(9), "torn entry 10 is cut");
-    assert_eq!(
-        log.read_vote().await.unwrap(),
-        Some(openraft::Vote::new(3, 2))
-    );
-    // Appending after the cut works and survives another reopen.
-    flush_append(&mut log, vec![append_entry(2, 10, 10, 1)]).await;
-    log.truncate(lid(2, 8)).await.unwrap();
-    flush_append(&mut log, vec![append_entry(3, 8, 11, 2)]).await;
-    log.purge(lid(1, 3)).await.unwrap();
-    drop(log);
-    let mut log = LogStore::open(&raft).unwrap();
-    let got = log.try_get_log_entries(0..100).await.unwrap();
-    let idx: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
-    assert_eq!(idx, vec![4, 5, 6, 7, 8]);
-    assert_eq!(got.last().unwrap().log_id.leader_id.term, 3);
-    let st = log.get_log_state().await.unwrap();
-    assert_eq!(st.last_purged_log_id, Some(lid(1, 3)));
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// End of the records in a log file: past its last non-zero byte.
+fn records_end(file: &std::path::Path) -> u64 {
+    let b = std::fs::read(file).unwrap();
+    b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
+}
+
+/// How a crash tears the last record of a log file.
+#[derive(Debug, Clone, Copy)]
+enum Tear {
+    /// The file ends inside the record (a file that grows with each append).
+    Cut,
+    /// The record's last bytes never reached the disk and read as zeros
+    /// (a preallocated file).
+    Zeroed,
+    /// Bytes of an unfinished record lie after the last record, in the
+    /// preallocated zeros.
+    Garbage,
+}
+
+#[tokio::test]
+async fn log_survives_reopen_and_cuts_a_torn_tail() {
+    for (tear, preallocate) in [
+        (Tear::Cut, false),
+        (Tear::Zeroed, true),
+        (Tear::Garbage, true),
+    ] {
+        let opts = LogOptions {
+            preallocate,
+            ..LogOptions::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let raft = dir.path().join("raft");
+        {
+            let mut log = LogStore::open_with(&raft, opts).unwrap();
+            flush_append(
+                &mut log,
+                (1..=10).map(|i| append_entry(1, i, i, 3)).collect(),
+            )
+            .await;
+            log.save_vote(&openraft::Vote::new(3, 2)).await.unwrap();
+        }
+        let file = log_files(&raft).pop().unwrap();
+        let len = std::fs::metadata(&file).unwrap().len();
+        let end = records_end(&file);
+        if preallocate {
+            assert_eq!(len, opts.file_bytes, "{tear:?}: preallocated");
+        } else {
+            assert_eq!(len, end, "{tear:?}: not preallocated");
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        use std::os::unix::fs::FileExt;
+        let last = match tear {
+            Tear::Cut => {
+                f.set_len(end - 5).unwrap();
+                9
+            }
+            Tear::Zeroed => {
+                f.write_all_at(&[0; 5], end - 5).unwrap();
+                9
+            }
+            Tear::Garbage => {
+                f.write_all_at(&[0, 0, 0, 40, 1, 2, 3, 4, 5], end).unwrap();
+                10
+            }
+        };
+        drop(f);
+        let mut log = LogStore::open_with(&raft, opts).unwrap();
+        assert_eq!(log.last_index(), Some(last), "{tear:?}: torn tail cut");
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(openraft::Vote::new(3, 2))
+        );
+        // Appending after the cut works and survives another reopen.
+        flush_append(&mut log, vec![append_entry(2, last + 1, 10, 1)]).await;
+        log.truncate(lid(2, 8)).await.unwrap();
+        flush_append(&mut log, vec![append_entry(3, 8, 11, 2)]).await;
+        log.purge(lid(1, 3)).await.unwrap();
+        drop(log);
+        if preallocate {
+            // Cut or truncated, the file is preallocated again.
+            let len = std::fs::metadata(log_files(&raft).pop().unwrap())
+                .unwrap()
+                .len();
+            assert_eq!(len, opts.file_bytes, "{tear:?}: preallocated again");
+        }
+        let mut log = LogStore::open_with(&raft, opts).unwrap();
+        let got = log.try_get_log_entries(0..100).await.unwrap();
+        let idx: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(idx, vec![4, 5, 6, 7, 8], "{tear:?}");
+        assert_eq!(got.last().unwrap().log_id.leader_id.term, 3);
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 3)));
+    }
+}
+
+/// Preallocated files end in zeros: that is no torn tail, so a reopen keeps
+/// every entry; a log written without preallocation opens with it (its
+/// last file gets allocated), and back.
+#[tokio::test]
+async fn preallocated_files_roll_and_reopen_whole() {
+    let small = LogOptions {
+        file_bytes: 4096,
+        preallocate: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let raft = dir.path().join("raft");
+    let mut want = Vec::new();
+    for (round, opts) in [
+        LogOptions {
+            preallocate: false,
+            ..small
+        },
+        small,
+        LogOptions {
+            preallocate: false,
+            ..small
+        },
+        small,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut log = LogStore::open_with(&raft, opts).unwrap();
+        let got: Vec<u64> = log
+            .try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(got, want, "round {round}: reopened whole");
+        let base = want.len() as u64;
+        // 40 records of about 230 bytes: the last file is not full.
+        for i in 1..=40 {
+            flush_append(&mut log, vec![append_entry(1, base + i, base + i, 8)]).await;
+            want.push(base + i);
+        }
+        let last = log_files(&raft).pop().unwrap();
+        let (len, end) = (std::fs::metadata(&last).unwrap().len(), records_end(&last));
+        if opts.preallocate {
+            assert!(
+                len == 4096 && end < len,
+                "round {round}: {end} of {len} bytes used"
+            );
+        } else {
+            assert!(
+                len == end || len == 4096,
+                "round {round}: {end} of {len} bytes"
+            );
+        }
+    }
+    let files = log_files(&raft);
+    assert!(files.len() >= 4, "rolled into {} files", files.len());
+    let mut log = LogStore::open_with(&raft, small).unwrap();
+    assert_eq!(log.last_index(), Some(160));
+    let got = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    assert_eq!(got.len(), 160);
 }
 
 /// After a snapshot beyond the end of the log is installed, openraft purges
