@@ -1018,12 +1018,18 @@ fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A batch smaller than this (entries or payload bytes) waits while another
-/// batch is in flight, and grows meanwhile; larger batches are pipelined up to
-/// `batch.in_flight`. Many small appenders thus share few Raft entries, and a
-/// bulk loader still keeps several in flight.
+/// A batch smaller than this (entries or payload bytes) waits while
+/// [`SMALL_IN_FLIGHT`] batches are in flight, and grows meanwhile; larger
+/// batches are pipelined up to `batch.in_flight`. Many small appenders thus
+/// share few Raft entries, and a bulk loader still keeps several in flight.
 const PIPELINE_MIN_ENTRIES: usize = 256;
 const PIPELINE_MIN_BYTES: usize = 64 << 10;
+/// Small batches in flight at once. Two, not one: openraft 0.9 sends each
+/// follower one AppendEntries at a time and, after a commit, a heartbeat
+/// carrying the new commit index; a second batch already appended rides in
+/// place of that heartbeat instead of waiting for its round trip (64
+/// appenders: 24.5k -> 26.2k appends/s, medians of 6 paired runs).
+const SMALL_IN_FLIGHT: usize = 2;
 
 /// Payload bytes of a client job.
 fn job_bytes(j: &Job) -> usize {
@@ -1096,7 +1102,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
             let big = batch.n >= PIPELINE_MIN_ENTRIES || batch.bytes >= PIPELINE_MIN_BYTES;
-            if big || carry.is_some() || closed || in_flight.load(Ordering::Acquire) == 0 {
+            if big || carry.is_some() || closed || in_flight.load(Ordering::Acquire) < SMALL_IN_FLIGHT {
                 break;
             }
             // Small, and a batch is in flight: wait for it, gathering more.
