@@ -10,6 +10,12 @@ mod bench_etcd;
 mod cluster;
 mod local;
 
+/// mimalloc instead of glibc malloc: node processes allocate and free large
+/// frames and batches all the time, which glibc answers with fresh pages
+/// (page faults and zeroing) over and over.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{anyhow, bail, Context, Result};
 use backend::{Log, Target};
 use base64::engine::general_purpose::STANDARD as B64;
