@@ -91,18 +91,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Raw baseline: `write(4 KiB)` + `fdatasync` on an appending file, per second.
 fn fsync_window(path: &Path, window: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let n = fsync_samples(path, window)?.len();
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Raw baseline: the latency of each `write(4 KiB)` + `fdatasync` on an
+/// appending file in `path`, for `window`.
+pub(crate) fn fsync_samples(path: &Path, window: Duration) -> Result<Vec<Duration>> {
     let mut f = File::create(path)?;
     let block = [7u8; 4096];
     let start = Instant::now();
-    let mut n = 0u64;
+    let mut lat = Vec::new();
     while start.elapsed() < window {
+        let t = Instant::now();
         f.write_all(&block)?;
         f.sync_data()?;
-        n += 1;
+        lat.push(t.elapsed());
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
     std::fs::remove_file(path)?;
-    Ok(rate)
+    Ok(lat)
 }
 
 /// Medians over alternating windows: (subject rate, baseline rate, ratio).

@@ -553,6 +553,20 @@ async fn body(
     t.header();
     let payload: Arc<Vec<u8>> = Arc::new(vec![b'x'; a.payload]);
     let res = async {
+        // The disk's own speed, in this run: a replicated append costs at
+        // least two fsyncs one after the other (openraft 0.9 syncs the
+        // leader's log before it replicates), so this bounds the 1-appender
+        // latency from below on a machine whose disk varies from hour to hour.
+        let mut fsync = crate::bench::fsync_samples(&dir.join("fsync-baseline"), Duration::from_secs(1))?;
+        fsync.sort();
+        let fsync_p50 = pct(&fsync, 0.5);
+        t.add(
+            "baseline.fsync_p50_us",
+            fsync_p50,
+            "us",
+            None,
+            &format!("raw write(4 KiB)+fdatasync in the nodes' file system, {} in 1 s, cluster idle", fsync.len()),
+        );
         let dlog = dlog_phases(a, o, window, &client, &payload, &cpu, t).await?;
         let etcd = start_etcd(o, dir, t)?;
         let ecpu = etcd.as_ref().map(|e| Cpu {
@@ -570,6 +584,13 @@ async fn body(
             t,
         )
         .await?;
+        t.add(
+            "ratio.single_p50_over_fsync",
+            median(single.dp50.clone()) / fsync_p50.max(1e-9),
+            "x",
+            None,
+            "1-appender p50 / raw fsync p50, same run (2 = two serial fsyncs and nothing else)",
+        );
         let Some(etcd) = etcd else {
             return Ok(());
         };

@@ -1102,7 +1102,11 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
             let big = batch.n >= PIPELINE_MIN_ENTRIES || batch.bytes >= PIPELINE_MIN_BYTES;
-            if big || carry.is_some() || closed || in_flight.load(Ordering::Acquire) < SMALL_IN_FLIGHT {
+            if big
+                || carry.is_some()
+                || closed
+                || in_flight.load(Ordering::Acquire) < SMALL_IN_FLIGHT
+            {
                 break;
             }
             // Small, and a batch is in flight: wait for it, gathering more.
