@@ -462,6 +462,7 @@ impl RunningNode {
             t.abort();
         }
         let _ = self.inner.raft.shutdown().await;
+        self.inner.sm.close();
         self.endpoint.shutdown().await;
         tracing::info!(name = %self.inner.cfg.name, "node stopped");
     }

@@ -392,6 +392,21 @@ impl StateMachine {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Closes the ledger once Raft has stopped: waits for an apply still
+    /// running on a blocking thread, syncs, and drops the ledger (which
+    /// finishes its side-file writes), so a stopped node leaves complete
+    /// files behind whoever still holds a clone. Later calls that need the
+    /// ledger fail cleanly.
+    pub fn close(&self) {
+        let mut g = self.lock();
+        if g.ledger.is_some() {
+            if let Err(e) = g.sync(true) {
+                tracing::warn!(error = %e, "could not sync the ledger at shutdown");
+            }
+            g.ledger = None;
+        }
+    }
+
     /// Applies `entries` in order, then syncs the ledger if [`SYNC_EVERY`]
     /// has passed.
     fn apply_now(&self, entries: Vec<Entry>) -> Result<Vec<Response>> {

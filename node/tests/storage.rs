@@ -60,6 +60,12 @@ async fn flush_append(log: &mut LogStore, entries: Vec<Entry>) {
     log.blocking_append(entries).await.expect("append");
 }
 
+/// Indexes of every entry the log holds.
+async fn indexes(log: &mut LogStore) -> Vec<u64> {
+    let got = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    got.iter().map(|e| e.log_id.index).collect()
+}
+
 fn log_files(raft: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(raft)
         .unwrap()
@@ -193,14 +199,11 @@ async fn preallocated_files_roll_and_reopen_whole() {
     .enumerate()
     {
         let mut log = LogStore::open_with(&raft, opts).unwrap();
-        let got: Vec<u64> = log
-            .try_get_log_entries(0..u64::MAX)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
-        assert_eq!(got, want, "round {round}: reopened whole");
+        assert_eq!(
+            indexes(&mut log).await,
+            want,
+            "round {round}: reopened whole"
+        );
         let base = want.len() as u64;
         // 40 records of about 230 bytes: the last file is not full.
         for i in 1..=40 {
@@ -225,8 +228,7 @@ async fn preallocated_files_roll_and_reopen_whole() {
     assert!(files.len() >= 4, "rolled into {} files", files.len());
     let mut log = LogStore::open_with(&raft, small).unwrap();
     assert_eq!(log.last_index(), Some(160));
-    let got = log.try_get_log_entries(0..u64::MAX).await.unwrap();
-    assert_eq!(got.len(), 160);
+    assert_eq!(indexes(&mut log).await, (1..=160).collect::<Vec<_>>());
 }
 
 /// After a snapshot beyond the end of the log is installed, openraft purges
@@ -258,15 +260,8 @@ async fn appends_resume_after_a_purge_beyond_the_log() {
             }
         }
         let mut log = LogStore::open(&raft).expect("reopens");
-        let idx: Vec<u64> = log
-            .try_get_log_entries(0..u64::MAX)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
         assert_eq!(
-            idx,
+            indexes(&mut log).await,
             (1800..=1805).collect::<Vec<_>>(),
             "purge first: {purge_first}"
         );
@@ -279,17 +274,7 @@ async fn appends_resume_after_a_purge_beyond_the_log() {
         let log = LogStore::open(&raft).expect("reopens again");
         assert_eq!(log.last_index(), Some(1806));
         // The purged records left no file behind.
-        let files = std::fs::read_dir(&raft)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "dat")
-            })
-            .count();
-        assert_eq!(files, 1, "purge first: {purge_first}");
+        assert_eq!(log_files(&raft).len(), 1, "purge first: {purge_first}");
     }
 }
 
