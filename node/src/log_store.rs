@@ -23,9 +23,10 @@
 //! (group commit). openraft 0.9 itself waits for that callback inside its
 //! core task before it replicates the entries, so the leader's fsync and the
 //! followers' run one after the other: the fsync time is on every commit's
-//! path twice, which is why files are preallocated (below). A record cut by
-//! a crash (short or bad CRC) is a torn tail: it is cut at open. Entries are also kept in memory
-//! (the log is purged behind snapshots, so it stays short).
+//! path twice, which is why files are preallocated (above). A record cut by
+//! a crash (short or bad CRC) is a torn tail: it is cut at open. Entries are
+//! also kept in memory (the log is purged behind snapshots, so it stays
+//! short).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
