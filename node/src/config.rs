@@ -33,7 +33,7 @@
 //! election_max_ms = 1500        #   max + random(min..max) ms of silence (openraft's leader lease)
 //! snapshot_every = 20000
 //! log_file_mb = 64              # Raft log file size
-//! preallocate = true            # zero-fill log files ahead (fsyncs write data only)
+//! preallocate = true            # fallocate log files (an append's fsync commits no size change)
 //!
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
@@ -123,8 +123,8 @@ pub struct RaftSection {
     pub snapshot_every: u64,
     /// Size of one Raft log file, in MiB.
     pub log_file_mb: u64,
-    /// Zero-fill Raft log files ahead of time, so that an append's fsync
-    /// writes data only (see `log_store`).
+    /// Allocate each Raft log file at its full size when it is made, so an
+    /// append's fsync commits no size change (see `log_store`).
     pub preallocate: bool,
 }
 

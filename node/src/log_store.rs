@@ -71,9 +71,6 @@ struct LogFile {
     file: Arc<File>,
     /// End of the last record.
     len: u64,
-    /// Bytes allocated and written (zeros past `len`): writes below this
-    /// do not grow the file.
-    end: u64,
 }
 
 /// Allocates `bytes` for `file` (unwritten extents read as zeros) and sets
@@ -268,6 +265,8 @@ impl LogStore {
         let mut entries = BTreeMap::new();
         let mut cut = false;
         let mut expect: Option<u64> = None;
+        // Size of the last file read (its records plus preallocated zeros).
+        let mut last_size = 0u64;
         for first in firsts {
             let path = dir.join(file_name(first));
             if cut {
@@ -282,7 +281,7 @@ impl LogStore {
                 .map_err(NodeError::io("open", &path))?;
             let bytes = fs::read(&path).map_err(NodeError::io("read", &path))?;
             let (recs, valid) = scan_records(&bytes);
-            let mut end = bytes.len() as u64;
+            last_size = bytes.len() as u64;
             // Zeros after the last record are the preallocated rest of the
             // file; anything else there is a torn record.
             if bytes[valid as usize..].iter().any(|&b| b != 0) {
@@ -290,7 +289,7 @@ impl LogStore {
                 file.set_len(valid)
                     .map_err(NodeError::io("truncate", &path))?;
                 file.sync_all().map_err(NodeError::io("fsync", &path))?;
-                end = valid;
+                last_size = valid;
                 cut = true;
             }
             let pos = files.len() as u64;
@@ -318,7 +317,6 @@ impl LogStore {
                 path,
                 file: Arc::new(file),
                 len: valid,
-                end,
             });
         }
         let last_idx = match files.last() {
@@ -326,13 +324,12 @@ impl LogStore {
             _ => None,
         };
         // The file appends go to next: preallocated, whatever wrote it last.
-        if let Some(f) = files.last_mut() {
+        if let Some(f) = files.last() {
             if opts.preallocate
-                && f.end < opts.file_bytes
+                && last_size < opts.file_bytes
                 && preallocate(&f.file, &f.path, opts.file_bytes)
             {
                 f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
-                f.end = opts.file_bytes;
             }
         }
         Ok(LogStore {
@@ -395,7 +392,6 @@ impl Inner {
             .map_err(NodeError::io("write", &f.path))?;
         let base = f.len;
         f.len += buf.len() as u64;
-        f.end = f.end.max(f.len);
         let to_sync = (f.file.clone(), f.path.clone());
         self.last_idx = entries.last().map(|e| e.get_log_id().index);
         for (e, off) in entries.into_iter().zip(rel) {
@@ -419,18 +415,15 @@ impl Inner {
             .truncate(true)
             .open(&path)
             .map_err(NodeError::io("create", &path))?;
-        let end = if self.opts.preallocate && preallocate(&file, &path, self.opts.file_bytes) {
-            self.opts.file_bytes
-        } else {
-            0
-        };
+        if self.opts.preallocate {
+            preallocate(&file, &path, self.opts.file_bytes);
+        }
         fsync_dir(&self.dir)?;
         self.files.push(LogFile {
             first: first_idx,
             path,
             file: Arc::new(file),
             len: 0,
-            end,
         });
         Ok(())
     }
@@ -451,9 +444,8 @@ impl Inner {
             .set_len(off)
             .map_err(NodeError::io("truncate", &f.path))?;
         f.len = off;
-        f.end = off;
-        if self.opts.preallocate && preallocate(&f.file, &f.path, self.opts.file_bytes) {
-            f.end = self.opts.file_bytes;
+        if self.opts.preallocate {
+            preallocate(&f.file, &f.path, self.opts.file_bytes);
         }
         f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
         fsync_dir(&self.dir)?;

@@ -833,7 +833,7 @@ async fn dispatch(
                     inner.cfg.batch.max_entries
                 )));
             }
-            let total: usize = items.iter().map(|i| i.1.len()).sum();
+            let total = crate::types::items_bytes(&items);
             let limit = inner.cfg.batch.max_bytes.max(max);
             if total > limit {
                 return Err(bad(format!(
@@ -1034,7 +1034,7 @@ const SMALL_IN_FLIGHT: usize = 2;
 
 /// Payload bytes of a client job.
 fn job_bytes(j: &Job) -> usize {
-    j.items.iter().map(|i| i.1.len()).sum()
+    crate::types::items_bytes(&j.items)
 }
 
 /// Client jobs gathered into one Raft entry, within the `[batch]` bounds.

@@ -99,15 +99,21 @@ pub struct SmInner {
 
 impl Drop for SmInner {
     fn drop(&mut self) {
-        if self.ledger.is_some() {
-            if let Err(e) = self.sync(true) {
-                tracing::warn!(error = %e, "could not sync the ledger at shutdown");
-            }
-        }
+        self.close_ledger();
     }
 }
 
 impl SmInner {
+    /// Syncs the ledger and the applied state durably, then drops the ledger.
+    fn close_ledger(&mut self) {
+        if self.ledger.is_some() {
+            if let Err(e) = self.sync(true) {
+                tracing::warn!(error = %e, "could not sync the ledger at shutdown");
+            }
+            self.ledger = None;
+        }
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> Result<&Ledger> {
         self.ledger
@@ -398,13 +404,7 @@ impl StateMachine {
     /// files behind whoever still holds a clone. Later calls that need the
     /// ledger fail cleanly.
     pub fn close(&self) {
-        let mut g = self.lock();
-        if g.ledger.is_some() {
-            if let Err(e) = g.sync(true) {
-                tracing::warn!(error = %e, "could not sync the ledger at shutdown");
-            }
-            g.ledger = None;
-        }
+        self.lock().close_ledger();
     }
 
     /// Applies `entries` in order, then syncs the ledger if [`SYNC_EVERY`]
@@ -431,9 +431,7 @@ fn payload_bytes(entries: &[Entry]) -> usize {
     entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(Request::Append { items, .. }) => {
-                items.iter().map(|(_, p)| p.len()).sum()
-            }
+            EntryPayload::Normal(Request::Append { items, .. }) => crate::types::items_bytes(items),
             _ => 0,
         })
         .sum()

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 /// A Raft node id (`node-N` has id `N`).
 pub type NodeId = u64;
 
+/// Payload bytes of `(kind byte, payload)` items.
+pub fn items_bytes(items: &[(u8, Vec<u8>)]) -> usize {
+    items.iter().map(|(_, p)| p.len()).sum()
+}
+
 /// Application requests replicated through Raft (the `D` of the type config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
