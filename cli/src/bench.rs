@@ -43,8 +43,10 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
-    /// With --cluster: batches in flight in the bulk phase.
-    #[arg(long, default_value_t = 4)]
+    /// With --cluster: batches in flight in the bulk phase (openraft 0.9
+    /// keeps one AppendEntries in flight per follower, so a bulk writer needs
+    /// several batches queued behind it for each RPC to carry more than one).
+    #[arg(long, default_value_t = 8)]
     pub(crate) in_flight: usize,
     /// With --cluster: warm-up seconds before each timed phase.
     #[arg(long, default_value_t = 1.0)]
