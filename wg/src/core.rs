@@ -14,7 +14,11 @@
 //! One caveat on purity: boringtun's `Tunn` keeps its own internal timers
 //! from the process clock (WireGuard's REKEY/REJECT timers). Everything the
 //! core decides itself (ticks, handshake retries, PQ rotation, pending-session
-//! timeouts, TCP) uses only the `now` it is given.
+//! timeouts, TCP) uses only the `now` it is given. boringtun's timers read
+//! a mock clock when it is built with its `mock-instant` feature; the tests
+//! in `wg/clock-tests` (their own workspace, so that feature stays out of
+//! every other build) move that clock with the simulation, so rekey, reject
+//! and expiry run on virtual time too.
 //!
 //! Packet path in: datagram → route (handshake initiation: decrypt the
 //! initiator's static key, drop unknown keys; other messages: by our

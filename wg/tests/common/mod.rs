@@ -7,6 +7,8 @@ use std::time::Duration;
 use dlog_wg::config::{Config, PeerTable, PqMode};
 use dlog_wg::keys::KeyFile;
 
+pub mod sim;
+
 /// A test node: keys, tunnel address, UDP address.
 #[derive(Clone)]
 pub struct NodeSpec {
