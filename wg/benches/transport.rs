@@ -414,6 +414,66 @@ fn pq_rotation(c: &mut Criterion) {
     });
 }
 
+/// The ceiling under the tunnel: boringtun's data path alone, one core, no
+/// TCP, no sockets. One iteration encapsulates an IPv4 packet of `size`
+/// bytes on one established `Tunn` and decapsulates it on its peer, which
+/// is the crypto every tunnelled byte costs (ChaCha20-Poly1305 seal + open,
+/// WireGuard's only cipher). A two-process transfer on a 2-core machine
+/// cannot beat twice this rate (each core doing half of both halves) and
+/// reaches it only if TCP, copies and syscalls were free.
+fn wireguard_data_path(c: &mut Criterion) {
+    let clamp = |b: u8| {
+        let mut k = [b; 32];
+        k[0] &= 248;
+        k[31] &= 127;
+        k[31] |= 64;
+        StaticSecret::from(k)
+    };
+    let (sa, sb) = (clamp(1), clamp(3));
+    let (pa, pb) = (PublicKey::from(&sa), PublicKey::from(&sb));
+    let mut ta = Tunn::new(sa, pb, None, None, 1, None);
+    let mut tb = Tunn::new(sb, pa, None, None, 2, None);
+    let mut buf = vec![0u8; 70_000];
+    let mut out = vec![0u8; 70_000];
+    let init = match ta.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        _ => panic!("no handshake initiation"),
+    };
+    let resp = match tb.decapsulate(None, &init, &mut buf) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        _ => panic!("no handshake response"),
+    };
+    if let TunnResult::WriteToNetwork(k) = ta.decapsulate(None, &resp, &mut buf) {
+        // The initiator's first keepalive confirms the session to the responder.
+        let k = k.to_vec();
+        let _ = tb.decapsulate(None, &k, &mut out);
+    }
+    let mut g = c.benchmark_group("wireguard_data_path");
+    g.sample_size(20).measurement_time(Duration::from_secs(4));
+    for size in [1420usize, 65_000] {
+        // A minimal IPv4 header (version 4, IHL 5, total length) and payload.
+        let mut packet = vec![0x5au8; size];
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+        packet[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        packet[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("encap_decap", size), &size, |b, _| {
+            b.iter(|| {
+                let n = match ta.encapsulate(&packet, &mut buf) {
+                    TunnResult::WriteToNetwork(d) => d.len(),
+                    _ => panic!("encapsulate failed"),
+                };
+                match tb.decapsulate(None, &buf[..n], &mut out) {
+                    TunnResult::WriteToTunnelV4(p, _) => assert_eq!(p.len(), size),
+                    _ => panic!("decapsulate failed"),
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// A whole PQ rotation through the real sans-IO cores, as the endpoints run
 /// it: `rotate_now`, the control messages inside the current tunnel, both
 /// sides' KEM work, new `Tunn`s, the responder's anonymous handshake parse
@@ -618,6 +678,7 @@ criterion_group!(
     pq_rotation_core,
     pq_parts,
     round_trip,
+    wireguard_data_path,
     throughput_two_processes,
     throughput
 );
