@@ -360,6 +360,15 @@ fn round_trip(c: &mut Criterion) {
 /// ephemeral ML-KEM key generation, three encapsulations and
 /// decapsulations, the BLAKE3 PSK derivation, two new `Tunn`s and the
 /// WireGuard handshake that confirms it (thread CPU time).
+/// A fixed X25519 secret (clamped) for in-memory `Tunn` pairs.
+fn fixed_secret(b: u8) -> StaticSecret {
+    let mut k = [b; 32];
+    k[0] &= 248;
+    k[31] &= 127;
+    k[31] |= 64;
+    StaticSecret::from(k)
+}
+
 fn pq_rotation(c: &mut Criterion) {
     use dlog_wg::pq;
     let (ka, kb) = dlog_wg::fuzzing::fixture_keys();
@@ -371,14 +380,7 @@ fn pq_rotation(c: &mut Criterion) {
     };
     let ska = dlog_crypto::kem::KemSecretKey::from_seed([2u8; 64]);
     let skb = dlog_crypto::kem::KemSecretKey::from_seed([4u8; 64]);
-    let clamp = |b: u8| {
-        let mut k = [b; 32];
-        k[0] &= 248;
-        k[31] &= 127;
-        k[31] |= 64;
-        StaticSecret::from(k)
-    };
-    let (sa, sb) = (clamp(1), clamp(3));
+    let (sa, sb) = (fixed_secret(1), fixed_secret(3));
     let (pa, pb) = (PublicKey::from(&sa), PublicKey::from(&sb));
     let rotation_once = || {
         let st = pq::initiate(1, 5, &parties).unwrap();
@@ -422,14 +424,7 @@ fn pq_rotation(c: &mut Criterion) {
 /// cannot beat twice this rate (each core doing half of both halves) and
 /// reaches it only if TCP, copies and syscalls were free.
 fn wireguard_data_path(c: &mut Criterion) {
-    let clamp = |b: u8| {
-        let mut k = [b; 32];
-        k[0] &= 248;
-        k[31] &= 127;
-        k[31] |= 64;
-        StaticSecret::from(k)
-    };
-    let (sa, sb) = (clamp(1), clamp(3));
+    let (sa, sb) = (fixed_secret(1), fixed_secret(3));
     let (pa, pb) = (PublicKey::from(&sa), PublicKey::from(&sb));
     let mut ta = Tunn::new(sa, pb, None, None, 1, None);
     let mut tb = Tunn::new(sb, pa, None, None, 2, None);

@@ -143,37 +143,25 @@ fn outage_longer_than_the_attempt_window_heals_in_seconds() {
     transfer(&mut sim, 0, c, 1, s, b"before", Duration::from_secs(5));
     sim.loss = 1.0;
     let data = pattern(9, 20_000);
-    let mut sent = 0;
+    let mut flow = Flow::default();
     let until = sim.t + Duration::from_secs(120);
-    sim.run_until(Duration::from_secs(120), |s| {
-        if sent < data.len() {
-            if let Ok(n) = s.cores[0].socket(c).send_slice(&data[sent..]) {
-                sent += n;
-            }
-        }
-        s.t >= until
+    sim.run_until(Duration::from_secs(120), |sm| {
+        flow.pump(sm, (0, c), (1, s), &data);
+        sm.t >= until
     });
     let handshakes = sim.handshake_initiations;
     sim.loss = 0.0;
     let healed = sim.t;
-    let mut got = Vec::new();
     let ok = sim.run_until(Duration::from_secs(60), |sm| {
-        if sent < data.len() {
-            if let Ok(n) = sm.cores[0].socket(c).send_slice(&data[sent..]) {
-                sent += n;
-            }
-        }
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = sm.cores[1].socket(s).recv_slice(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        got.len() >= data.len()
+        flow.pump(sm, (0, c), (1, s), &data)
     });
-    assert!(ok, "{} of {} bytes after the outage", got.len(), data.len());
-    assert!(got == data, "data corrupted");
+    assert!(
+        ok,
+        "{} of {} bytes after the outage",
+        flow.got.len(),
+        data.len()
+    );
+    assert!(flow.got == data, "data corrupted");
     let took = sim.t - healed;
     // The TCP retransmission timer is capped at 6 s and our handshake retry
     // at 5 s: recovery is bounded by those, not by boringtun's 90 s.

@@ -151,6 +151,44 @@ pub fn open(sim: &mut Sim, ns: &[NodeSpec]) -> (SocketHandle, SocketHandle) {
     (c, server.unwrap())
 }
 
+/// A one-way transfer in progress: how much of `data` the sender's socket
+/// took and what the receiver's socket gave back.
+#[derive(Default)]
+pub struct Flow {
+    pub sent: usize,
+    pub got: Vec<u8>,
+}
+
+impl Flow {
+    /// Feeds the rest of `data` into socket `from` and drains socket `to`
+    /// (each a core index and a handle); true once everything arrived.
+    pub fn pump(
+        &mut self,
+        sim: &mut Sim,
+        from: (usize, SocketHandle),
+        to: (usize, SocketHandle),
+        data: &[u8],
+    ) -> bool {
+        if self.sent < data.len() {
+            if let Ok(n) = sim.cores[from.0]
+                .socket(from.1)
+                .send_slice(&data[self.sent..])
+            {
+                self.sent += n;
+            }
+        }
+        let sock = sim.cores[to.0].socket(to.1);
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = sock.recv_slice(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.got.extend_from_slice(&buf[..n]);
+        }
+        self.got.len() >= data.len()
+    }
+}
+
 /// Moves `data` from core `a`'s socket to core `b`'s socket.
 pub fn transfer(
     sim: &mut Sim,
@@ -161,24 +199,13 @@ pub fn transfer(
     data: &[u8],
     max: Duration,
 ) {
-    let mut sent = 0;
-    let mut got = Vec::new();
-    let ok = sim.run_until(max, |s| {
-        if sent < data.len() {
-            if let Ok(n) = s.cores[a].socket(ha).send_slice(&data[sent..]) {
-                sent += n;
-            }
-        }
-        let sock = s.cores[b].socket(hb);
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = sock.recv_slice(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        got.len() >= data.len()
-    });
-    assert!(ok, "transfer incomplete: {} of {}", got.len(), data.len());
-    assert!(got == data, "data corrupted");
+    let mut flow = Flow::default();
+    let ok = sim.run_until(max, |s| flow.pump(s, (a, ha), (b, hb), data));
+    assert!(
+        ok,
+        "transfer incomplete: {} of {}",
+        flow.got.len(),
+        data.len()
+    );
+    assert!(flow.got == data, "data corrupted");
 }
