@@ -662,13 +662,25 @@ fn start_etcd(o: &ClusterOpts, dir: &Path, t: &mut Table) -> Result<Option<EtcdC
         return Ok(None);
     };
     let version = bench_etcd::version(&bin);
-    let etcd = EtcdCluster::start(
-        &bin,
-        &dir.join("etcd"),
-        ETCD_MEMBERS,
-        Duration::from_secs(30),
-    )
-    .context("etcd baseline")?;
+    // A port taken between probing and etcd's bind fails one start; the
+    // DLog figures of the run should not be lost to it.
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    let etcd = loop {
+        match EtcdCluster::start(
+            &bin,
+            &dir.join(format!("etcd-{attempt}")),
+            ETCD_MEMBERS,
+            Duration::from_secs(30),
+        ) {
+            Ok(e) => break e,
+            Err(e) if attempt < ATTEMPTS && !interrupted() => {
+                eprintln!("etcd baseline: start {attempt} of {ATTEMPTS} failed ({e:#}); retrying");
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context("etcd baseline")),
+        }
+    };
     t.set(
         "etcd",
         serde_json::json!({"version": version, "binary": bin, "gateway": etcd.gateway, "leader": etcd.leader}),

@@ -53,9 +53,17 @@ pub struct EtcdCluster {
     pub leader: String,
 }
 
-fn free_tcp_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// `n` distinct free loopback ports (the listeners are held together, so
+/// the kernel cannot hand out one port twice; another process may still
+/// take one before etcd binds it, which the caller's retry covers).
+fn free_tcp_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -80,9 +88,8 @@ impl EtcdCluster {
     /// Starts `members` etcd processes in `dir`/etcd-N and waits until they
     /// are healthy and have a leader.
     pub fn start(bin: &Path, dir: &Path, members: usize, timeout: Duration) -> Result<EtcdCluster> {
-        let ports: Vec<(u16, u16)> = (0..members)
-            .map(|_| Ok((free_tcp_port()?, free_tcp_port()?)))
-            .collect::<Result<_>>()?;
+        let free = free_tcp_ports(2 * members)?;
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let initial = ports
             .iter()
             .enumerate()

@@ -1122,6 +1122,14 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         let Ok(permit) = sem.clone().acquire_owned().await else {
             return;
         };
+        // Group commit as late as possible: what queued while every slot
+        // was busy joins this entry instead of waiting for the next one.
+        while carry.is_none() {
+            match rx.try_recv() {
+                Ok(j) => carry = batch.add(j),
+                Err(_) => break,
+            }
+        }
         in_flight.fetch_add(1, Ordering::AcqRel);
         let flight = (in_flight.clone(), done.clone());
         let Gathered { jobs, n, .. } = batch;
