@@ -38,7 +38,7 @@
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
 //! max_bytes = 1048576           # also the largest payload total of one Append call
-//! in_flight = 4
+//! in_flight = 8                 # Raft entries proposed and not yet applied
 //! ```
 //!
 //! `client.toml`:
@@ -160,7 +160,7 @@ impl Default for BatchSection {
         BatchSection {
             max_entries: 8192,
             max_bytes: 1 << 20,
-            in_flight: 4,
+            in_flight: 8,
             checkpoint_ms: 100,
         }
     }
