@@ -115,6 +115,25 @@ pub(crate) fn fsync_samples(path: &Path, window: Duration) -> Result<Vec<Duratio
     Ok(lat)
 }
 
+/// Sequential write bandwidth in bytes/s: `bytes` in 1 MiB writes, then one
+/// `fdatasync`, timed together. What the disk absorbs now, in the file
+/// system under test.
+pub(crate) fn write_bandwidth(path: &Path, bytes: u64) -> Result<f64> {
+    let mut f = File::create(path)?;
+    let block = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < bytes {
+        f.write_all(&block)?;
+        written += block.len() as u64;
+    }
+    f.sync_data()?;
+    let rate = written as f64 / start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
 /// Medians over alternating windows: (subject rate, baseline rate, ratio).
 struct Interleaved {
     subject: Vec<f64>,

@@ -567,6 +567,17 @@ async fn body(
             None,
             &format!("raw write(4 KiB)+fdatasync in the nodes' file system, {} in 1 s, cluster idle", fsync.len()),
         );
+        // Bulk appends write about 0.9 KB per entry across three nodes
+        // (segment, Raft log, side files); on a shared disk the bulk figure
+        // follows what the disk absorbs at the time.
+        let bw = crate::bench::write_bandwidth(&dir.join("write-baseline"), 256 << 20)?;
+        t.add(
+            "baseline.write_mb_s",
+            bw / 1e6,
+            "MB/s",
+            None,
+            "raw 256 MiB of 1 MiB writes + one fdatasync, same file system, cluster idle",
+        );
         let dlog = dlog_phases(a, o, window, &client, &payload, &cpu, t).await?;
         let etcd = start_etcd(o, dir, t)?;
         let ecpu = etcd.as_ref().map(|e| Cpu {
