@@ -129,7 +129,6 @@ pub(crate) fn write_bandwidth(path: &Path, bytes: u64) -> Result<f64> {
     }
     f.sync_data()?;
     let rate = written as f64 / start.elapsed().as_secs_f64();
-    drop(f);
     std::fs::remove_file(path)?;
     Ok(rate)
 }

@@ -265,8 +265,6 @@ impl LogStore {
         let mut entries = BTreeMap::new();
         let mut cut = false;
         let mut expect: Option<u64> = None;
-        // Size of the last file read (its records plus preallocated zeros).
-        let mut last_size = 0u64;
         for first in firsts {
             let path = dir.join(file_name(first));
             if cut {
@@ -281,7 +279,6 @@ impl LogStore {
                 .map_err(NodeError::io("open", &path))?;
             let bytes = fs::read(&path).map_err(NodeError::io("read", &path))?;
             let (recs, valid) = scan_records(&bytes);
-            last_size = bytes.len() as u64;
             // Zeros after the last record are the preallocated rest of the
             // file; anything else there is a torn record.
             if bytes[valid as usize..].iter().any(|&b| b != 0) {
@@ -289,7 +286,6 @@ impl LogStore {
                 file.set_len(valid)
                     .map_err(NodeError::io("truncate", &path))?;
                 file.sync_all().map_err(NodeError::io("fsync", &path))?;
-                last_size = valid;
                 cut = true;
             }
             let pos = files.len() as u64;
@@ -325,8 +321,13 @@ impl LogStore {
         };
         // The file appends go to next: preallocated, whatever wrote it last.
         if let Some(f) = files.last() {
+            let size = f
+                .file
+                .metadata()
+                .map_err(NodeError::io("stat", &f.path))?
+                .len();
             if opts.preallocate
-                && last_size < opts.file_bytes
+                && size < opts.file_bytes
                 && preallocate(&f.file, &f.path, opts.file_bytes)
             {
                 f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;

@@ -1075,6 +1075,17 @@ impl Gathered {
         self.push(j, jb);
         None
     }
+
+    /// Adds the jobs already queued in `rx` until one does not fit, which
+    /// is left in `carry` (nothing is taken while `carry` holds a job).
+    fn take_queued(&mut self, rx: &mut mpsc::Receiver<Job>, carry: &mut Option<Job>) {
+        while carry.is_none() {
+            match rx.try_recv() {
+                Ok(j) => *carry = self.add(j),
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
@@ -1096,12 +1107,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Gathered::new(first, max);
         let mut closed = false;
         loop {
-            while carry.is_none() {
-                match rx.try_recv() {
-                    Ok(j) => carry = batch.add(j),
-                    Err(_) => break,
-                }
-            }
+            batch.take_queued(&mut rx, &mut carry);
             let big = batch.n >= PIPELINE_MIN_ENTRIES || batch.bytes >= PIPELINE_MIN_BYTES;
             if big
                 || carry.is_some()
@@ -1124,12 +1130,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         };
         // Group commit as late as possible: what queued while every slot
         // was busy joins this entry instead of waiting for the next one.
-        while carry.is_none() {
-            match rx.try_recv() {
-                Ok(j) => carry = batch.add(j),
-                Err(_) => break,
-            }
-        }
+        batch.take_queued(&mut rx, &mut carry);
         in_flight.fetch_add(1, Ordering::AcqRel);
         let flight = (in_flight.clone(), done.clone());
         let Gathered { jobs, n, .. } = batch;

@@ -187,6 +187,17 @@ impl Flow {
         }
         self.got.len() >= data.len()
     }
+
+    /// Asserts that the flow finished (`ok`) and delivered `data` intact.
+    pub fn assert_delivered(&self, ok: bool, data: &[u8]) {
+        assert!(
+            ok,
+            "transfer incomplete: {} of {}",
+            self.got.len(),
+            data.len()
+        );
+        assert!(self.got == data, "data corrupted");
+    }
 }
 
 /// Moves `data` from core `a`'s socket to core `b`'s socket.
@@ -201,11 +212,5 @@ pub fn transfer(
 ) {
     let mut flow = Flow::default();
     let ok = sim.run_until(max, |s| flow.pump(s, (a, ha), (b, hb), data));
-    assert!(
-        ok,
-        "transfer incomplete: {} of {}",
-        flow.got.len(),
-        data.len()
-    );
-    assert!(flow.got == data, "data corrupted");
+    flow.assert_delivered(ok, data);
 }
