@@ -458,6 +458,12 @@ impl<H: TreeHasher> MemoryTree<H> {
         &self.levels[0]
     }
 
+    /// Every complete perfect node of `level`, left to right (empty past the
+    /// top).
+    pub fn level(&self, level: u32) -> &[Hash] {
+        self.levels.get(level as usize).map_or(&[], Vec::as_slice)
+    }
+
     /// Root of the whole tree.
     pub fn root(&self) -> Hash {
         self.root_at(self.len()).expect("current size is in range")

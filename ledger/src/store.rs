@@ -1199,22 +1199,47 @@ fn idx_bytes(offsets: &[u64]) -> Vec<u8> {
     idx
 }
 
+/// The levels of a full segment's tree, leaves first: what its `.tree` file
+/// holds, level by level.
+fn full_levels(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> impl Iterator<Item = &[u8]> {
+    (0..=bits as u32).map(move |level| {
+        let nodes = tree.level(level);
+        debug_assert_eq!(nodes.len() as u64, 1u64 << (bits as u32 - level));
+        nodes.as_flattened()
+    })
+}
+
 /// The bytes of a sealed segment's `.tree` file: every node, level by level.
 fn tree_bytes(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> Vec<u8> {
-    let mut nodes = Vec::with_capacity(tree_file_len(bits) as usize);
-    for level in 0..=bits as u32 {
-        for i in 0..(1u64 << (bits as u32 - level)) {
-            nodes.extend_from_slice(&tree.node(level, i).expect("full segment has every node"));
-        }
-    }
-    nodes
+    full_levels(bits, tree).collect::<Vec<_>>().concat()
 }
 
-/// The bytes of a sealed segment's `.idx` and `.tree` files.
-fn sidecar_bytes(bits: u8, offsets: &[u64], tree: &MemoryTree<Blake3Hasher>) -> (Vec<u8>, Vec<u8>) {
-    (idx_bytes(offsets), tree_bytes(bits, tree))
+/// Writes `path` through a temporary file: `fill` writes the bytes, then the
+/// file is fsynced and renamed into place.
+fn write_replacing(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+    ));
+    let f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+    let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+    fill(&mut w).map_err(LedgerError::io("write", &tmp))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| LedgerError::io("write", &tmp)(e.into_error()))?;
+    f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))
 }
 
+/// Writes a sealed segment's `.idx` and `.tree` files straight from the
+/// offsets and the in-memory tree (no intermediate copy: a `.tree` is 4 MiB
+/// at the default `k`, and building it in a fresh buffer cost page faults
+/// on every seal).
 fn write_sidecars(
     dir: &Path,
     s: u64,
@@ -1222,15 +1247,14 @@ fn write_sidecars(
     offsets: &[u64],
     tree: &MemoryTree<Blake3Hasher>,
 ) -> Result<()> {
-    let (idx, nodes) = sidecar_bytes(bits, offsets, tree);
-    for (ext, bytes) in [("idx", &idx), ("tree", &nodes)] {
-        let path = seg_path(dir, s, ext);
-        let tmp = path.with_extension(format!("{ext}.tmp"));
-        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
-        f.write_all(bytes).map_err(LedgerError::io("write", &tmp))?;
-        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(LedgerError::io("rename", &path))?;
-    }
+    write_replacing(&seg_path(dir, s, "idx"), |w| {
+        offsets
+            .iter()
+            .try_for_each(|o| w.write_all(&o.to_be_bytes()))
+    })?;
+    write_replacing(&seg_path(dir, s, "tree"), |w| {
+        full_levels(bits, tree).try_for_each(|level| w.write_all(level))
+    })?;
     fsync_dir(&dir.join(SEGMENT_DIR))
 }
 
@@ -1312,8 +1336,10 @@ fn open_sealed(
                 write_sidecars(dir, s, expect.bits, &scan.offsets, &tree)?;
                 (Bytes::Map(map(&idx_path)?), Bytes::Map(map(&tree_path)?))
             } else {
-                let (idx, nodes) = sidecar_bytes(expect.bits, &scan.offsets, &tree);
-                (Bytes::Owned(idx), Bytes::Owned(nodes))
+                (
+                    Bytes::Owned(idx_bytes(&scan.offsets)),
+                    Bytes::Owned(tree_bytes(expect.bits, &tree)),
+                )
             }
         }
     };
