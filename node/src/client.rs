@@ -223,10 +223,7 @@ impl Client {
 
     /// Appends entries; returns once a majority has them durably and they are applied.
     pub async fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
-        let items = items
-            .iter()
-            .map(|(k, p)| (k.to_byte(), p.to_vec()))
-            .collect();
+        let items = items.iter().map(|(k, p)| (k.to_byte(), *p)).collect();
         match self.call(Call::Append { items }).await? {
             Reply::Appended {
                 first,

@@ -34,6 +34,7 @@
 //! snapshot_every = 20000
 //! log_file_mb = 64              # Raft log file size
 //! preallocate = true            # fallocate log files (an append's fsync commits no size change)
+//! log_cache_mb = 64             # newest Raft log records kept decoded in memory
 //!
 //! [batch]                         # optional leader group commit bounds
 //! max_entries = 8192
@@ -126,6 +127,9 @@ pub struct RaftSection {
     /// Allocate each Raft log file at its full size when it is made, so an
     /// append's fsync commits no size change (see `log_store`).
     pub preallocate: bool,
+    /// MiB of the newest Raft log records kept decoded in memory; older
+    /// ones are read back from their file (see `log_store`).
+    pub log_cache_mb: u64,
 }
 
 impl Default for RaftSection {
@@ -137,6 +141,7 @@ impl Default for RaftSection {
             snapshot_every: 20_000,
             log_file_mb: 64,
             preallocate: true,
+            log_cache_mb: 64,
         }
     }
 }
@@ -313,6 +318,13 @@ impl NodeConfig {
                 file,
                 "raft.log_file_mb",
                 "must be between 1 and 4096",
+            ));
+        }
+        if !(1..=65536).contains(&t.raft.log_cache_mb) {
+            return Err(NodeError::config(
+                file,
+                "raft.log_cache_mb",
+                "must be between 1 and 65536",
             ));
         }
         if t.batch.max_entries == 0 || t.batch.in_flight == 0 {

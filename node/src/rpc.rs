@@ -83,8 +83,7 @@ pub enum Call {
     /// Append entries (client; voters and learners when forwarding).
     Append {
         /// `(kind byte, payload)` per entry.
-        #[serde(with = "crate::types::items")]
-        items: Vec<(u8, Vec<u8>)>,
+        items: crate::types::Items,
     },
     /// Canonical bytes of one entry (any role).
     Get {

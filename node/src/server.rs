@@ -29,7 +29,7 @@ use crate::rpc::{
     PROTOCOL_VERSION,
 };
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, Raft, Request};
+use crate::types::{Items, NodeId, Raft, Request};
 
 /// Unix time in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -40,7 +40,7 @@ pub fn now_ns() -> u64 {
 }
 
 struct Job {
-    items: Vec<(u8, Vec<u8>)>,
+    items: Items,
     reply: oneshot::Sender<std::result::Result<Reply, RpcError>>,
 }
 
@@ -266,6 +266,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         LogOptions {
             file_bytes: cfg.raft.log_file_mb << 20,
             preallocate: cfg.raft.preallocate,
+            cache_bytes: cfg.raft.log_cache_mb << 20,
         },
     )?;
     let peers = Arc::new(peers);
@@ -833,15 +834,15 @@ async fn dispatch(
                     inner.cfg.batch.max_entries
                 )));
             }
-            let total = crate::types::items_bytes(&items);
+            let total = items.payload_bytes();
             let limit = inner.cfg.batch.max_bytes.max(max);
             if total > limit {
                 return Err(bad(format!(
                     "{total} payload bytes in one call; at most {limit} (split the batch)"
                 )));
             }
-            for (k, p) in &items {
-                EntryKind::from_byte(*k).map_err(bad)?;
+            for (k, p) in items.iter() {
+                EntryKind::from_byte(k).map_err(bad)?;
                 if p.len() > max {
                     return Err(bad(format!(
                         "payload of {} bytes exceeds the limit of {max} bytes",
@@ -1034,7 +1035,7 @@ const SMALL_IN_FLIGHT: usize = 2;
 
 /// Payload bytes of a client job.
 fn job_bytes(j: &Job) -> usize {
-    crate::types::items_bytes(&j.items)
+    j.items.payload_bytes()
 }
 
 /// Client jobs gathered into one Raft entry, within the `[batch]` bounds.
@@ -1133,15 +1134,16 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         batch.take_queued(&mut rx, &mut carry);
         in_flight.fetch_add(1, Ordering::AcqRel);
         let flight = (in_flight.clone(), done.clone());
-        let Gathered { jobs, n, .. } = batch;
+        let Gathered { jobs, .. } = batch;
         let ts = now_ns().max(last_ts);
         last_ts = ts;
-        let mut items = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::with_capacity(jobs.len());
         for j in jobs {
             waiters.push((j.items.len() as u64, j.reply));
-            items.extend(j.items);
+            parts.push(j.items);
         }
+        let items = Items::concat(&parts);
         let inner2 = inner.clone();
         let submitted = Instant::now();
         tokio::spawn(async move {

@@ -431,7 +431,7 @@ fn payload_bytes(entries: &[Entry]) -> usize {
     entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(Request::Append { items, .. }) => crate::types::items_bytes(items),
+            EntryPayload::Normal(Request::Append { items, .. }) => items.payload_bytes(),
             _ => 0,
         })
         .sum()
@@ -474,11 +474,11 @@ impl SmInner {
                 }
                 let done = (have - expected).min(n) as usize;
                 if done < items.len() {
-                    let mut batch = Vec::with_capacity(items.len() - done);
-                    for (k, p) in &items[done..] {
-                        let kind = EntryKind::from_byte(*k).unwrap_or(EntryKind::Data);
-                        batch.push((kind, p.as_slice()));
-                    }
+                    let batch: Vec<(EntryKind, &[u8])> = items
+                        .iter()
+                        .skip(done)
+                        .map(|(k, p)| (EntryKind::from_byte(k).unwrap_or(EntryKind::Data), p))
+                        .collect();
                     if let Err(err) = ledger.append_unsynced(*timestamp_ns, &batch) {
                         if matches!(err, dlog_ledger::LedgerError::PayloadTooLarge { .. }) {
                             // Deterministic refusal on every replica: the batch is skipped.

@@ -808,7 +808,7 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
             client.call_node_within(
                 "node-1",
                 dlog_node::rpc::Call::Append {
-                    items: vec![(0, big.clone())],
+                    items: vec![(0, big.clone())].into(),
                 },
                 Duration::from_millis(1 + (i + round) % 4),
             )
@@ -892,7 +892,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         .call_node_within(
             &lname,
             dlog_node::rpc::Call::Append {
-                items: vec![(0, lost.clone())],
+                items: vec![(0, lost.clone())].into(),
             },
             Duration::from_secs(3),
         )

@@ -18,14 +18,15 @@ fn shape() -> LogShape {
     }
 }
 
-struct Builder;
+/// Stores for openraft's suite, with these log options.
+struct Builder(LogOptions);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = LogStore::open(&dir.path().join("raft")).expect("log store");
+        let log = LogStore::open_with(&dir.path().join("raft"), self.0).expect("log store");
         let sm = StateMachine::open(dir.path(), &shape()).expect("state machine");
         Ok((dir, log, sm))
     }
@@ -33,7 +34,17 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(Builder).expect("openraft storage suite");
+    Suite::test_all(Builder(LogOptions::default())).expect("openraft storage suite");
+}
+
+/// The same suite with every entry but the newest read back from disk.
+#[test]
+fn openraft_storage_suite_reading_from_disk() {
+    let opts = LogOptions {
+        cache_bytes: 0,
+        ..LogOptions::default()
+    };
+    Suite::test_all(Builder(opts)).expect("openraft storage suite, entries read from disk");
 }
 
 fn lid(term: u64, index: u64) -> LogId<u64> {
@@ -43,7 +54,8 @@ fn lid(term: u64, index: u64) -> LogId<u64> {
 fn append_entry(term: u64, index: u64, ts: u64, n: usize) -> Entry {
     let items = (0..n)
         .map(|i| (0u8, format!("entry {index}/{i}").into_bytes()))
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     Entry {
         log_id: lid(term, index),
         payload: EntryPayload::Normal(Request::Append {
@@ -179,6 +191,7 @@ async fn preallocated_files_roll_and_reopen_whole() {
     let small = LogOptions {
         file_bytes: 4096,
         preallocate: true,
+        ..LogOptions::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let raft = dir.path().join("raft");
@@ -229,6 +242,75 @@ async fn preallocated_files_roll_and_reopen_whole() {
     let mut log = LogStore::open_with(&raft, small).unwrap();
     assert_eq!(log.last_index(), Some(160));
     assert_eq!(indexes(&mut log).await, (1..=160).collect::<Vec<_>>());
+}
+
+/// With a small cache, only the newest entries stay in memory; the rest
+/// read back from their files exactly as written, across file rolls,
+/// truncation, purges that remove files, and a reopen. A damaged record
+/// that is no longer cached is an error, never wrong data.
+#[tokio::test]
+async fn entries_past_the_cache_read_back_from_their_files() {
+    let opts = LogOptions {
+        file_bytes: 2048,
+        preallocate: true,
+        cache_bytes: 1000,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let raft = dir.path().join("raft");
+    let mut log = LogStore::open_with(&raft, opts).unwrap();
+    let mut want: Vec<Entry> = Vec::new();
+    for i in 1..=120 {
+        let e = append_entry(1 + i / 50, i, i, (i % 7) as usize + 1);
+        want.push(e.clone());
+        flush_append(&mut log, vec![e]).await;
+    }
+    assert!(log_files(&raft).len() >= 3, "rolled into several files");
+    let cached = log.cached_entries();
+    assert!((1..20).contains(&cached), "{cached} of 120 entries cached");
+    assert_eq!(log.try_get_log_entries(1..=120).await.unwrap(), want);
+    assert_eq!(log.try_get_log_entries(30..41).await.unwrap(), want[29..40]);
+    // Truncate inside the uncached part, then append a different tail.
+    log.truncate(lid(2, 60)).await.unwrap();
+    want.truncate(59);
+    for i in 60..=90 {
+        let e = append_entry(5, i, 200 + i, 3);
+        want.push(e.clone());
+        flush_append(&mut log, vec![e]).await;
+    }
+    // A purge that removes whole files moves every later entry's place.
+    log.purge(lid(1, 40)).await.unwrap();
+    want.drain(..40);
+    assert_eq!(log.try_get_log_entries(0..u64::MAX).await.unwrap(), want);
+    drop(log);
+    let mut log = LogStore::open_with(&raft, opts).unwrap();
+    assert!(log.cached_entries() < 20);
+    assert_eq!(log.try_get_log_entries(0..u64::MAX).await.unwrap(), want);
+    drop(log);
+    // Damage a payload byte of entry 45 (not cached) behind an open store
+    // (an open would cut the log at the bad record).
+    let mut log = LogStore::open_with(&raft, opts).unwrap();
+    let needle = b"entry 45/0";
+    let file = log_files(&raft)
+        .into_iter()
+        .find(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .expect("entry 45 on disk");
+    let bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all_at(b"X", at as u64).unwrap();
+    drop(f);
+    let err = log.try_get_log_entries(44..47).await.unwrap_err();
+    assert!(err.to_string().contains("entry 45"), "{err}");
+    assert_eq!(log.try_get_log_entries(46..48).await.unwrap(), want[5..7]);
 }
 
 /// After a snapshot beyond the end of the log is installed, openraft purges
