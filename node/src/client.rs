@@ -1,7 +1,9 @@
 //! Client library: opens its own tunnel as a `client` (or `admin`) peer and
 //! calls the cluster. Writes go to any node (followers forward to the
 //! leader); transient failures (no leader yet, a node down) are retried on
-//! the next node until the per-operation deadline.
+//! the next node until the per-operation deadline. Appends carry a session
+//! tag, so a retry after a lost answer is stored once (see
+//! [`crate::session`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use dlog_wg::Endpoint;
 use crate::config::{load_peers, load_wg_key, ClientConfig};
 use crate::error::{NodeError, Result};
 use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
+use crate::session::SessionTag;
 use crate::types::NodeId;
 
 /// How long a node that failed at the transport level is avoided.
@@ -51,6 +54,56 @@ pub struct Client {
     timeout: Duration,
     attempt: Duration,
     trust: Option<TrustPolicy>,
+    session: Session,
+}
+
+/// This client's session: every append carries a tag from it, so a retry
+/// after a lost answer is applied at most once (see [`crate::session`]).
+struct Session {
+    id: u64,
+    /// The next seq, and the seqs of appends still in flight.
+    seqs: std::sync::Mutex<(u64, std::collections::BTreeSet<u64>)>,
+}
+
+impl Session {
+    fn new() -> Result<Session> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| NodeError::Process(format!("getrandom: {e}")))?;
+        Ok(Session {
+            id: u64::from_le_bytes(id),
+            seqs: std::sync::Mutex::new((1, Default::default())),
+        })
+    }
+
+    /// A tag for a new append. Its floor is the oldest seq still in
+    /// flight: everything older was answered or given up, never retried.
+    fn start(&self) -> SessionTag {
+        let mut g = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = g.0;
+        g.0 += 1;
+        g.1.insert(seq);
+        SessionTag {
+            session: self.id,
+            seq,
+            floor: g.1.first().copied().unwrap_or(seq),
+        }
+    }
+
+    /// The append of `tag` is over (answered, or given up): never retried.
+    fn finish(&self, tag: &SessionTag) {
+        let mut g = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        g.1.remove(&tag.seq);
+    }
+}
+
+/// Ends an append's seq when the append is over, also when its future is
+/// dropped half way.
+struct InFlight<'a>(&'a Session, SessionTag);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.finish(&self.1);
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -112,6 +165,7 @@ impl Client {
             timeout: cfg.timeout,
             attempt: cfg.attempt,
             trust,
+            session: Session::new()?,
         })
     }
 
@@ -224,7 +278,16 @@ impl Client {
     /// Appends entries; returns once a majority has them durably and they are applied.
     pub async fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
         let items = items.iter().map(|(k, p)| (k.to_byte(), *p)).collect();
-        match self.call(Call::Append { items }).await? {
+        // Retries inside `call` resend the same tag: applied at most once.
+        let tag = self.session.start();
+        let _in_flight = InFlight(&self.session, tag);
+        match self
+            .call(Call::Append {
+                items,
+                tag: Some(tag),
+            })
+            .await?
+        {
             Reply::Appended {
                 first,
                 count,

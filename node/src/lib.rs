@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod network;
 pub mod rpc;
 pub mod server;
+pub mod session;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -34,7 +34,7 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
 /// Version 2 added call ids (multiplexing).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
 /// Largest frame accepted: 16 AppendEntries of at most 1 MiB batches, or a
@@ -84,6 +84,9 @@ pub enum Call {
     Append {
         /// `(kind byte, payload)` per entry.
         items: crate::types::Items,
+        /// Session tag: a retry with the same tag is applied at most once
+        /// (see [`crate::session`]).
+        tag: Option<crate::session::SessionTag>,
     },
     /// Canonical bytes of one entry (any role).
     Get {

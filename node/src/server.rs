@@ -28,8 +28,9 @@ use crate::rpc::{
     RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME,
     PROTOCOL_VERSION,
 };
+use crate::session::{Placed, SessionTag};
 use crate::state_machine::StateMachine;
-use crate::types::{Items, NodeId, Raft, Request};
+use crate::types::{CallTag, Items, NodeId, Raft, Request};
 
 /// Unix time in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -41,6 +42,7 @@ pub fn now_ns() -> u64 {
 
 struct Job {
     items: Items,
+    tag: Option<SessionTag>,
     reply: oneshot::Sender<std::result::Result<Reply, RpcError>>,
 }
 
@@ -823,7 +825,7 @@ async fn dispatch(
             .map(Reply::InstallSnapshot)
             .map_err(internal),
         Call::SignCheckpoint { size, root } => sign_checkpoint(inner, size, root).await,
-        Call::Append { items } => {
+        Call::Append { items, tag } => {
             let max = inner.cfg.log.max_payload as usize;
             if items.is_empty() {
                 return Err(bad("an append needs at least one entry"));
@@ -859,7 +861,11 @@ async fn dispatch(
                 let n = items.len() as u64;
                 inner
                     .batch_tx
-                    .send(Job { items, reply: tx })
+                    .send(Job {
+                        items,
+                        tag,
+                        reply: tx,
+                    })
                     .await
                     .map_err(|_| internal("batcher stopped"))?;
                 let r = rx
@@ -877,7 +883,7 @@ async fn dispatch(
                     other => other,
                 }
             } else {
-                forward(inner, from, &Call::Append { items }).await
+                forward(inner, from, &Call::Append { items, tag }).await
             }
         }
         Call::Get { index } => {
@@ -1138,9 +1144,14 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         let ts = now_ns().max(last_ts);
         last_ts = ts;
         let mut parts = Vec::with_capacity(jobs.len());
+        let mut calls = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::with_capacity(jobs.len());
         for j in jobs {
-            waiters.push((j.items.len() as u64, j.reply));
+            waiters.push(j.reply);
+            calls.push(CallTag {
+                count: j.items.len() as u32,
+                tag: j.tag,
+            });
             parts.push(j.items);
         }
         let items = Items::concat(&parts);
@@ -1149,9 +1160,10 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         tokio::spawn(async move {
             let res = inner2
                 .raft
-                .client_write(Request::Append {
+                .client_write(Request::AppendCalls {
                     timestamp_ns: ts,
                     items,
+                    calls,
                 })
                 .await;
             drop(permit);
@@ -1164,25 +1176,37 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                     c.commit_seconds.observe(submitted.elapsed().as_secs_f64());
                     c.batch_entries.observe(r.data.count as f64);
                     inner2.appended.notify_one();
-                    let mut off = r.data.first;
-                    for (c, tx) in waiters {
-                        let _ = tx.send(Ok(Reply::Appended {
-                            first: off,
-                            count: c,
-                            timestamp_ns: r.data.timestamp_ns,
+                    for (tx, placed) in waiters.into_iter().zip(call_results(&r.data)) {
+                        let _ = tx.send(placed.map(|p| Reply::Appended {
+                            first: p.first,
+                            count: p.count,
+                            timestamp_ns: p.timestamp_ns,
                         }));
-                        off += c;
                     }
                 }
                 Err(e) => {
                     let err = write_err(&inner2, e);
-                    for (_, tx) in waiters {
+                    for tx in waiters {
                         let _ = tx.send(Err(err.clone()));
                     }
                 }
             }
         });
     }
+}
+
+/// Each call's answer from an applied [`Request::AppendCalls`].
+fn call_results(
+    r: &crate::types::Response,
+) -> impl Iterator<Item = std::result::Result<Placed, RpcError>> + '_ {
+    r.calls.iter().map(|p| {
+        p.ok_or_else(|| {
+            bad(
+                "not appended: this session tag is below the session's floor (the call was \
+                 acknowledged already), or the batch was refused",
+            )
+        })
+    })
 }
 
 /// Chain hash after segment `s`, recomputed from the sealed roots.

@@ -39,6 +39,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NodeError, Result};
+use crate::session::{Placed, Sessions, Verdict};
 use crate::snapshot::{ArchiveBuilder, Parts, SnapshotData};
 use crate::types::{Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
 
@@ -78,6 +79,9 @@ pub struct Applied {
     /// Sealed segments whose root and chain went through Raft as Seal records.
     #[serde(default)]
     pub seals_recorded: u64,
+    /// Client sessions: which tagged appends are applied (exactly-once).
+    #[serde(default)]
+    pub sessions: Sessions,
 }
 
 /// The replica's state, shared between Raft and the RPC service.
@@ -165,8 +169,13 @@ pub fn create_ledger(dir: &Path, shape: &LogShape) -> Result<()> {
     Ok(())
 }
 
-/// Size of one slot of the applied file.
-const SLOT: usize = 32 << 10;
+/// Size of one slot of the applied file: room for the session table at its
+/// bound ([`crate::session::MAX_RESULTS`]). Slots are written in place and
+/// the file is sparse, so only the state's own bytes are written.
+const SLOT: usize = 4 << 20;
+/// The slot size of files written before the session table: their second
+/// slot is read there.
+const LEGACY_SLOT: usize = 32 << 10;
 
 /// Reads the applied state: two slots `len:u32 | crc32c:u32 | json`, the
 /// valid one with the higher last applied index wins (a torn write of one
@@ -179,7 +188,12 @@ fn read_applied(dir: &Path) -> Result<Applied> {
         Err(e) => return Err(NodeError::io("read", &path)(e)),
     };
     let mut best: Option<Applied> = None;
-    for slot in bytes.chunks(SLOT).take(2) {
+    // A stale legacy second slot is older than anything written since, so
+    // it never wins over a valid current slot.
+    for at in [0, LEGACY_SLOT, SLOT] {
+        let Some(slot) = bytes.get(at..) else {
+            continue;
+        };
         if slot.len() < 8 {
             continue;
         }
@@ -431,10 +445,49 @@ fn payload_bytes(entries: &[Entry]) -> usize {
     entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(Request::Append { items, .. }) => items.payload_bytes(),
+            EntryPayload::Normal(
+                Request::Append { items, .. } | Request::AppendCalls { items, .. },
+            ) => items.payload_bytes(),
             _ => 0,
         })
         .sum()
+}
+
+/// `(kind, payload)` of a batch item (kinds were checked at the RPC).
+fn entry_kind((k, p): (u8, &[u8])) -> (EntryKind, &[u8]) {
+    (EntryKind::from_byte(k).unwrap_or(EntryKind::Data), p)
+}
+
+/// Appends `batch` as the entries `[expected, expected + len)`, skipping
+/// those the ledger already holds (a replay after a crash: the applied
+/// state is written only after a ledger sync, so it may lag the ledger).
+/// Returns the ledger's last timestamp after it, or `None` when the ledger
+/// refused the batch as oversized: a deterministic refusal on every
+/// replica, so the batch is skipped.
+fn append_replayable(
+    ledger: &mut dlog_ledger::Ledger,
+    expected: u64,
+    ts: u64,
+    batch: &[(EntryKind, &[u8])],
+) -> Result<Option<u64>> {
+    let have = ledger.size();
+    if have < expected {
+        return Err(NodeError::RaftStore {
+            path: ledger.dir().to_path_buf(),
+            detail: format!("ledger lost entries: holds {have}, {expected} applied"),
+        });
+    }
+    let done = ((have - expected) as usize).min(batch.len());
+    if done < batch.len() {
+        if let Err(err) = ledger.append_unsynced(ts, &batch[done..]) {
+            if matches!(err, dlog_ledger::LedgerError::PayloadTooLarge { .. }) {
+                tracing::warn!(%err, "refusing an oversized batch");
+                return Ok(None);
+            }
+            return Err(err.into());
+        }
+    }
+    Ok(Some(ledger.last_timestamp()))
 }
 
 impl SmInner {
@@ -464,36 +517,88 @@ impl SmInner {
                 timestamp_ns,
                 items,
             } => {
-                let n = items.len() as u64;
-                let have = ledger.size();
-                if have < expected {
-                    return Err(NodeError::RaftStore {
-                        path: ledger.dir().to_path_buf(),
-                        detail: format!("ledger lost entries: holds {have}, {expected} applied"),
+                let batch: Vec<(EntryKind, &[u8])> = items.iter().map(entry_kind).collect();
+                Ok(
+                    match append_replayable(ledger, expected, *timestamp_ns, &batch)? {
+                        Some(ts) => {
+                            self.applied.ledger_size = expected + batch.len() as u64;
+                            Response {
+                                first: expected,
+                                count: batch.len() as u64,
+                                timestamp_ns: ts,
+                                ..Response::default()
+                            }
+                        }
+                        None => Response::default(),
+                    },
+                )
+            }
+            Request::AppendCalls {
+                timestamp_ns,
+                items,
+                calls,
+            } => {
+                let ts = *timestamp_ns;
+                let max = ledger.meta().max_payload as usize;
+                if let Some((_, p)) = items.iter().find(|(_, p)| p.len() > max) {
+                    // Deterministic on every replica, and decided before the
+                    // session table changes: the whole batch is skipped.
+                    tracing::warn!(
+                        len = p.len(),
+                        max,
+                        "refusing a batch with an oversized payload"
+                    );
+                    return Ok(Response {
+                        calls: vec![None; calls.len()],
+                        ..Response::default()
                     });
                 }
-                let done = (have - expected).min(n) as usize;
-                if done < items.len() {
-                    let batch: Vec<(EntryKind, &[u8])> = items
-                        .iter()
-                        .skip(done)
-                        .map(|(k, p)| (EntryKind::from_byte(k).unwrap_or(EntryKind::Data), p))
-                        .collect();
-                    if let Err(err) = ledger.append_unsynced(*timestamp_ns, &batch) {
-                        if matches!(err, dlog_ledger::LedgerError::PayloadTooLarge { .. }) {
-                            // Deterministic refusal on every replica: the batch is skipped.
-                            tracing::warn!(%err, "refusing an oversized batch");
-                            return Ok(Response::default());
-                        }
-                        return Err(err.into());
+                // The ledger never lets timestamps go back; the entries get this.
+                let stamp = ts.max(ledger.last_timestamp());
+                let sessions = &mut self.applied.sessions;
+                sessions.expire(ts);
+                // A copy of a tagged call already applied (in an earlier
+                // entry or earlier in this one) appends nothing and answers
+                // with where the first copy went.
+                let mut entries = items.iter();
+                let mut batch = Vec::with_capacity(items.len());
+                let mut placed = Vec::with_capacity(calls.len());
+                for c in calls {
+                    let mut part = entries.by_ref().take(c.count as usize);
+                    let verdict = match &c.tag {
+                        Some(t) => sessions.check(t, ts),
+                        None => Verdict::New,
+                    };
+                    if verdict != Verdict::New {
+                        // Step over the call's entries (`take` is lazy).
+                        part.by_ref().for_each(drop);
                     }
+                    placed.push(match verdict {
+                        Verdict::New => {
+                            let at = batch.len() as u64;
+                            batch.extend(part.map(entry_kind));
+                            let p = Placed {
+                                first: expected + at,
+                                count: batch.len() as u64 - at,
+                                timestamp_ns: stamp,
+                            };
+                            if let Some(t) = &c.tag {
+                                sessions.record(t, p);
+                            }
+                            Some(p)
+                        }
+                        Verdict::Duplicate(p) => Some(p),
+                        Verdict::Stale => None,
+                    });
                 }
-                self.applied.ledger_size = expected + n;
+                append_replayable(ledger, expected, ts, &batch)?;
+                self.applied.ledger_size = expected + batch.len() as u64;
                 Ok(Response {
                     first: expected,
-                    count: n,
-                    timestamp_ns: ledger.last_timestamp(),
+                    count: batch.len() as u64,
+                    timestamp_ns: stamp,
                     size: 0,
+                    calls: placed,
                 })
             }
             Request::Checkpoint { note } => {

@@ -32,6 +32,27 @@ pub enum Request {
         /// Chain hash after the segment.
         chain: [u8; 32],
     },
+    /// [`Request::Append`] with the client calls it joins kept apart, so
+    /// that a call carrying a session tag is applied at most once (see
+    /// [`crate::session`]). New entries use this; `Append` stays readable
+    /// in logs written before it.
+    AppendCalls {
+        /// Unix nanoseconds assigned by the leader; replicas append with it.
+        timestamp_ns: u64,
+        /// `(kind byte, payload)` per entry, call after call.
+        items: Items,
+        /// The calls, in order: how many of `items` each has, and its tag.
+        calls: Vec<CallTag>,
+    },
+}
+
+/// One client call inside a [`Request::AppendCalls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTag {
+    /// Entries of the call.
+    pub count: u32,
+    /// Its session tag, when the client sent one.
+    pub tag: Option<crate::session::SessionTag>,
 }
 
 /// What applying a [`Request`] produced (the `R` of the type config).
@@ -45,6 +66,11 @@ pub struct Response {
     pub timestamp_ns: u64,
     /// Ledger size after applying.
     pub size: u64,
+    /// Per call of a [`Request::AppendCalls`], in order: where its entries
+    /// are (a duplicate's: where its first copy went), or `None` for a copy
+    /// of a call already acknowledged and forgotten (refused).
+    #[serde(default)]
+    pub calls: Vec<Option<crate::session::Placed>>,
 }
 
 openraft::declare_raft_types!(

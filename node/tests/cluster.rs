@@ -403,8 +403,20 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
             "acknowledged entry {idx} changed or lost"
         );
     }
+    // Exactly once: retries after the kills (same session tag) stored no
+    // second copy of any append.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..l.size() {
+        let e = l.entry(i).unwrap();
+        let p = dlog_ledger::entry::decode_ref(&e).unwrap().2.to_vec();
+        assert!(
+            seen.insert(p.clone()),
+            "entry {i} repeats {:?}",
+            String::from_utf8_lossy(&p)
+        );
+    }
     eprintln!(
-        "{} acknowledged appends verified; log size {}",
+        "{} acknowledged appends verified, none stored twice; log size {}",
         acked.len(),
         l.size()
     );
@@ -560,7 +572,7 @@ async fn multiplexed_stream_answers_by_id(client: &Client, dir: &Path) {
     };
     wire.extend_from_slice(
         &encode_framed(&Req {
-            version: 2,
+            version: dlog_node::rpc::PROTOCOL_VERSION,
             id: 5,
             call: slow,
         })
@@ -568,20 +580,24 @@ async fn multiplexed_stream_answers_by_id(client: &Client, dir: &Path) {
     );
     wire.extend_from_slice(
         &encode_framed(&Req {
-            version: 2,
+            version: dlog_node::rpc::PROTOCOL_VERSION,
             id: 7,
             call: Call::Status,
         })
         .unwrap(),
     );
     // A valid head, then bytes that are no call.
-    let mut bad = bincode::serialize(&FrameHead { version: 2, id: 9 }).unwrap();
+    let mut bad = bincode::serialize(&FrameHead {
+        version: dlog_node::rpc::PROTOCOL_VERSION,
+        id: 9,
+    })
+    .unwrap();
     bad.extend_from_slice(&[0xff; 7]);
     wire.extend_from_slice(&(bad.len() as u32).to_be_bytes());
     wire.extend_from_slice(&bad);
     wire.extend_from_slice(
         &encode_framed(&Req {
-            version: 2,
+            version: dlog_node::rpc::PROTOCOL_VERSION,
             id: 11,
             call: Call::Get { index: 0 },
         })
@@ -617,7 +633,7 @@ async fn multiplexed_stream_answers_by_id(client: &Client, dir: &Path) {
     // Another version: one `Version` answer, then the node closes the stream.
     w.write_all(
         &encode_framed(&Req {
-            version: 3,
+            version: dlog_node::rpc::PROTOCOL_VERSION + 1,
             id: 13,
             call: Call::Status,
         })
@@ -809,6 +825,7 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
                 "node-1",
                 dlog_node::rpc::Call::Append {
                     items: vec![(0, big.clone())].into(),
+                    tag: None,
                 },
                 Duration::from_millis(1 + (i + round) % 4),
             )
@@ -893,6 +910,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
             &lname,
             dlog_node::rpc::Call::Append {
                 items: vec![(0, lost.clone())].into(),
+                tag: None,
             },
             Duration::from_secs(3),
         )
@@ -949,5 +967,133 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
     let first = segments(&dirs[0]);
     for d in &dirs[1..] {
         assert_eq!(segments(d), first);
+    }
+}
+
+/// Exactly-once appends: copies of one tagged append (a client retrying
+/// after a lost answer, sent concurrently, through followers, after a
+/// restart of every node) are stored once and all answered with the first
+/// copy's place; a copy from below the session's floor is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_is_stored_once() {
+    use dlog_node::rpc::{Call, ErrorCode, Reply};
+    use dlog_node::session::SessionTag;
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let layout = cluster::generate(
+        dir,
+        &ClusterSpec {
+            nodes: 3,
+            segment_bits: 4,
+            origin: "dlog/once".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let configs: Vec<_> = layout
+        .node_configs
+        .iter()
+        .map(|p| dlog_node::config::NodeConfig::load(p).unwrap())
+        .collect();
+    let mut nodes = Vec::new();
+    for cfg in &configs {
+        nodes.push(dlog_node::start(cfg.clone()).await.unwrap());
+    }
+    let client = Client::open(&layout.client_config).await.unwrap();
+    cluster::wait_for_leader(&client, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let names = client.node_names();
+    let send = |node: String, payload: &'static [u8], seq: u64, floor: u64| {
+        let client = &client;
+        async move {
+            let call = Call::Append {
+                items: vec![(0, payload.to_vec())].into(),
+                tag: Some(SessionTag {
+                    session: 0x5e55_1011,
+                    seq,
+                    floor,
+                }),
+            };
+            // Followers forward to the leader.
+            match client.call_node(&node, call).await {
+                Ok(Reply::Appended { first, count, .. }) => Ok((first, count)),
+                Ok(r) => panic!("unexpected answer {r:?}"),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    client
+        .append(&[(EntryKind::Data, b"untagged")])
+        .await
+        .unwrap();
+    // The same tag, five copies at once through all three nodes.
+    let copies = (0..5).map(|i| send(names[i % 3].clone(), b"once", 1, 1));
+    let got: Vec<(u64, u64)> = futures::future::join_all(copies)
+        .await
+        .into_iter()
+        .map(|r| r.expect("a copy is answered"))
+        .collect();
+    assert!(got.iter().all(|g| *g == got[0]), "copies answered {got:?}");
+    assert_eq!(got[0].1, 1);
+    // Later copies, one after the other, through each node.
+    for n in &names {
+        assert_eq!(send(n.clone(), b"once", 1, 1).await.unwrap(), got[0]);
+    }
+    let second = send(names[1].clone(), b"twice", 2, 1).await.unwrap();
+    assert_eq!(second.0, got[0].0 + 1);
+    // Every node restarts: the session table is part of the applied state.
+    for n in nodes.drain(..) {
+        n.shutdown().await;
+    }
+    for cfg in &configs {
+        nodes.push(dlog_node::start(cfg.clone()).await.unwrap());
+    }
+    cluster::wait_for_leader(&client, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let again = async {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            match send(names[2].clone(), b"once", 1, 1).await {
+                Ok(r) => return r,
+                Err(e) if Instant::now() < end => {
+                    eprintln!("retrying after restart: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no answer after restart: {e}"),
+            }
+        }
+    };
+    assert_eq!(again.await, got[0], "a copy after the restart");
+    // Seq 3 says everything below 3 was acknowledged: seq 1 is now stale.
+    let third = send(names[0].clone(), b"thrice", 3, 3).await.unwrap();
+    assert_eq!(third.0, second.0 + 1);
+    let stale = send(names[0].clone(), b"once", 1, 1).await.unwrap_err();
+    match &stale {
+        dlog_node::NodeError::Remote { code, message } => {
+            assert_eq!(code, &format!("{:?}", ErrorCode::BadRequest), "{message}");
+            assert!(message.contains("floor"), "{message}");
+        }
+        e => panic!("stale copy: {e:?}"),
+    }
+    let size = third.0 + 1;
+    wait_sizes(&client, &names, size, Duration::from_secs(20)).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    // Each payload is in the log exactly once, on every replica.
+    for d in cluster::node_dirs(dir).unwrap() {
+        let l = open_ro(&d);
+        assert_eq!(l.size(), size);
+        let mut seen = std::collections::BTreeMap::new();
+        for i in 0..l.size() {
+            let e = l.entry(i).unwrap();
+            let p = dlog_ledger::entry::decode_ref(&e).unwrap().2.to_vec();
+            *seen.entry(p).or_insert(0) += 1;
+        }
+        for p in [&b"untagged"[..], b"once", b"twice", b"thrice"] {
+            assert_eq!(seen.get(p), Some(&1), "{}: {:?}", d.display(), seen);
+        }
     }
 }

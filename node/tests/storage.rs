@@ -411,6 +411,107 @@ async fn reapplying_after_a_crash_never_appends_twice() {
     );
 }
 
+/// `(session, seq, floor)` of a call.
+type Tag = Option<(u64, u64, u64)>;
+
+fn calls_entry(index: u64, calls: &[(&[u8], Tag)]) -> Entry {
+    use dlog_node::session::SessionTag;
+    use dlog_node::types::CallTag;
+    let items: Vec<(u8, Vec<u8>)> = calls.iter().map(|(p, _)| (0, p.to_vec())).collect();
+    Entry {
+        log_id: lid(1, index),
+        payload: EntryPayload::Normal(Request::AppendCalls {
+            timestamp_ns: 1000 + index,
+            items: items.into(),
+            calls: calls
+                .iter()
+                .map(|(_, t)| CallTag {
+                    count: 1,
+                    tag: t.map(|(session, seq, floor)| SessionTag {
+                        session,
+                        seq,
+                        floor,
+                    }),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn payloads(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let l =
+        dlog_ledger::Ledger::open(&dir.join("ledger"), dlog_ledger::OpenMode::ReadOnly).unwrap();
+    (0..l.size())
+        .map(|i| {
+            let e = l.entry(i).unwrap();
+            dlog_ledger::entry::decode_ref(&e).unwrap().2.to_vec()
+        })
+        .collect()
+}
+
+/// Tagged calls inside group-committed entries: a copy of a call already
+/// applied (earlier in the log or earlier in the same entry) appends
+/// nothing and answers with the first copy's place, the calls around it
+/// keep their own places, a copy below the session's floor is refused; and
+/// the replay after a crash decides exactly the same.
+#[tokio::test]
+async fn tagged_calls_are_stored_once_and_replay_the_same() {
+    let entries = vec![
+        calls_entry(1, &[(b"a", Some((1, 1, 1))), (b"b", Some((1, 2, 1)))]),
+        calls_entry(
+            2,
+            &[
+                (b"a", Some((1, 1, 1))),
+                (b"c", None),
+                (b"d", Some((2, 1, 1))),
+                (b"d", Some((2, 1, 1))),
+                (b"b", Some((1, 2, 1))),
+                (b"e", Some((1, 3, 1))),
+            ],
+        ),
+        calls_entry(3, &[(b"a", Some((1, 1, 3))), (b"f", Some((1, 4, 3)))]),
+    ];
+    let places = |out: &[dlog_node::types::Response]| -> Vec<Vec<Option<u64>>> {
+        out.iter()
+            .map(|r| r.calls.iter().map(|p| p.map(|p| p.first)).collect())
+            .collect()
+    };
+    let want = vec![
+        vec![Some(0), Some(1)],
+        vec![Some(0), Some(2), Some(3), Some(3), Some(1), Some(4)],
+        vec![None, Some(5)],
+    ];
+    let a = tempfile::tempdir().unwrap();
+    {
+        let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+        let out = sm.apply(entries.clone()).await.unwrap();
+        assert_eq!(places(&out), want);
+    }
+    let stored: Vec<Vec<u8>> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|x| x.as_bytes().to_vec())
+        .collect();
+    assert_eq!(payloads(a.path()), stored);
+    // A replica that crashed after appending entries 2 and 3 but before
+    // its applied state (with the session table) was written.
+    let b = tempfile::tempdir().unwrap();
+    {
+        let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
+        sm.apply(entries[..1].to_vec()).await.unwrap();
+        sm.flush().unwrap();
+        let applied = std::fs::read(b.path().join("ledger/raft-applied.json")).unwrap();
+        sm.apply(entries[1..].to_vec()).await.unwrap();
+        drop(sm);
+        std::fs::write(b.path().join("ledger/raft-applied.json"), applied).unwrap();
+    }
+    let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
+    let out = sm.apply(entries[1..].to_vec()).await.unwrap();
+    assert_eq!(places(&out), want[1..]);
+    drop(sm);
+    assert_eq!(payloads(b.path()), stored);
+    assert_eq!(segment_bytes(a.path()), segment_bytes(b.path()));
+}
+
 #[tokio::test]
 async fn snapshot_transfers_segments_byte_for_byte() {
     let a = tempfile::tempdir().unwrap();
@@ -504,10 +605,18 @@ async fn a_torn_applied_slot_falls_back_to_the_other() {
         // Written to slot 1 by the clean shutdown.
         sm.apply(vec![append_entry(1, 2, 6, 1)]).await.unwrap();
     }
-    // Slot 1 holds index 2; tear it.
+    // Slot 1 holds index 2. A file in the layout before the session table
+    // (32 KiB slots) reads the same.
     let path = a.path().join("ledger/raft-applied.json");
     let mut b = std::fs::read(&path).unwrap();
-    let slot = 32 << 10;
+    let (legacy, slot) = (32 << 10, 4 << 20);
+    let mut old = b[..legacy].to_vec();
+    old.extend_from_slice(&b[slot..]);
+    std::fs::write(&path, &old).unwrap();
+    let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(lid(1, 2)));
+    drop(sm);
+    // Tear slot 1.
     b[slot + 12] ^= 0xff;
     std::fs::write(&path, b).unwrap();
     let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
