@@ -235,9 +235,10 @@ fn encode_record(out: &mut Vec<u8>, entry: &Entry) -> Result<()> {
 fn approx_record_len(e: &Entry) -> usize {
     const OVERHEAD: usize = 64;
     match &e.payload {
-        openraft::EntryPayload::Normal(crate::types::Request::Append { items, .. }) => {
-            RECORD_HEADER + OVERHEAD + items.payload_bytes() + 9 * items.len()
-        }
+        openraft::EntryPayload::Normal(
+            crate::types::Request::Append { items, .. }
+            | crate::types::Request::AppendCalls { items, .. },
+        ) => RECORD_HEADER + OVERHEAD + items.payload_bytes() + 30 * items.len(),
         _ => RECORD_HEADER + OVERHEAD,
     }
 }

@@ -1007,7 +1007,7 @@ async fn a_retried_append_is_stored_once() {
     let send = |node: String, payload: &'static [u8], seq: u64, floor: u64| {
         let client = &client;
         async move {
-            let call = Call::Append {
+            let call = || Call::Append {
                 items: vec![(0, payload.to_vec())].into(),
                 tag: Some(SessionTag {
                     session: 0x5e55_1011,
@@ -1015,11 +1015,21 @@ async fn a_retried_append_is_stored_once() {
                     floor,
                 }),
             };
-            // Followers forward to the leader.
-            match client.call_node(&node, call).await {
-                Ok(Reply::Appended { first, count, .. }) => Ok((first, count)),
-                Ok(r) => panic!("unexpected answer {r:?}"),
-                Err(e) => Err(e),
+            // Followers forward to the leader. A node that knows no leader
+            // yet (just elected, just restarted) gets the same tag again,
+            // as the client library would resend it.
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                match client.call_node(&node, call()).await {
+                    Ok(Reply::Appended { first, count, .. }) => return Ok((first, count)),
+                    Ok(r) => panic!("unexpected answer {r:?}"),
+                    Err(dlog_node::NodeError::Remote { code, .. })
+                        if (code == "NoLeader" || code == "NotLeader") && Instant::now() < end =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     };
