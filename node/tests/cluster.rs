@@ -858,29 +858,57 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     node.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
-    let (_tmp, dir) = test_dir();
-    let dir = dir.as_path();
+/// Three nodes generated into `dir` and run in this process, a client, and
+/// the leader's id and name once one is elected.
+struct InProcess {
+    configs: Vec<dlog_node::config::NodeConfig>,
+    nodes: Vec<dlog_node::RunningNode>,
+    client: Client,
+    leader: (u64, String),
+}
+
+async fn in_process_cluster(dir: &Path, origin: &str) -> InProcess {
     let layout = cluster::generate(
         dir,
         &ClusterSpec {
             nodes: 3,
             segment_bits: 4,
-            origin: "dlog/partition".into(),
+            origin: origin.into(),
             ..Default::default()
         },
     )
     .unwrap();
+    let configs: Vec<_> = layout
+        .node_configs
+        .iter()
+        .map(|p| dlog_node::config::NodeConfig::load(p).unwrap())
+        .collect();
     let mut nodes = Vec::new();
-    for p in &layout.node_configs {
-        let cfg = dlog_node::config::NodeConfig::load(p).unwrap();
-        nodes.push(dlog_node::start(cfg).await.unwrap());
+    for cfg in &configs {
+        nodes.push(dlog_node::start(cfg.clone()).await.unwrap());
     }
     let client = Client::open(&layout.client_config).await.unwrap();
-    let (lid, lname) = cluster::wait_for_leader(&client, Duration::from_secs(20))
+    let leader = cluster::wait_for_leader(&client, Duration::from_secs(20))
         .await
         .unwrap();
+    InProcess {
+        configs,
+        nodes,
+        client,
+        leader,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        nodes,
+        client,
+        leader: (lid, lname),
+        ..
+    } = in_process_cluster(dir, "dlog/partition").await;
     let mut acked = Vec::new();
     for i in 0..50u32 {
         let p = format!("before {i}").into_bytes();
@@ -980,29 +1008,12 @@ async fn a_retried_append_is_stored_once() {
     use dlog_node::session::SessionTag;
     let (_tmp, dir) = test_dir();
     let dir = dir.as_path();
-    let layout = cluster::generate(
-        dir,
-        &ClusterSpec {
-            nodes: 3,
-            segment_bits: 4,
-            origin: "dlog/once".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let configs: Vec<_> = layout
-        .node_configs
-        .iter()
-        .map(|p| dlog_node::config::NodeConfig::load(p).unwrap())
-        .collect();
-    let mut nodes = Vec::new();
-    for cfg in &configs {
-        nodes.push(dlog_node::start(cfg.clone()).await.unwrap());
-    }
-    let client = Client::open(&layout.client_config).await.unwrap();
-    cluster::wait_for_leader(&client, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let InProcess {
+        configs,
+        mut nodes,
+        client,
+        ..
+    } = in_process_cluster(dir, "dlog/once").await;
     let names = client.node_names();
     let send = |node: String, payload: &'static [u8], seq: u64, floor: u64| {
         let client = &client;

@@ -376,6 +376,20 @@ fn segment_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// A replica in `dir` that applied `entries` durably up to `durable`, then
+/// appended the rest to its ledger and crashed before its applied state
+/// said so (simulated by restoring the applied file of the durable point).
+async fn crash_after_appending(dir: &std::path::Path, entries: &[Entry], durable: usize) {
+    let mut sm = StateMachine::open(dir, &shape()).unwrap();
+    sm.apply(entries[..durable].to_vec()).await.unwrap();
+    sm.flush().unwrap();
+    let file = dir.join("ledger/raft-applied.json");
+    let applied = std::fs::read(&file).unwrap();
+    sm.apply(entries[durable..].to_vec()).await.unwrap();
+    drop(sm);
+    std::fs::write(&file, applied).unwrap();
+}
+
 #[tokio::test]
 async fn reapplying_after_a_crash_never_appends_twice() {
     let a = tempfile::tempdir().unwrap();
@@ -385,17 +399,9 @@ async fn reapplying_after_a_crash_never_appends_twice() {
         let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
         sm.apply(entries.clone()).await.unwrap();
     }
-    {
-        let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
-        sm.apply(entries[..4].to_vec()).await.unwrap();
-        sm.flush().unwrap();
-        // Crash after the ledger append of entries 5..=7 but before the
-        // applied file was written: simulate by restoring the old applied file.
-        let applied = std::fs::read(b.path().join("ledger/raft-applied.json")).unwrap();
-        sm.apply(entries[4..].to_vec()).await.unwrap();
-        drop(sm);
-        std::fs::write(b.path().join("ledger/raft-applied.json"), applied).unwrap();
-    }
+    // Crash after the ledger append of entries 5..=7 but before the
+    // applied file was written.
+    crash_after_appending(b.path(), &entries, 4).await;
     let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
     let (last, _) = sm.applied_state().await.unwrap();
     assert_eq!(last, Some(lid(1, 4)));
@@ -495,15 +501,7 @@ async fn tagged_calls_are_stored_once_and_replay_the_same() {
     // A replica that crashed after appending entries 2 and 3 but before
     // its applied state (with the session table) was written.
     let b = tempfile::tempdir().unwrap();
-    {
-        let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
-        sm.apply(entries[..1].to_vec()).await.unwrap();
-        sm.flush().unwrap();
-        let applied = std::fs::read(b.path().join("ledger/raft-applied.json")).unwrap();
-        sm.apply(entries[1..].to_vec()).await.unwrap();
-        drop(sm);
-        std::fs::write(b.path().join("ledger/raft-applied.json"), applied).unwrap();
-    }
+    crash_after_appending(b.path(), &entries, 1).await;
     let mut sm = StateMachine::open(b.path(), &shape()).unwrap();
     let out = sm.apply(entries[1..].to_vec()).await.unwrap();
     assert_eq!(places(&out), want[1..]);
