@@ -364,12 +364,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
 fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'static {
     move || {
         let m = inner.raft.metrics().borrow().clone();
-        let (size, cp) = {
+        let (size, cp, (sessions, results), duplicates) = {
             let g = inner.sm.lock();
             let l = g.ledger().ok();
             (
                 l.map(|l| l.size()).unwrap_or(0),
                 l.and_then(|l| l.checkpoint().map(|c| c.size)).unwrap_or(0),
+                g.sessions(),
+                g.duplicates,
             )
         };
         let c = &inner.counters;
@@ -406,7 +408,11 @@ fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'stat
             "Leader: entries per Raft append batch.",
             &mut hist,
         );
-        lag + &wg + &hist + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
+        let sessions = format!(
+            "dlog_sessions {sessions}\ndlog_session_results {results}\n\
+             dlog_duplicate_appends_total {duplicates}\n"
+        );
+        lag + &wg + &hist + &sessions + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
             "dlog_appends_total {}\ndlog_batches_total {}\ndlog_refused_calls_total {}\ndlog_checkpoints_total {}\n\
              dlog_raft_term {}\ndlog_raft_leader {}\ndlog_raft_applied {}\ndlog_ledger_size {}\ndlog_checkpoint_size {}\n",
             c.appends.load(Ordering::Relaxed),
@@ -436,6 +442,11 @@ impl RunningNode {
     /// Status of this node.
     pub fn status(&self) -> NodeStatus {
         status(&self.inner)
+    }
+
+    /// The metrics page as the loopback endpoint serves it (Prometheus text).
+    pub fn metrics_text(&self) -> String {
+        inner_metrics(self.inner.clone())()
     }
 
     /// Fault injection for tests: drops every RPC to and from the named peers

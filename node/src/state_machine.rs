@@ -92,6 +92,10 @@ pub struct SmInner {
     applied: Applied,
     /// Set when this replica's own computation disagrees with the cluster.
     pub diverged: Option<String>,
+    /// Copies of tagged appends this replica recognised while applying
+    /// (answered with the first copy's place, or refused as stale), since
+    /// it started.
+    pub duplicates: u64,
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Parts)>,
     snapshot_seq: u64,
     applied_file: Option<AppliedFile>,
@@ -387,6 +391,7 @@ impl StateMachine {
                 ledger: Some(ledger),
                 applied,
                 diverged: None,
+                duplicates: 0,
                 snapshot: None,
                 snapshot_seq: 0,
                 applied_file: None,
@@ -587,8 +592,14 @@ impl SmInner {
                             }
                             Some(p)
                         }
-                        Verdict::Duplicate(p) => Some(p),
-                        Verdict::Stale => None,
+                        Verdict::Duplicate(p) => {
+                            self.duplicates += 1;
+                            Some(p)
+                        }
+                        Verdict::Stale => {
+                            self.duplicates += 1;
+                            None
+                        }
                     });
                 }
                 append_replayable(ledger, expected, ts, &batch)?;
@@ -669,6 +680,11 @@ impl SmInner {
             self.checkpoint_size.send_replace(cp.size);
             tracing::info!(size = cp.size, "checkpoint stored");
         }
+    }
+
+    /// Client sessions and stored results in the replicated session table.
+    pub fn sessions(&self) -> (usize, usize) {
+        (self.applied.sessions.len(), self.applied.sessions.results())
     }
 
     /// Marks the replica diverged: it stops serving and signing.

@@ -772,6 +772,13 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
         "{body}"
     );
+    // The client's session holds the one append's result.
+    assert!(
+        body.contains("dlog_sessions 1\n")
+            && body.contains("dlog_session_results 1\n")
+            && body.contains("dlog_duplicate_appends_total 0\n"),
+        "{body}"
+    );
     // The one append shows in the latency and batch-size histograms.
     for h in [
         "dlog_commit_seconds",
@@ -1100,6 +1107,18 @@ async fn a_retried_append_is_stored_once() {
     }
     let size = third.0 + 1;
     wait_sizes(&client, &names, size, Duration::from_secs(20)).await;
+    // Every replica counts the copies it recognised since its restart: at
+    // least the one after the restart and the stale one (a replay of the
+    // log after the restart may recognise earlier ones again).
+    for n in &nodes {
+        let m = n.metrics_text();
+        let count: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("dlog_duplicate_appends_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{m}"));
+        assert!(count >= 2, "{m}");
+    }
     for n in nodes {
         n.shutdown().await;
     }
