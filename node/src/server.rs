@@ -105,13 +105,15 @@ impl Inner {
         format!(
             "dlog_wg_rx_datagrams_total {}\ndlog_wg_tx_datagrams_total {}\n\
              dlog_wg_dropped_unknown_key_total {}\ndlog_wg_pq_rotations_total {}\n\
-             dlog_wg_pq_failures_total {}\ndlog_wg_sessions_restarted_total {}\n",
+             dlog_wg_pq_failures_total {}\ndlog_wg_sessions_restarted_total {}\n\
+             dlog_wg_handshakes_total {}\n",
             st.rx_datagrams,
             st.tx_datagrams,
             st.dropped_unknown_key,
             st.pq_rotations,
             st.pq_failures,
-            st.sessions_restarted
+            st.sessions_restarted,
+            st.handshakes
         )
     }
 }

@@ -772,6 +772,13 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
         "{body}"
     );
+    // The node completed handshakes (with the client, at least).
+    let handshakes: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("dlog_wg_handshakes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(handshakes >= 1, "{body}");
     // The client's session holds the one append's result.
     assert!(
         body.contains("dlog_sessions 1\n")

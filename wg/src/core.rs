@@ -204,6 +204,10 @@ pub struct Stats {
     pub pq_failures: u64,
     /// Sessions re-established after expiry.
     pub sessions_restarted: u64,
+    /// Handshake messages accepted: initiations answered (as responder) and
+    /// responses accepted (as initiator), so one per handshake this side
+    /// completed its part of.
+    pub handshakes: u64,
     /// Endpoint changes (roaming).
     pub roams: u64,
     /// Stalled TCP senders nudged into fast retransmission by the watchdog.
@@ -840,6 +844,9 @@ impl Core {
             }
         }
         self.buf = buf;
+        if ok && (ty == 1 || ty == 2) {
+            self.stats.handshakes += 1;
+        }
         if !ok {
             self.stats.decapsulate_errors += 1;
             return;

@@ -76,6 +76,9 @@ fn rotation_every_interval_keeps_the_stream() {
     assert!(sim.cores[0].stats().pq_rotations >= 5);
     assert!(sim.cores[1].stats().pq_rotations >= 5);
     assert_eq!(sim.cores[0].stats().pq_failures, 0);
+    // Each rotation is a handshake, counted once on each side.
+    let hs = sim.cores[0].stats().handshakes + sim.cores[1].stats().handshakes;
+    assert!(hs >= 2 * 6, "{hs} handshake messages accepted");
 }
 
 #[test]
