@@ -263,12 +263,28 @@ pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
-    f.write_all(bytes).map_err(LedgerError::io("write", &tmp))?;
-    f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))?;
+    replace_file(path, |w| w.write_all(bytes))?;
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes `path` through `<name>.tmp` beside it: `fill` writes the bytes
+/// (buffered), then the file is fsynced and renamed into place. The
+/// directory is not fsynced (the caller does, once for several files).
+fn replace_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+    let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+    fill(&mut w).map_err(LedgerError::io("write", &tmp))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| LedgerError::io("write", &tmp)(e.into_error()))?;
+    f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))
 }
 
 fn map(path: &Path) -> Result<Mmap> {
@@ -1214,28 +1230,6 @@ fn tree_bytes(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> Vec<u8> {
     full_levels(bits, tree).collect::<Vec<_>>().concat()
 }
 
-/// Writes `path` through a temporary file: `fill` writes the bytes, then the
-/// file is fsynced and renamed into place.
-fn write_replacing(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default()
-    ));
-    let f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
-    let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
-    fill(&mut w).map_err(LedgerError::io("write", &tmp))?;
-    let f = w
-        .into_inner()
-        .map_err(|e| LedgerError::io("write", &tmp)(e.into_error()))?;
-    f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))
-}
-
 /// Writes a sealed segment's `.idx` and `.tree` files straight from the
 /// offsets and the in-memory tree (no intermediate copy: a `.tree` is 4 MiB
 /// at the default `k`, and building it in a fresh buffer cost page faults
@@ -1247,12 +1241,12 @@ fn write_sidecars(
     offsets: &[u64],
     tree: &MemoryTree<Blake3Hasher>,
 ) -> Result<()> {
-    write_replacing(&seg_path(dir, s, "idx"), |w| {
+    replace_file(&seg_path(dir, s, "idx"), |w| {
         offsets
             .iter()
             .try_for_each(|o| w.write_all(&o.to_be_bytes()))
     })?;
-    write_replacing(&seg_path(dir, s, "tree"), |w| {
+    replace_file(&seg_path(dir, s, "tree"), |w| {
         full_levels(bits, tree).try_for_each(|level| w.write_all(level))
     })?;
     fsync_dir(&dir.join(SEGMENT_DIR))

@@ -75,34 +75,41 @@ impl Session {
         })
     }
 
-    /// A tag for a new append. Its floor is the oldest seq still in
-    /// flight: everything older was answered or given up, never retried.
-    fn start(&self) -> SessionTag {
-        let mut g = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+    fn seqs(&self) -> std::sync::MutexGuard<'_, (u64, std::collections::BTreeSet<u64>)> {
+        self.seqs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A tag for a new append, in flight until the guard drops. Its floor
+    /// is the oldest seq still in flight (this one at most): everything
+    /// older was answered or given up, never retried.
+    fn start(&self) -> InFlight<'_> {
+        let mut g = self.seqs();
         let seq = g.0;
         g.0 += 1;
         g.1.insert(seq);
-        SessionTag {
-            session: self.id,
-            seq,
-            floor: g.1.first().copied().unwrap_or(seq),
+        let floor = g.1.first().copied().expect("seq was just inserted");
+        InFlight {
+            session: self,
+            tag: SessionTag {
+                session: self.id,
+                seq,
+                floor,
+            },
         }
-    }
-
-    /// The append of `tag` is over (answered, or given up): never retried.
-    fn finish(&self, tag: &SessionTag) {
-        let mut g = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
-        g.1.remove(&tag.seq);
     }
 }
 
-/// Ends an append's seq when the append is over, also when its future is
-/// dropped half way.
-struct InFlight<'a>(&'a Session, SessionTag);
+/// An append's tag, in flight until dropped: when the append is over
+/// (answered, or given up, also when its future is dropped half way), its
+/// seq is never retried.
+struct InFlight<'a> {
+    session: &'a Session,
+    tag: SessionTag,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.finish(&self.1);
+        self.session.seqs().1.remove(&self.tag.seq);
     }
 }
 
@@ -279,12 +286,11 @@ impl Client {
     pub async fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
         let items = items.iter().map(|(k, p)| (k.to_byte(), *p)).collect();
         // Retries inside `call` resend the same tag: applied at most once.
-        let tag = self.session.start();
-        let _in_flight = InFlight(&self.session, tag);
+        let in_flight = self.session.start();
         match self
             .call(Call::Append {
                 items,
-                tag: Some(tag),
+                tag: Some(in_flight.tag),
             })
             .await?
         {

@@ -231,16 +231,36 @@ fn encode_record(out: &mut Vec<u8>, entry: &Entry) -> Result<()> {
     Ok(())
 }
 
+/// Drops the decoded entries of the oldest cached slots (from `from` on)
+/// until `bytes` is within `budget`; the newest entry stays.
+fn evict(entries: &mut BTreeMap<u64, Slot>, from: &mut u64, bytes: &mut u64, budget: u64) {
+    let Some(&last) = entries.keys().next_back() else {
+        return;
+    };
+    if *from >= last {
+        return;
+    }
+    let mut next = *from;
+    for (&i, slot) in entries.range_mut(*from..last) {
+        if *bytes <= budget {
+            break;
+        }
+        if slot.entry.take().is_some() {
+            *bytes -= slot.len;
+        }
+        next = i + 1;
+    }
+    *from = next;
+}
+
 /// A guess at an entry's record length, to size the write buffer.
 fn approx_record_len(e: &Entry) -> usize {
     const OVERHEAD: usize = 64;
-    match &e.payload {
-        openraft::EntryPayload::Normal(
-            crate::types::Request::Append { items, .. }
-            | crate::types::Request::AppendCalls { items, .. },
-        ) => RECORD_HEADER + OVERHEAD + items.payload_bytes() + 30 * items.len(),
-        _ => RECORD_HEADER + OVERHEAD,
-    }
+    let items = match &e.payload {
+        openraft::EntryPayload::Normal(r) => r.items(),
+        _ => None,
+    };
+    RECORD_HEADER + OVERHEAD + items.map_or(0, |i| i.payload_bytes() + 30 * i.len())
 }
 
 /// Scans record bytes; returns the entries with their offsets and record
@@ -321,6 +341,9 @@ impl LogStore {
         firsts.sort_unstable();
         let mut files: Vec<LogFile> = Vec::new();
         let mut entries = BTreeMap::new();
+        // Decoded entries are trimmed to the cache bound file by file, so
+        // open never holds more of the log in memory than that.
+        let (mut cached_from, mut cached_bytes) = (None::<u64>, 0u64);
         let mut cut = false;
         let mut expect: Option<u64> = None;
         for first in firsts {
@@ -363,6 +386,8 @@ impl LogStore {
                 }
                 expect = Some(idx + 1);
                 if purged.is_none_or(|p: LogId| idx > p.index) {
+                    cached_from.get_or_insert(idx);
+                    cached_bytes += len;
                     entries.insert(
                         idx,
                         Slot {
@@ -380,6 +405,9 @@ impl LogStore {
                 file: Arc::new(file),
                 len: valid,
             });
+            if let Some(from) = cached_from.as_mut() {
+                evict(&mut entries, from, &mut cached_bytes, opts.cache_bytes);
+            }
         }
         let last_idx = match files.last() {
             Some(f) if f.len > 0 => expect.map(|x| x - 1),
@@ -399,13 +427,11 @@ impl LogStore {
                 f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
             }
         }
-        let cached_bytes = entries.values().map(|s| s.len).sum();
-        let cached_from = entries.keys().next().copied().unwrap_or(0);
-        let mut inner = Inner {
+        let inner = Inner {
             dir: dir.to_path_buf(),
             files,
             entries,
-            cached_from,
+            cached_from: cached_from.unwrap_or(0),
             cached_bytes,
             vote,
             purged,
@@ -414,7 +440,6 @@ impl LogStore {
             flusher: spawn_flusher(dir)?,
             opts,
         };
-        inner.evict();
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -524,23 +549,12 @@ impl Inner {
     /// Drops the oldest cached entries until the cache is within its
     /// bound (the newest entry stays).
     fn evict(&mut self) {
-        let Some(&last) = self.entries.keys().next_back() else {
-            return;
-        };
-        if self.cached_from >= last {
-            return;
-        }
-        let mut next = self.cached_from;
-        for (&i, slot) in self.entries.range_mut(self.cached_from..last) {
-            if self.cached_bytes <= self.opts.cache_bytes {
-                break;
-            }
-            if slot.entry.take().is_some() {
-                self.cached_bytes -= slot.len;
-            }
-            next = i + 1;
-        }
-        self.cached_from = next;
+        evict(
+            &mut self.entries,
+            &mut self.cached_from,
+            &mut self.cached_bytes,
+            self.opts.cache_bytes,
+        );
     }
 
     /// The entry at `index` from memory, or read back from its file.

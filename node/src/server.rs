@@ -1052,11 +1052,6 @@ const PIPELINE_MIN_BYTES: usize = 64 << 10;
 /// appenders: 24.5k -> 26.2k appends/s, medians of 6 paired runs).
 const SMALL_IN_FLIGHT: usize = 2;
 
-/// Payload bytes of a client job.
-fn job_bytes(j: &Job) -> usize {
-    j.items.payload_bytes()
-}
-
 /// Client jobs gathered into one Raft entry, within the `[batch]` bounds.
 struct Gathered {
     jobs: Vec<Job>,
@@ -1074,25 +1069,24 @@ impl Gathered {
             max,
         };
         // A single job is within the bounds (checked at the RPC).
-        let bytes = job_bytes(&first);
-        g.push(first, bytes);
+        g.push(first);
         g
     }
 
-    fn push(&mut self, j: Job, bytes: usize) {
+    fn push(&mut self, j: Job) {
         self.n += j.items.len();
-        self.bytes += bytes;
+        self.bytes += j.items.payload_bytes();
         self.jobs.push(j);
     }
 
     /// Adds `j`, or returns it when it would break a bound (it opens the
     /// next batch), so a Raft entry stays small enough for one frame.
     fn add(&mut self, j: Job) -> Option<Job> {
-        let jb = job_bytes(&j);
-        if self.n + j.items.len() > self.max.0 || self.bytes + jb > self.max.1 {
+        if self.n + j.items.len() > self.max.0 || self.bytes + j.items.payload_bytes() > self.max.1
+        {
             return Some(j);
         }
-        self.push(j, jb);
+        self.push(j);
         None
     }
 

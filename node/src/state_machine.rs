@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{NodeError, Result};
 use crate::session::{Placed, Sessions, Verdict};
 use crate::snapshot::{ArchiveBuilder, Parts, SnapshotData};
-use crate::types::{Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
+use crate::types::{Entry, Items, LogId, NodeId, Request, Response, StorageError, TypeConfig};
 
 /// Name of the applied-state file inside the ledger directory.
 pub const APPLIED_FILE: &str = "raft-applied.json";
@@ -254,17 +254,19 @@ impl AppliedFile {
 
     fn write(&mut self, a: &Applied, durable: bool) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let body = serde_json::to_vec(a).map_err(|e| NodeError::Protocol(e.to_string()))?;
-        if body.len() + 8 > SLOT {
+        // The header is filled in once the state is encoded after it.
+        let mut buf = vec![0u8; 8];
+        serde_json::to_writer(&mut buf, a).map_err(|e| NodeError::Protocol(e.to_string()))?;
+        let len = buf.len() - 8;
+        if buf.len() > SLOT {
             return Err(NodeError::RaftStore {
                 path: self.path.clone(),
-                detail: format!("applied state of {} bytes does not fit a slot", body.len()),
+                detail: format!("applied state of {len} bytes does not fit a slot"),
             });
         }
-        let mut buf = Vec::with_capacity(body.len() + 8);
-        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        buf.extend_from_slice(&body);
+        let crc = crc32c::crc32c(&buf[8..]);
+        buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        buf[4..8].copy_from_slice(&crc.to_be_bytes());
         self.file
             .write_all_at(&buf, self.next_slot * SLOT as u64)
             .map_err(NodeError::io("write", &self.path))?;
@@ -450,9 +452,7 @@ fn payload_bytes(entries: &[Entry]) -> usize {
     entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(
-                Request::Append { items, .. } | Request::AppendCalls { items, .. },
-            ) => items.payload_bytes(),
+            EntryPayload::Normal(r) => r.items().map_or(0, Items::payload_bytes),
             _ => 0,
         })
         .sum()
@@ -712,11 +712,10 @@ impl SmInner {
             let dir = self.ledger()?.dir().to_path_buf();
             self.applied_file = Some(AppliedFile::open(&dir)?);
         }
-        let a = self.applied.clone();
         self.applied_file
             .as_mut()
             .expect("just opened")
-            .write(&a, durable)
+            .write(&self.applied, durable)
     }
 
     fn build_snapshot(&mut self) -> Result<(SnapshotMeta<NodeId, BasicNode>, Parts)> {

@@ -46,6 +46,16 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The client entries of an append request.
+    pub fn items(&self) -> Option<&Items> {
+        match self {
+            Request::Append { items, .. } | Request::AppendCalls { items, .. } => Some(items),
+            _ => None,
+        }
+    }
+}
+
 /// One client call inside a [`Request::AppendCalls`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallTag {

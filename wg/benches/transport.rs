@@ -356,10 +356,6 @@ fn round_trip(c: &mut Criterion) {
     g.finish();
 }
 
-/// CPU for one PQ rotation of a peer pair, both sides, from the pieces:
-/// ephemeral ML-KEM key generation, three encapsulations and
-/// decapsulations, the BLAKE3 PSK derivation, two new `Tunn`s and the
-/// WireGuard handshake that confirms it (thread CPU time).
 /// A fixed X25519 secret (clamped) for in-memory `Tunn` pairs.
 fn fixed_secret(b: u8) -> StaticSecret {
     let mut k = [b; 32];
@@ -369,6 +365,10 @@ fn fixed_secret(b: u8) -> StaticSecret {
     StaticSecret::from(k)
 }
 
+/// CPU for one PQ rotation of a peer pair, both sides, from the pieces:
+/// ephemeral ML-KEM key generation, three encapsulations and
+/// decapsulations, the BLAKE3 PSK derivation, two new `Tunn`s and the
+/// WireGuard handshake that confirms it (thread CPU time).
 fn pq_rotation(c: &mut Criterion) {
     use dlog_wg::pq;
     let (ka, kb) = dlog_wg::fuzzing::fixture_keys();
