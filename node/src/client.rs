@@ -20,8 +20,19 @@ use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply};
 use crate::session::SessionTag;
 use crate::types::NodeId;
 
-/// How long a node that failed at the transport level is avoided.
+/// How long a node that failed at the transport level is avoided; each
+/// further failure in a row doubles it, up to [`SUSPECT_MAX`].
 const SUSPECT_FOR: Duration = Duration::from_secs(3);
+/// The longest a node is avoided (a dead node costs one attempt this often).
+const SUSPECT_MAX: Duration = Duration::from_secs(24);
+
+/// A node that failed at the transport level: avoided until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Suspect {
+    until: Instant,
+    /// Failures in a row.
+    strikes: u32,
+}
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +61,7 @@ pub struct Client {
     /// Every voter/learner of the peer table (for calls to a named node).
     servers: Vec<(String, PeerKey)>,
     next: AtomicUsize,
-    suspect: std::sync::Mutex<Vec<Option<Instant>>>,
+    suspect: std::sync::Mutex<Vec<Option<Suspect>>>,
     timeout: Duration,
     attempt: Duration,
     trust: Option<TrustPolicy>,
@@ -206,10 +217,12 @@ impl Client {
             let attempt = left.min(self.attempt);
             match self.pool.call_raw(&self.nodes[i].1, &call, attempt).await {
                 Ok(Ok(r)) => {
-                    self.set_suspect(i, None);
+                    self.trust_again(i);
                     return Ok(r);
                 }
                 Ok(Err(e)) => {
+                    // It answered: reachable, whatever it said.
+                    self.trust_again(i);
                     let retry = matches!(
                         e.code,
                         ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::Diverged
@@ -230,7 +243,7 @@ impl Client {
                 }
                 Err(e) => {
                     // Unreachable or silent: avoid this node for a while.
-                    self.set_suspect(i, Some(Instant::now() + SUSPECT_FOR));
+                    self.suspect(i);
                     self.next.store(i + 1, Ordering::Relaxed);
                     last = e;
                 }
@@ -250,14 +263,31 @@ impl Client {
         let g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
         (0..n)
             .map(|k| (start + k) % n)
-            .find(|&j| g.get(j).copied().flatten().is_none_or(|t| t <= now))
+            .find(|&j| g.get(j).copied().flatten().is_none_or(|s| s.until <= now))
             .unwrap_or(start)
     }
 
-    fn set_suspect(&self, i: usize, until: Option<Instant>) {
+    /// Node `i` failed at the transport level: avoid it, longer after each
+    /// failure in a row.
+    fn suspect(&self, i: usize) {
         let mut g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(x) = g.get_mut(i) {
-            *x = until;
+            let strikes = x.map_or(0, |s| s.strikes).saturating_add(1);
+            let hold = SUSPECT_FOR
+                .saturating_mul(1 << (strikes - 1).min(8))
+                .min(SUSPECT_MAX);
+            *x = Some(Suspect {
+                until: Instant::now() + hold,
+                strikes,
+            });
+        }
+    }
+
+    /// Node `i` answered: no longer suspect.
+    fn trust_again(&self, i: usize) {
+        let mut g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = g.get_mut(i) {
+            *x = None;
         }
     }
 

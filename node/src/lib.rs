@@ -5,6 +5,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

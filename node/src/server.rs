@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{load_peers, load_wg_key, NodeConfig};
 use crate::error::{NodeError, Result};
+use crate::failover::{self, LeaderContact};
 use crate::log_store::{LogOptions, LogStore};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
@@ -96,6 +97,8 @@ struct Inner {
     last_checkpoint: std::sync::Mutex<Option<Instant>>,
     /// Voter keys, to check signatures before committing a checkpoint.
     trust: Option<dlog_crypto::trust::TrustPolicy>,
+    /// When a leader last spoke to this node (see [`crate::failover`]).
+    contact: LeaderContact,
 }
 
 impl Inner {
@@ -341,6 +344,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         appended: tokio::sync::Notify::new(),
         blocked,
         last_checkpoint: std::sync::Mutex::new(None),
+        contact: LeaderContact::default(),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -686,14 +690,16 @@ fn status(inner: &Inner) -> NodeStatus {
 }
 
 fn leader_peer(inner: &Inner) -> Option<(NodeId, String)> {
-    let m = inner.raft.metrics().borrow().clone();
+    let m = inner.raft.metrics();
+    let m = m.borrow();
     let id = m.current_leader?;
-    let node = m.membership_config.membership().get_node(&id)?.clone();
-    Some((id, node.addr))
+    let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+    Some((id, addr))
 }
 
 fn is_leader(inner: &Inner) -> bool {
-    let m = inner.raft.metrics().borrow().clone();
+    let m = inner.raft.metrics();
+    let m = m.borrow();
     m.current_leader == Some(inner.cfg.id) && m.state == ServerState::Leader
 }
 
@@ -724,7 +730,7 @@ async fn forward(
             leader: leader_peer(inner).map(|l| l.1),
         });
     }
-    let Some((_, name)) = wait_leader(inner, Duration::from_secs(1)).await else {
+    let Some((id, name)) = wait_leader(inner, Duration::from_secs(1)).await else {
         return Err(RpcError::new(ErrorCode::NoLeader, "no leader is known"));
     };
     if name == inner.cfg.name {
@@ -736,16 +742,24 @@ async fn forward(
     let Some(peer) = inner.peers.by_name(&name).map(|p| p.public_key) else {
         return Err(internal(format!("leader {name} is not in the peer table")));
     };
-    match inner
-        .pool
-        .call_raw(&peer, call, Duration::from_secs(15))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => Err(RpcError::new(
-            ErrorCode::NoLeader,
-            format!("forwarding to {name}: {e}"),
-        )),
+    // Give up on a leader that went silent or was replaced (a retry with
+    // the same session tag is stored once): see `failover`.
+    let silence = Duration::from_millis(inner.cfg.raft.election_min_ms);
+    tokio::select! {
+        biased;
+        why = failover::leader_lost(&inner.raft, &inner.contact, id, silence) => {
+            Err(RpcError::new(
+                ErrorCode::NoLeader,
+                format!("not forwarded to {name}: {why}; retry"),
+            ))
+        }
+        r = inner.pool.call_raw(&peer, call, Duration::from_secs(15)) => match r {
+            Ok(r) => r,
+            Err(e) => Err(RpcError::new(
+                ErrorCode::NoLeader,
+                format!("forwarding to {name}: {e}"),
+            )),
+        },
     }
 }
 
@@ -824,19 +838,36 @@ async fn dispatch(
     call: Call,
 ) -> std::result::Result<Reply, RpcError> {
     match call {
-        Call::AppendEntries(r) => inner
-            .raft
-            .append_entries(r)
-            .await
-            .map(Reply::AppendEntries)
-            .map_err(internal),
-        Call::Vote(r) => inner.raft.vote(r).await.map(Reply::Vote).map_err(internal),
-        Call::InstallSnapshot(r) => inner
-            .raft
-            .install_snapshot(r)
-            .await
-            .map(Reply::InstallSnapshot)
-            .map_err(internal),
+        Call::AppendEntries(r) => {
+            let resp = inner.raft.append_entries(r).await.map_err(internal)?;
+            if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                inner.contact.heard();
+            }
+            Ok(Reply::AppendEntries(resp))
+        }
+        Call::Vote(r) => {
+            let resp = inner.raft.vote(r.clone()).await.map_err(internal)?;
+            let lease = Duration::from_millis(inner.cfg.raft.election_max_ms);
+            if !is_leader(inner)
+                && failover::should_campaign(&r, &resp, inner.contact.silent_for(), lease)
+            {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let patience = Duration::from_millis(inner.cfg.raft.heartbeat_ms);
+                    failover::campaign(inner.raft.clone(), &inner.contact, inner.cfg.id, patience)
+                        .await;
+                });
+            }
+            Ok(Reply::Vote(resp))
+        }
+        Call::InstallSnapshot(r) => {
+            let vote = r.vote;
+            let resp = inner.raft.install_snapshot(r).await.map_err(internal)?;
+            if resp.vote == vote {
+                inner.contact.heard();
+            }
+            Ok(Reply::InstallSnapshot(resp))
+        }
         Call::SignCheckpoint { size, root } => sign_checkpoint(inner, size, root).await,
         Call::Append { items, tag } => {
             let max = inner.cfg.log.max_payload as usize;

@@ -215,6 +215,7 @@ impl Endpoint {
             notify: Arc::new(Notify::new()),
             shared: shared.clone(),
             conns: Vec::new(),
+            evs: Vec::new(),
             connecting: Vec::new(),
             listeners: HashMap::new(),
             netem: netem.map(|cfg| NetemState {
@@ -560,6 +561,8 @@ impl Drop for ReadHalf {
 
 struct Conn {
     h: SocketHandle,
+    /// The peer at the other end.
+    peer: PeerKey,
     to_net: mpsc::Receiver<Bytes>,
     /// The stream's [`Stream::kick`] flag.
     kick: Arc<AtomicBool>,
@@ -589,6 +592,8 @@ struct Driver {
     notify: Arc<Notify>,
     shared: Arc<Shared>,
     conns: Vec<Conn>,
+    /// Core events not yet published.
+    evs: Vec<Event>,
     connecting: Vec<Connecting>,
     listeners: HashMap<u16, mpsc::Sender<Stream>>,
     netem: Option<NetemState>,
@@ -602,6 +607,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             self.receive(now, &mut rxbufs, &mut meta);
+            self.take_events();
             loop {
                 match self.cmd_rx.try_recv() {
                     Ok(c) => {
@@ -784,6 +790,7 @@ impl Driver {
         let kick = Arc::new(AtomicBool::new(false));
         self.conns.push(Conn {
             h,
+            peer: peer.public_key,
             to_net,
             kick: kick.clone(),
             more: true,
@@ -1091,14 +1098,39 @@ impl Driver {
         }
     }
 
+    /// Moves the core's events to `evs`, acting on those that concern open
+    /// streams. Called right after datagrams were handled (where a restart
+    /// is detected), before any new stream can be made with the peer.
+    fn take_events(&mut self) {
+        while let Some(e) = self.core.pop_event() {
+            if let Event::PeerRestarted { peer } = &e {
+                self.reset_streams(peer);
+            }
+            self.evs.push(e);
+        }
+    }
+
+    /// The peer came back with new tunnel state: it has none of our TCP
+    /// connections any more, so each stream with it is aborted now (its
+    /// reader sees a reset) instead of failing on its next use, which
+    /// would cost that call (a Raft vote, say) a timeout.
+    fn reset_streams(&mut self, peer: &PeerKey) {
+        let mut n = 0;
+        for c in self.conns.iter().filter(|c| c.peer == *peer) {
+            self.core.socket(c.h).abort();
+            n += 1;
+        }
+        if n > 0 {
+            tracing::debug!(%peer, streams = n, "peer restarted: its streams were reset");
+        }
+    }
+
     fn publish(&mut self) {
         if let Ok(mut s) = self.shared.stats.lock() {
             *s = self.core.stats();
         }
-        let mut evs = Vec::new();
-        while let Some(e) = self.core.pop_event() {
-            evs.push(e);
-        }
+        self.take_events();
+        let evs = std::mem::take(&mut self.evs);
         if !evs.is_empty() {
             if let Ok(mut q) = self.shared.events.lock() {
                 for e in evs {

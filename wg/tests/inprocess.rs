@@ -571,6 +571,63 @@ async fn peer_restart_and_roaming_recover_quickly() {
     assert!(a.stats().roams >= 1);
 }
 
+/// A stream to a peer that crashed and came back is reset as soon as the
+/// tunnel sees the new incarnation, not when it is next used: a connection
+/// pool must not find out by losing a call (a Raft vote, say) on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_to_a_restarted_peer_are_reset_at_once() {
+    init_tracing();
+    let ns = nodes(2);
+    let t = table(&ns);
+    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
+    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    // An established, idle stream from a to b.
+    let mut old = timeout(Duration::from_secs(20), a.connect(&b.public_key(), 7000))
+        .await
+        .unwrap()
+        .unwrap();
+    old.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    timeout(Duration::from_secs(10), old.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    // Let every delayed ACK go out: nothing of the old stream is pending
+    // when b crashes (its driver stops: nothing is sent) and a new b comes back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.shutdown().await;
+    drop(b);
+    let b2 = Endpoint::bind(config(&ns[1], &t, PqMode::Required), free_udp_port())
+        .await
+        .unwrap();
+    tokio::spawn(echo_server(b2.listen(7000).await.unwrap()));
+    timeout(
+        Duration::from_secs(15),
+        echo_roundtrip(&b2, &a.public_key(), 7000, 2, 1000),
+    )
+    .await
+    .expect("the new b reaches a");
+    // a never wrote on the old stream again, yet its reader learns at once.
+    let end = timeout(Duration::from_secs(2), old.read(&mut buf)).await;
+    assert!(
+        matches!(end, Ok(Err(_)) | Ok(Ok(0))),
+        "the stream to the old b is still open: {end:?}"
+    );
+    // A new stream to the new b works.
+    timeout(
+        Duration::from_secs(15),
+        echo_roundtrip(&a, &b2.public_key(), 7000, 3, 1000),
+    )
+    .await
+    .expect("a reaches the new b");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_keepalive_keeps_an_idle_tunnel_warm() {
     init_tracing();
