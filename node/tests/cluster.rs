@@ -274,6 +274,7 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         }));
     }
     let mut checkpoints = Vec::new();
+    let mut failovers = Vec::new();
     let nodes = cluster::node_dirs(dir).unwrap();
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -281,22 +282,69 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
             checkpoints.push(cp);
         }
         let leader = leader_of(&client, Duration::from_secs(20)).await;
+        let term = match client
+            .call_node(&leader, dlog_node::rpc::Call::Status)
+            .await
+        {
+            Ok(dlog_node::rpc::Reply::Status(s)) => s.term,
+            r => panic!("status of {leader}: {r:?}"),
+        };
         let ldir = dir.join(&leader);
         cluster::signal_node(&ldir, libc::SIGKILL).unwrap();
         let killed = Instant::now();
-        // A new leader serves writes.
+        // A survivor is elected, and a new leader serves writes.
+        let survivors: Vec<String> = client
+            .node_names()
+            .into_iter()
+            .filter(|n| *n != leader)
+            .collect();
         let probe = format!("probe {round}").into_bytes();
-        client
-            .append(&[(EntryKind::Data, &probe)])
-            .await
-            .expect("write after failover");
-        eprintln!(
-            "round {round}: killed {leader}; writes served again after {:?}",
-            killed.elapsed()
+        let (elected, served) = tokio::join!(
+            async {
+                loop {
+                    for n in &survivors {
+                        let st = client
+                            .call_node_within(
+                                n,
+                                dlog_node::rpc::Call::Status,
+                                Duration::from_millis(500),
+                            )
+                            .await;
+                        if let Ok(dlog_node::rpc::Reply::Status(s)) = st {
+                            if s.state == "leader" && s.term > term {
+                                return killed.elapsed();
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            async {
+                client
+                    .append(&[(EntryKind::Data, &probe)])
+                    .await
+                    .expect("write after failover");
+                killed.elapsed()
+            }
         );
+        eprintln!(
+            "round {round}: killed {leader}; a survivor leads after {elected:?}, \
+             writes served again after {served:?}"
+        );
+        failovers.push(served);
         cluster::stop_node(&ldir, Duration::from_secs(1)).unwrap();
         cluster::start_node(&ldir, &program(), &[]).unwrap();
     }
+    // "A new leader serves writes within a few seconds": a follower waits
+    // out the leader lease and its election timeout (2.25-3 s of silence
+    // with the default [raft] timing) before it campaigns; 6 s leaves room
+    // for a loaded test machine, not for a lost election or a client stuck
+    // on a dead node.
+    let slowest = failovers.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(6),
+        "failover took up to {slowest:?}: {failovers:?}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
