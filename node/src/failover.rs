@@ -34,8 +34,8 @@ use openraft::raft::{VoteRequest, VoteResponse};
 
 use crate::types::{NodeId, Raft};
 
-/// When this node last heard from a leader (an AppendEntries or snapshot
-/// chunk that its Raft accepted).
+/// When this node last heard from a leader: the arrival of an
+/// AppendEntries or snapshot chunk sent under a committed vote (a leader's).
 #[derive(Debug)]
 pub struct LeaderContact {
     start: Instant,

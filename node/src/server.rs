@@ -839,11 +839,16 @@ async fn dispatch(
 ) -> std::result::Result<Reply, RpcError> {
     match call {
         Call::AppendEntries(r) => {
-            let resp = inner.raft.append_entries(r).await.map_err(internal)?;
-            if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            // Heard on arrival: a big entry's fsync must not look like silence.
+            if r.vote.is_committed() {
                 inner.contact.heard();
             }
-            Ok(Reply::AppendEntries(resp))
+            inner
+                .raft
+                .append_entries(r)
+                .await
+                .map(Reply::AppendEntries)
+                .map_err(internal)
         }
         Call::Vote(r) => {
             let resp = inner.raft.vote(r.clone()).await.map_err(internal)?;
@@ -861,12 +866,15 @@ async fn dispatch(
             Ok(Reply::Vote(resp))
         }
         Call::InstallSnapshot(r) => {
-            let vote = r.vote;
-            let resp = inner.raft.install_snapshot(r).await.map_err(internal)?;
-            if resp.vote == vote {
+            if r.vote.is_committed() {
                 inner.contact.heard();
             }
-            Ok(Reply::InstallSnapshot(resp))
+            inner
+                .raft
+                .install_snapshot(r)
+                .await
+                .map(Reply::InstallSnapshot)
+                .map_err(internal)
         }
         Call::SignCheckpoint { size, root } => sign_checkpoint(inner, size, root).await,
         Call::Append { items, tag } => {

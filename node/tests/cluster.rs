@@ -979,6 +979,12 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
             p,
         ));
     }
+    // Every follower has caught up (and knows the leader).
+    let end = Instant::now() + Duration::from_secs(20);
+    while nodes.iter().any(|n| n.status().ledger_size < 50) {
+        assert!(Instant::now() < end, "followers did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Cut the leader off from both followers, both ways.
     let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
     let others: Vec<&str> = names
@@ -993,6 +999,28 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
             n.partition(&[lname.as_str()]);
         }
     }
+    // A follower does not hold a client's append for a leader it no longer
+    // hears: after `election_min_ms` (750) of silence it answers a
+    // retryable NoLeader (before: the forward waited 15 s, and the client's
+    // attempt timed out on a healthy node).
+    let t = Instant::now();
+    let r = client
+        .call_node_within(
+            others[0],
+            dlog_node::rpc::Call::Append {
+                items: vec![(0, b"via a follower".to_vec())].into(),
+                tag: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    let took = t.elapsed();
+    assert!(
+        matches!(&r, Err(dlog_node::NodeError::Remote { code, .. }) if code == "NoLeader"),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(2), "NoLeader after {took:?}");
+    eprintln!("a follower refused to forward to the silent leader after {took:?}: {r:?}");
     // The minority leader does not acknowledge.
     let lost = b"written to the minority".to_vec();
     let r = client

@@ -51,6 +51,10 @@
 //!   the sender's tunnel address is dropped before the TCP/IP stack.
 //! * Network input never panics and never surfaces as an error of the
 //!   endpoint: it is dropped and counted ([`core::Stats`]).
+//! * A stream never outlives its peer's incarnation: when the core sees the
+//!   peer come back with new tunnel state ([`core::Event::PeerRestarted`]),
+//!   the driver resets every stream with it at once, so a pooled connection
+//!   fails now rather than on its next call.
 //!
 //! # Post-quantum threat model
 //!
