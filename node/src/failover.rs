@@ -134,16 +134,19 @@ pub async fn campaign(raft: Raft, contact: &LeaderContact, me: NodeId, patience:
 
 /// Resolves, with the reason, once forwarding to `leader` should stop: this
 /// node knows another leader (or none), or `leader` has been silent for
-/// `silence`. Resolves at once if that is already so.
+/// `silence`. Resolves at once if that is already so. `changes` ticks when
+/// the node's leader changes (not on every metrics update: a busy node
+/// updates those per applied entry, and every forward would wake).
 pub async fn leader_lost(
     raft: &Raft,
+    mut changes: tokio::sync::watch::Receiver<Option<NodeId>>,
     contact: &LeaderContact,
     leader: NodeId,
     silence: Duration,
 ) -> String {
-    let mut rx = raft.metrics();
+    changes.borrow_and_update();
     loop {
-        let now = rx.borrow_and_update().current_leader;
+        let now = raft.metrics().borrow().current_leader;
         if now != Some(leader) {
             return match now {
                 Some(l) => format!("the leader changed to node {l}"),
@@ -158,7 +161,7 @@ pub async fn leader_lost(
             );
         }
         tokio::select! {
-            r = rx.changed() => {
+            r = changes.changed() => {
                 if r.is_err() {
                     return "this node is shutting down".into();
                 }

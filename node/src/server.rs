@@ -99,6 +99,8 @@ struct Inner {
     trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
     contact: LeaderContact,
+    /// The current leader, sent on every change (by `watch_leader`).
+    leader: tokio::sync::watch::Sender<Option<NodeId>>,
 }
 
 impl Inner {
@@ -332,6 +334,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
     }
     let listener = endpoint.listen(cfg.rpc_port).await?;
     let (batch_tx, batch_rx) = mpsc::channel(4096);
+    let raft_leader = raft.metrics().borrow().current_leader;
     let inner = Arc::new(Inner {
         cfg,
         raft,
@@ -345,6 +348,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
         blocked,
         last_checkpoint: std::sync::Mutex::new(None),
         contact: LeaderContact::default(),
+        leader: tokio::sync::watch::Sender::new(raft_leader),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -747,7 +751,13 @@ async fn forward(
     let silence = Duration::from_millis(inner.cfg.raft.election_min_ms);
     tokio::select! {
         biased;
-        why = failover::leader_lost(&inner.raft, &inner.contact, id, silence) => {
+        why = failover::leader_lost(
+            &inner.raft,
+            inner.leader.subscribe(),
+            &inner.contact,
+            id,
+            silence,
+        ) => {
             Err(RpcError::new(
                 ErrorCode::NoLeader,
                 format!("not forwarded to {name}: {why}; retry"),
@@ -1410,20 +1420,31 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
 async fn watch_leader(inner: Arc<Inner>) {
     let mut rx = inner.raft.metrics();
     let mut last_leader = None;
-    let mut last_members = String::new();
+    let mut last_members = None;
     loop {
         if rx.changed().await.is_err() {
             return;
         }
-        let m = rx.borrow().clone();
-        if m.current_leader != last_leader {
-            tracing::info!(term = m.current_term, leader = ?m.current_leader, "leader change");
-            last_leader = m.current_leader;
+        // Metrics change per applied entry: read two fields, clone nothing
+        // unless the leader or the membership changed.
+        let (term, leader, members) = {
+            let m = rx.borrow_and_update();
+            let members = m.membership_config.log_id();
+            let changed = *members != last_members;
+            (
+                m.current_term,
+                m.current_leader,
+                changed.then(|| (*members, format!("{:?}", m.membership_config.membership()))),
+            )
+        };
+        if leader != last_leader {
+            tracing::info!(term, leader = ?leader, "leader change");
+            last_leader = leader;
+            inner.leader.send_replace(leader);
         }
-        let members = format!("{:?}", m.membership_config.membership());
-        if members != last_members {
+        if let Some((id, members)) = members {
             tracing::info!(membership = %members, "membership change");
-            last_members = members;
+            last_members = id;
         }
     }
 }
