@@ -54,6 +54,23 @@ async fn echo_roundtrip(
     assert!(got == data, "echo mismatch");
 }
 
+/// An endpoint for `me` on its own UDP port, echoing on port 7000.
+async fn echo_endpoint(me: &NodeSpec, table: &str, pq: PqMode) -> Endpoint {
+    echo_endpoint_at(me, table, pq, me.udp).await
+}
+
+/// [`echo_endpoint`] on a given UDP port (a restarted process's new one).
+async fn echo_endpoint_at(
+    me: &NodeSpec,
+    table: &str,
+    pq: PqMode,
+    udp: std::net::SocketAddr,
+) -> Endpoint {
+    let ep = Endpoint::bind(config(me, table, pq), udp).await.unwrap();
+    tokio::spawn(echo_server(ep.listen(7000).await.unwrap()));
+    ep
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_streams_both_ways() {
     init_tracing();
@@ -112,10 +129,7 @@ async fn pq_required_installs_a_key_before_any_traffic() {
     let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
         .await
         .unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    let b = echo_endpoint(&ns[1], &t, PqMode::Required).await;
     timeout(
         Duration::from_secs(20),
         echo_roundtrip(&a, &b.public_key(), 7000, 3, 50_000),
@@ -520,14 +534,8 @@ async fn peer_restart_and_roaming_recover_quickly() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    let a = echo_endpoint(&ns[0], &t, PqMode::Required).await;
+    let b = echo_endpoint(&ns[1], &t, PqMode::Required).await;
     timeout(
         Duration::from_secs(20),
         echo_roundtrip(&a, &b.public_key(), 7000, 1, 10_000),
@@ -579,14 +587,8 @@ async fn streams_to_a_restarted_peer_are_reset_at_once() {
     init_tracing();
     let ns = nodes(2);
     let t = table(&ns);
-    let a = Endpoint::bind(config(&ns[0], &t, PqMode::Required), ns[0].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(a.listen(7000).await.unwrap()));
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Required), ns[1].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    let a = echo_endpoint(&ns[0], &t, PqMode::Required).await;
+    let b = echo_endpoint(&ns[1], &t, PqMode::Required).await;
     // An established, idle stream from a to b.
     let mut old = timeout(Duration::from_secs(20), a.connect(&b.public_key(), 7000))
         .await
@@ -603,10 +605,7 @@ async fn streams_to_a_restarted_peer_are_reset_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.shutdown().await;
     drop(b);
-    let b2 = Endpoint::bind(config(&ns[1], &t, PqMode::Required), free_udp_port())
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b2.listen(7000).await.unwrap()));
+    let b2 = echo_endpoint_at(&ns[1], &t, PqMode::Required, free_udp_port()).await;
     timeout(
         Duration::from_secs(15),
         echo_roundtrip(&b2, &a.public_key(), 7000, 2, 1000),
@@ -642,10 +641,7 @@ async fn persistent_keepalive_keeps_an_idle_tunnel_warm() {
     let a = Endpoint::bind(config(&ns[0], &t0, PqMode::Off), ns[0].udp)
         .await
         .unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t1, PqMode::Off), ns[1].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    let b = echo_endpoint(&ns[1], &t1, PqMode::Off).await;
     timeout(
         Duration::from_secs(10),
         echo_roundtrip(&a, &b.public_key(), 7000, 1, 1000),
@@ -684,10 +680,7 @@ async fn expired_session_recovers_without_a_long_stall() {
     let a = Endpoint::bind(config(&ns[0], &t, PqMode::Off), ns[0].udp)
         .await
         .unwrap();
-    let b = Endpoint::bind(config(&ns[1], &t, PqMode::Off), ns[1].udp)
-        .await
-        .unwrap();
-    tokio::spawn(echo_server(b.listen(7000).await.unwrap()));
+    let b = echo_endpoint(&ns[1], &t, PqMode::Off).await;
     timeout(
         Duration::from_secs(10),
         echo_roundtrip(&a, &b.public_key(), 7000, 1, 10_000),
