@@ -17,4 +17,4 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::{NodeError, Result};
-pub use server::{run, run_until, runtime, start, RunningNode};
+pub use server::{run, run_until, runtime, start, start_with, RunningNode};

@@ -202,6 +202,13 @@ fn load_node_key(cfg: &NodeConfig) -> Result<NodeKey> {
 
 /// Starts a node: opens storage, binds the tunnel, starts Raft and the service.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
+    start_with(cfg, None).await
+}
+
+/// [`start`], with impairments (loss, duplication, reordering) applied to
+/// every datagram the node's tunnel sends: for tests of a lossy network
+/// (this machine's kernel has no `netem` qdisc).
+pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Result<RunningNode> {
     let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
     let wg = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
     let me = peers.by_name(&cfg.name).ok_or_else(|| {
@@ -283,7 +290,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode> {
     wcfg.mtu = 65_000;
     wcfg.socket_buffer = 1 << 20;
     wcfg.connect_timeout = Duration::from_secs(5);
-    let endpoint = Endpoint::bind(wcfg, cfg.listen)
+    let endpoint = Endpoint::bind_with(wcfg, cfg.listen, netem)
         .await
         .map_err(|e| NodeError::config(&cfg.file, "listen", format!("{}: {e}", cfg.listen)))?;
     let blocked = crate::rpc::Blocked::default();
