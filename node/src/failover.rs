@@ -56,6 +56,14 @@ impl Default for LeaderContact {
 }
 
 impl LeaderContact {
+    /// Records a Raft message that arrived now under `vote`: a committed
+    /// vote is a leader's, anything else (a candidate's) is not contact.
+    pub fn heard_under(&self, vote: &openraft::Vote<NodeId>) {
+        if vote.is_committed() {
+            self.heard();
+        }
+    }
+
     /// Records a message from the leader, now.
     pub fn heard(&self) {
         let ns = self.start.elapsed().as_nanos() as u64 + 1;
@@ -102,7 +110,7 @@ pub async fn campaign(raft: Raft, contact: &LeaderContact, me: NodeId, patience:
         return;
     }
     for attempt in 0..2 {
-        let mut rx = raft.metrics();
+        let mut rx = raft.server_metrics();
         let term = rx.borrow().vote.leader_id().term;
         if raft.trigger().elect().await.is_err() {
             break;
@@ -134,19 +142,18 @@ pub async fn campaign(raft: Raft, contact: &LeaderContact, me: NodeId, patience:
 
 /// Resolves, with the reason, once forwarding to `leader` should stop: this
 /// node knows another leader (or none), or `leader` has been silent for
-/// `silence`. Resolves at once if that is already so. `changes` ticks when
-/// the node's leader changes (not on every metrics update: a busy node
-/// updates those per applied entry, and every forward would wake).
+/// `silence`. Resolves at once if that is already so. Wakes on openraft's
+/// server metrics, which change with the leader or vote, not per applied
+/// entry.
 pub async fn leader_lost(
     raft: &Raft,
-    mut changes: tokio::sync::watch::Receiver<Option<NodeId>>,
     contact: &LeaderContact,
     leader: NodeId,
     silence: Duration,
 ) -> String {
-    changes.borrow_and_update();
+    let mut rx = raft.server_metrics();
     loop {
-        let now = raft.metrics().borrow().current_leader;
+        let now = rx.borrow_and_update().current_leader;
         if now != Some(leader) {
             return match now {
                 Some(l) => format!("the leader changed to node {l}"),
@@ -161,7 +168,7 @@ pub async fn leader_lost(
             );
         }
         tokio::select! {
-            r = changes.changed() => {
+            r = rx.changed() => {
                 if r.is_err() {
                     return "this node is shutting down".into();
                 }

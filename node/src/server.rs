@@ -15,6 +15,7 @@ use dlog_wg::core::PeerInfo;
 use dlog_wg::frame::FrameReader;
 use dlog_wg::{Endpoint, Stream};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -99,8 +100,6 @@ struct Inner {
     trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
     contact: LeaderContact,
-    /// The current leader, sent on every change (by `watch_leader`).
-    leader: tokio::sync::watch::Sender<Option<NodeId>>,
 }
 
 impl Inner {
@@ -341,7 +340,6 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
     }
     let listener = endpoint.listen(cfg.rpc_port).await?;
     let (batch_tx, batch_rx) = mpsc::channel(4096);
-    let raft_leader = raft.metrics().borrow().current_leader;
     let inner = Arc::new(Inner {
         cfg,
         raft,
@@ -355,7 +353,6 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         blocked,
         last_checkpoint: std::sync::Mutex::new(None),
         contact: LeaderContact::default(),
-        leader: tokio::sync::watch::Sender::new(raft_leader),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -700,31 +697,30 @@ fn status(inner: &Inner) -> NodeStatus {
     }
 }
 
+/// The leader this node knows, with its peer-table name.
 fn leader_peer(inner: &Inner) -> Option<(NodeId, String)> {
-    let m = inner.raft.metrics();
-    let m = m.borrow();
+    leader_of(&inner.raft.server_metrics().borrow())
+}
+
+fn leader_of(m: &RaftServerMetrics<NodeId, BasicNode>) -> Option<(NodeId, String)> {
     let id = m.current_leader?;
     let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
     Some((id, addr))
 }
 
 fn is_leader(inner: &Inner) -> bool {
-    let m = inner.raft.metrics();
+    let m = inner.raft.server_metrics();
     let m = m.borrow();
     m.current_leader == Some(inner.cfg.id) && m.state == ServerState::Leader
 }
 
 /// Waits (bounded) for a known leader.
 async fn wait_leader(inner: &Inner, within: Duration) -> Option<(NodeId, String)> {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(l) = leader_peer(inner) {
-            return Some(l);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut rx = inner.raft.server_metrics();
+    let found = tokio::time::timeout(within, rx.wait_for(|m| leader_of(m).is_some())).await;
+    match found {
+        Ok(Ok(m)) => leader_of(&m),
+        _ => None,
     }
 }
 
@@ -758,13 +754,7 @@ async fn forward(
     let silence = Duration::from_millis(inner.cfg.raft.election_min_ms);
     tokio::select! {
         biased;
-        why = failover::leader_lost(
-            &inner.raft,
-            inner.leader.subscribe(),
-            &inner.contact,
-            id,
-            silence,
-        ) => {
+        why = failover::leader_lost(&inner.raft, &inner.contact, id, silence) => {
             Err(RpcError::new(
                 ErrorCode::NoLeader,
                 format!("not forwarded to {name}: {why}; retry"),
@@ -857,9 +847,7 @@ async fn dispatch(
     match call {
         Call::AppendEntries(r) => {
             // Heard on arrival: a big entry's fsync must not look like silence.
-            if r.vote.is_committed() {
-                inner.contact.heard();
-            }
+            inner.contact.heard_under(&r.vote);
             inner
                 .raft
                 .append_entries(r)
@@ -883,9 +871,7 @@ async fn dispatch(
             Ok(Reply::Vote(resp))
         }
         Call::InstallSnapshot(r) => {
-            if r.vote.is_committed() {
-                inner.contact.heard();
-            }
+            inner.contact.heard_under(&r.vote);
             inner
                 .raft
                 .install_snapshot(r)
@@ -1425,33 +1411,21 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
 }
 
 async fn watch_leader(inner: Arc<Inner>) {
-    let mut rx = inner.raft.metrics();
+    // Server metrics change with the vote, state, leader or membership only
+    // (not per applied entry, as the full metrics do).
+    let mut rx = inner.raft.server_metrics();
     let mut last_leader = None;
     let mut last_members = None;
-    loop {
-        if rx.changed().await.is_err() {
-            return;
+    while rx.changed().await.is_ok() {
+        let m = rx.borrow_and_update().clone();
+        if m.current_leader != last_leader {
+            let term = m.vote.leader_id().term;
+            tracing::info!(term, leader = ?m.current_leader, "leader change");
+            last_leader = m.current_leader;
         }
-        // Metrics change per applied entry: read two fields, clone nothing
-        // unless the leader or the membership changed.
-        let (term, leader, members) = {
-            let m = rx.borrow_and_update();
-            let members = m.membership_config.log_id();
-            let changed = *members != last_members;
-            (
-                m.current_term,
-                m.current_leader,
-                changed.then(|| (*members, format!("{:?}", m.membership_config.membership()))),
-            )
-        };
-        if leader != last_leader {
-            tracing::info!(term, leader = ?leader, "leader change");
-            last_leader = leader;
-            inner.leader.send_replace(leader);
-        }
-        if let Some((id, members)) = members {
-            tracing::info!(membership = %members, "membership change");
-            last_members = id;
+        if *m.membership_config.log_id() != last_members {
+            tracing::info!(membership = ?m.membership_config.membership(), "membership change");
+            last_members = *m.membership_config.log_id();
         }
     }
 }

@@ -929,6 +929,24 @@ struct InProcess {
     leader: (u64, String),
 }
 
+/// Waits (at most 20 s) until every in-process node's status satisfies
+/// `ok`; fails naming `what` and the statuses otherwise.
+async fn all_nodes(
+    nodes: &[dlog_node::RunningNode],
+    what: &str,
+    ok: impl Fn(&dlog_node::rpc::NodeStatus) -> bool,
+) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
+        if st.iter().all(&ok) {
+            return;
+        }
+        assert!(Instant::now() < end, "not every node {what}: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn in_process_cluster(dir: &Path, origin: &str) -> InProcess {
     in_process_cluster_with(dir, origin, |_| None).await
 }
@@ -1000,17 +1018,10 @@ async fn a_lightly_lossy_network_keeps_its_leader() {
         .await
         .expect("append");
     let term = nodes[(lid - 1) as usize].status().term;
-    let end = Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| {
-        let st = n.status();
-        st.term != term || st.leader != Some(lid)
-    }) {
-        assert!(
-            Instant::now() < end,
-            "the nodes did not all join term {term}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_nodes(&nodes, "joined the leader's term", |st| {
+        st.term == term && st.leader == Some(lid)
+    })
+    .await;
     let check = |when: &str| {
         for n in &nodes {
             let st = n.status();
@@ -1072,11 +1083,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         ));
     }
     // Every follower has caught up (and knows the leader).
-    let end = Instant::now() + Duration::from_secs(20);
-    while nodes.iter().any(|n| n.status().ledger_size < 50) {
-        assert!(Instant::now() < end, "followers did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_nodes(&nodes, "caught up", |st| st.ledger_size >= 50).await;
     // Cut the leader off from both followers, both ways.
     let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
     let others: Vec<&str> = names
@@ -1148,15 +1155,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         .await
         .unwrap();
     let want = a.first + 1;
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let sizes: Vec<u64> = nodes.iter().map(|n| n.status().ledger_size).collect();
-        if sizes.iter().all(|s| *s >= want) {
-            break;
-        }
-        assert!(Instant::now() < end, "no convergence: {sizes:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_nodes(&nodes, "converged", |st| st.ledger_size >= want).await;
     for n in nodes {
         n.shutdown().await;
     }

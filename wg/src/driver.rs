@@ -1130,16 +1130,18 @@ impl Driver {
             *s = self.core.stats();
         }
         self.take_events();
-        let evs = std::mem::take(&mut self.evs);
-        if !evs.is_empty() {
-            if let Ok(mut q) = self.shared.events.lock() {
-                for e in evs {
-                    if q.len() >= EVENT_LOG {
-                        q.pop_front();
-                    }
-                    q.push_back(e);
+        if self.evs.is_empty() {
+            return;
+        }
+        if let Ok(mut q) = self.shared.events.lock() {
+            for e in self.evs.drain(..) {
+                if q.len() >= EVENT_LOG {
+                    q.pop_front();
                 }
+                q.push_back(e);
             }
         }
+        // A poisoned log drops them, as before: `evs` never grows unbounded.
+        self.evs.clear();
     }
 }
