@@ -554,9 +554,9 @@ async fn body(
     let payload: Arc<Vec<u8>> = Arc::new(vec![b'x'; a.payload]);
     let res = async {
         // The disk's own speed, in this run: a replicated append costs at
-        // least two fsyncs one after the other (openraft 0.9 syncs the
-        // leader's log before it replicates), so this bounds the 1-appender
-        // latency from below on a machine whose disk varies from hour to hour.
+        // least one fsync (a follower's, with the leader's beside it) plus
+        // two tunnel round trips, so this bounds the 1-appender latency from
+        // below on a machine whose disk varies from hour to hour.
         let mut fsync = crate::bench::fsync_samples(&dir.join("fsync-baseline"), Duration::from_secs(1))?;
         fsync.sort();
         let fsync_p50 = pct(&fsync, 0.5);
@@ -600,7 +600,7 @@ async fn body(
             median(single.dp50.clone()) / fsync_p50.max(1e-9),
             "x",
             None,
-            "1-appender p50 / raw fsync p50, same run (2 = two serial fsyncs and nothing else)",
+            "1-appender p50 / raw fsync p50, same run (1 = one fsync and nothing else: the leader's and a follower's run side by side)",
         );
         let Some(etcd) = etcd else {
             return Ok(());

@@ -20,11 +20,14 @@
 //! `append` writes its records and hands the `fdatasync` to a flusher thread,
 //! which calls the [`LogFlushed`] callback once the records are durable. The
 //! flusher takes every append queued since its last fsync into the next one
-//! (group commit). openraft 0.9 itself waits for that callback inside its
-//! core task before it replicates the entries, so the leader's fsync and the
-//! followers' run one after the other: the fsync time is on every commit's
-//! path twice, which is why files are preallocated (above). A record cut by
-//! a crash (short or bad CRC) is a torn tail: it is cut at open.
+//! (group commit), and reports in the order the appends came. The entries
+//! are readable as soon as `append` returns: on the leader, openraft (with
+//! the patch in `vendor/openraft/DLOG-PATCH.md`) replicates them at once and
+//! counts its own copy towards the commit quorum only when this callback
+//! says it is durable, so the leader's fsync runs beside the followers'. A
+//! follower acknowledges only after its callback, so one fsync is on every
+//! commit's path, which is why files are preallocated (above). A record cut
+//! by a crash (short or bad CRC) is a torn tail: it is cut at open.
 //!
 //! Every entry's log id and place in its file are kept in memory; the
 //! entries themselves only for the newest [`LogOptions::cache_bytes`] of
@@ -42,7 +45,7 @@ use std::fs::{self, File, OpenOptions};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
@@ -107,14 +110,37 @@ struct FlushJob {
     callback: LogFlushed<TypeConfig>,
 }
 
+/// Fault injection: while set, the flusher holds every fsync (and so every
+/// callback) back, as a disk that stalls would.
+#[derive(Default)]
+struct FlushHold {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl FlushHold {
+    fn set(&self, on: bool) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = on;
+        self.released.notify_all();
+    }
+
+    fn wait_released(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// Starts the flusher thread: one `fdatasync` per file for everything queued,
 /// then every callback in order.
-fn spawn_flusher(dir: &Path) -> Result<std::sync::mpsc::Sender<FlushJob>> {
+fn spawn_flusher(dir: &Path, hold: Arc<FlushHold>) -> Result<std::sync::mpsc::Sender<FlushJob>> {
     let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
     std::thread::Builder::new()
         .name("dlog-raft-flush".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
+                hold.wait_released();
                 let mut jobs = vec![first];
                 jobs.extend(rx.try_iter());
                 let mut synced: Vec<&Arc<File>> = Vec::new();
@@ -188,6 +214,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    hold: Arc<FlushHold>,
 }
 
 impl Debug for LogStore {
@@ -427,6 +454,7 @@ impl LogStore {
                 f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
             }
         }
+        let hold = Arc::new(FlushHold::default());
         let inner = Inner {
             dir: dir.to_path_buf(),
             files,
@@ -437,12 +465,20 @@ impl LogStore {
             purged,
             committed: None,
             last_idx,
-            flusher: spawn_flusher(dir)?,
+            flusher: spawn_flusher(dir, hold.clone())?,
             opts,
         };
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            hold,
         })
+    }
+
+    /// Fault injection for tests: while `on`, no append becomes durable (the
+    /// flusher holds its fsyncs and callbacks back, as a stalled disk would);
+    /// `false` lets everything held go through, in order.
+    pub fn hold_flushes(&self, on: bool) {
+        self.hold.set(on);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -126,6 +126,7 @@ impl Inner {
 pub struct RunningNode {
     inner: Arc<Inner>,
     endpoint: Endpoint,
+    log: LogStore,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -317,7 +318,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         cfg.id,
         Arc::new(rc),
         Network::new(pool.clone(), peers.clone()),
-        log,
+        log.clone(),
         sm.clone(),
     )
     .await
@@ -371,6 +372,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
     Ok(RunningNode {
         inner,
         endpoint,
+        log,
         tasks,
     })
 }
@@ -474,6 +476,14 @@ impl RunningNode {
             g.extend(keys);
         }
         tracing::warn!(?peers, "partition: dropping RPCs to and from peers");
+    }
+
+    /// Fault injection for tests: while `on`, this node's Raft log appends
+    /// do not become durable (a stalled disk); see
+    /// [`LogStore::hold_flushes`](crate::log_store::LogStore::hold_flushes).
+    pub fn hold_log_flushes(&self, on: bool) {
+        self.log.hold_flushes(on);
+        tracing::warn!(on, "fault injection: raft log flushes held");
     }
 
     /// Ends [`RunningNode::partition`].

@@ -1064,6 +1064,108 @@ async fn a_lightly_lossy_network_keeps_its_leader() {
     }
 }
 
+/// The leader's fsync runs beside the followers' (vendor/openraft's patch):
+/// with the leader's disk stalled, the two followers' durable copies commit
+/// an append at once, and the leader stays leader. But the leader's copy
+/// counts only once durable: with the leader's and one follower's disks
+/// stalled (one durable copy of three), nothing is acknowledged until a
+/// stall ends; nor with both followers' disks stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_commits_without_its_own_fsync_but_not_without_a_majority() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        nodes,
+        client,
+        leader: (lid, _),
+        ..
+    } = in_process_cluster(dir, "dlog/fsync").await;
+    let client = Arc::new(client);
+    client
+        .append(&[(EntryKind::Data, b"first")])
+        .await
+        .expect("append");
+    let term = nodes[(lid - 1) as usize].status().term;
+    all_nodes(&nodes, "joined the leader's term", |st| {
+        st.term == term && st.leader == Some(lid)
+    })
+    .await;
+    let leader = &nodes[(lid - 1) as usize];
+    let followers: Vec<_> = nodes.iter().filter(|n| n.status().id != lid).collect();
+
+    // The leader's disk stalls: the followers' fsyncs alone commit appends,
+    // well within the time a blocked leader would need to lose its term
+    // (its heartbeats stop: a new leader after >= 2.25 s).
+    leader.hold_log_flushes(true);
+    for i in 0..20 {
+        let p = format!("leader disk stalled {i}").into_bytes();
+        tokio::time::timeout(
+            Duration::from_millis(1000),
+            client.append(&[(EntryKind::Data, &p)]),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("append {i} not acknowledged with only the leader's disk stalled")
+        })
+        .expect("append");
+    }
+    let st = leader.status();
+    assert!(
+        st.term == term && st.leader == Some(lid),
+        "leadership changed: {st:?}"
+    );
+
+    // One durable copy of three (the leader's still stalled, one follower's
+    // too): not acknowledged, however long it waits.
+    followers[0].hold_log_flushes(true);
+    let c = client.clone();
+    let pending =
+        tokio::spawn(async move { c.append(&[(EntryKind::Data, b"one durable copy")]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !pending.is_finished(),
+        "acknowledged with one durable copy of three: {:?}",
+        pending.await
+    );
+    // A follower's disk recovers: two durable copies, acknowledged.
+    followers[0].hold_log_flushes(false);
+    tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("acknowledged once two copies are durable")
+        .unwrap()
+        .expect("append");
+    leader.hold_log_flushes(false);
+
+    // Both followers' disks stall: the leader's durable copy alone does not
+    // commit either.
+    for f in &followers {
+        f.hold_log_flushes(true);
+    }
+    let c = client.clone();
+    let pending = tokio::spawn(async move { c.append(&[(EntryKind::Data, b"leader only")]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !pending.is_finished(),
+        "acknowledged with only the leader's copy durable: {:?}",
+        pending.await
+    );
+    followers[1].hold_log_flushes(false);
+    tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("acknowledged once two copies are durable")
+        .unwrap()
+        .expect("append");
+    followers[0].hold_log_flushes(false);
+    let st = leader.status();
+    assert!(
+        st.term == term && st.leader == Some(lid),
+        "leadership changed: {st:?}"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
     let (_tmp, dir) = test_dir();

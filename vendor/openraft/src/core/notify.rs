@@ -1,4 +1,5 @@
 use crate::core::sm;
+use crate::raft_state::LogIOId;
 use crate::raft::VoteResponse;
 use crate::replication;
 use crate::MessageSummary;
@@ -47,6 +48,14 @@ where C: RaftTypeConfig
         /// ith tick
         i: u64,
     },
+
+    // DLOG-PATCH: the leader's own log append is reported here once durable,
+    // instead of RaftCore blocking on it (see DLOG-PATCH.md).
+    /// The leader's own append up to `result`'s log id is durable, or failed.
+    LocalLogFlushed {
+        /// The log io id the append was submitted with, or the storage error.
+        result: Result<LogIOId<C::NodeId>, std::io::Error>,
+    },
 }
 
 impl<C> Notify<C>
@@ -88,6 +97,10 @@ where C: RaftTypeConfig
             Self::Tick { i } => {
                 format!("Tick {}", i)
             }
+            Self::LocalLogFlushed { result } => match result {
+                Ok(io_id) => format!("LocalLogFlushed: {}", io_id),
+                Err(e) => format!("LocalLogFlushed: error: {}", e),
+            },
         }
     }
 }

@@ -93,6 +93,7 @@ use crate::type_config::alias::ResponderOf;
 use crate::type_config::TypeConfigExt;
 use crate::AsyncRuntime;
 use crate::ChangeMembers;
+use crate::CommittedLeaderId;
 use crate::Instant;
 use crate::LogId;
 use crate::Membership;
@@ -1374,6 +1375,19 @@ where
                 }
             }
 
+            // DLOG-PATCH (see DLOG-PATCH.md)
+            Notify::LocalLogFlushed { result } => {
+                let io_id = result.map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))?;
+
+                // Count the flushed entries only for the leadership that
+                // proposed them: a newer term's leader waits for its own.
+                if let Ok(mut lh) = self.engine.leader_handler() {
+                    if CommittedLeaderId::from(lh.leader.vote.clone()) == io_id.committed_leader_id {
+                        lh.replication_handler().update_local_progress(io_id.log_id);
+                    }
+                }
+            }
+
             Notify::StateMachine { command_result } => {
                 tracing::debug!("sm::StateMachine command result: {:?}", command_result);
 
@@ -1637,12 +1651,26 @@ where
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
-                self.append_to_log(entries, vote, last_log_id.clone()).await?;
+                // DLOG-PATCH (see DLOG-PATCH.md): entries this node proposed as
+                // leader are not waited for here. They are readable once
+                // `append` returns, so replication starts at once and the
+                // leader's fsync runs beside the followers'. The leader's own
+                // progress, which counts towards the commit quorum, moves only
+                // when the store reports them durable (Notify::LocalLogFlushed).
+                // A follower's append still blocks: it is acknowledged to the
+                // leader only once durable.
+                if vote.leader_id().voted_for().as_ref() == Some(&self.id) {
+                    let io_id = LogIOId::new(vote, Some(last_log_id));
+                    let callback = LogFlushed::notify_core(io_id, self.tx_notify.clone());
+                    self.log_store.append(entries, callback).await?;
+                } else {
+                    self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
-                // The leader may have changed.
-                // But reporting to a different leader is not a problem.
-                if let Ok(mut lh) = self.engine.leader_handler() {
-                    lh.replication_handler().update_local_progress(Some(last_log_id));
+                    // The leader may have changed.
+                    // But reporting to a different leader is not a problem.
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(last_log_id));
+                    }
                 }
             }
             Command::SaveVote { vote } => {

@@ -2,9 +2,11 @@
 
 use std::io;
 
+use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::async_runtime::AsyncOneshotSendExt;
+use crate::core::notify::Notify;
 use crate::raft_state::io_state::log_io_id::LogIOId;
 use crate::type_config::alias::OneshotSenderOf;
 use crate::LogId;
@@ -16,7 +18,20 @@ pub struct LogFlushed<C>
 where C: RaftTypeConfig
 {
     log_io_id: LogIOId<C::NodeId>,
-    tx: OneshotSenderOf<C, Result<LogIOId<C::NodeId>, io::Error>>,
+    tx: FlushedTo<C>,
+}
+
+// DLOG-PATCH: where a flush is reported (see DLOG-PATCH.md).
+/// Who waits for a log io operation.
+enum FlushedTo<C>
+where C: RaftTypeConfig
+{
+    /// A caller blocked on the operation (a follower's append, which must be
+    /// durable before it is acknowledged to the leader).
+    Caller(OneshotSenderOf<C, Result<LogIOId<C::NodeId>, io::Error>>),
+    /// RaftCore itself, which goes on meanwhile (the leader's own append: the
+    /// leader's log is counted in the commit quorum only once this arrives).
+    Core(mpsc::UnboundedSender<Notify<C>>),
 }
 
 impl<C> LogFlushed<C>
@@ -26,22 +41,36 @@ where C: RaftTypeConfig
         log_io_id: LogIOId<C::NodeId>,
         tx: OneshotSenderOf<C, Result<LogIOId<C::NodeId>, io::Error>>,
     ) -> Self {
-        Self { log_io_id, tx }
+        Self {
+            log_io_id,
+            tx: FlushedTo::Caller(tx),
+        }
+    }
+
+    // DLOG-PATCH
+    /// A callback that reports to RaftCore with [`Notify::LocalLogFlushed`].
+    pub(crate) fn notify_core(log_io_id: LogIOId<C::NodeId>, tx: mpsc::UnboundedSender<Notify<C>>) -> Self {
+        Self {
+            log_io_id,
+            tx: FlushedTo::Core(tx),
+        }
     }
 
     /// Report log io completion event.
     ///
     /// It will be called when the log is successfully appended to the storage or an error occurs.
     pub fn log_io_completed(self, result: Result<(), io::Error>) {
-        let res = if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::error!("LogFlush error: {}, while flushing upto {}", e, self.log_io_id);
-            self.tx.send(Err(e))
-        } else {
-            self.tx.send(Ok(self.log_io_id))
+        }
+        let result = result.map(|()| self.log_io_id);
+        let sent = match self.tx {
+            FlushedTo::Caller(tx) => tx.send(result).map_err(|_| ()),
+            FlushedTo::Core(tx) => tx.send(Notify::LocalLogFlushed { result }).map_err(|_| ()),
         };
 
-        if let Err(e) = res {
-            tracing::error!("failed to send log io completion event: {:?}", e);
+        if sent.is_err() {
+            tracing::error!("failed to send log io completion event: receiver dropped");
         }
     }
 }
