@@ -20,7 +20,8 @@
 //! timestamps in the log, never a replica's clock, so every replica drops
 //! the same sessions at the same entry.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -157,20 +158,30 @@ impl Sessions {
             });
             self.results -= dropped;
         }
-        if self.sessions.len() > MAX_SESSIONS || self.results > MAX_RESULTS {
-            let mut by_age: Vec<(u64, u64)> = self
-                .sessions
-                .iter()
-                .map(|(&id, s)| (s.last_ns, id))
-                .collect();
-            by_age.sort_unstable();
-            for (_, id) in by_age {
-                if self.sessions.len() <= MAX_SESSIONS && self.results <= MAX_RESULTS {
-                    break;
-                }
-                if let Some(s) = self.sessions.remove(&id) {
-                    self.results -= s.done.len();
-                }
+        self.evict_over(MAX_SESSIONS, MAX_RESULTS);
+    }
+
+    /// Drops the least recently used sessions (oldest `(last_ns, id)`
+    /// first) until at most `max_sessions` sessions and `max_results`
+    /// results remain. Usually one goes (a new session on a full table):
+    /// a heap built in O(n) finds it, where a sort of the whole table, run
+    /// on every new session once the table is full, cost O(n log n).
+    /// Replicated state: which sessions go must depend on the table only.
+    fn evict_over(&mut self, max_sessions: usize, max_results: usize) {
+        if self.sessions.len() <= max_sessions && self.results <= max_results {
+            return;
+        }
+        let mut oldest: BinaryHeap<Reverse<(u64, u64)>> = self
+            .sessions
+            .iter()
+            .map(|(&id, s)| Reverse((s.last_ns, id)))
+            .collect();
+        while self.sessions.len() > max_sessions || self.results > max_results {
+            let Some(Reverse((_, id))) = oldest.pop() else {
+                break;
+            };
+            if let Some(s) = self.sessions.remove(&id) {
+                self.results -= s.done.len();
             }
         }
     }
@@ -258,7 +269,45 @@ mod tests {
         assert!(serde_json::to_vec(&t).unwrap().len() < 2 << 20);
     }
 
+    /// The eviction before the heap: sort everything, drop oldest first.
+    fn evict_by_sorting(t: &mut Sessions, max_sessions: usize, max_results: usize) {
+        let mut by_age: Vec<(u64, u64)> =
+            t.sessions.iter().map(|(&id, s)| (s.last_ns, id)).collect();
+        by_age.sort_unstable();
+        for (_, id) in by_age {
+            if t.sessions.len() <= max_sessions && t.results <= max_results {
+                break;
+            }
+            if let Some(s) = t.sessions.remove(&id) {
+                t.results -= s.done.len();
+            }
+        }
+    }
+
     proptest! {
+        /// The heap drops exactly the sessions a full sort dropped: every
+        /// replica, whichever build it runs, keeps the same table.
+        #[test]
+        fn eviction_drops_the_same_sessions_as_a_full_sort(
+            sessions in proptest::collection::vec((0u64..50, 0u64..8, 1usize..6), 0..60),
+            max_sessions in 0usize..40,
+            max_results in 0usize..100,
+        ) {
+            let mut t = Sessions::default();
+            for (i, (last_ns, session, results)) in sessions.into_iter().enumerate() {
+                // Distinct ids, with ties on last_ns (the id breaks them).
+                let id = i as u64 * 8 + session;
+                for seq in 1..=results as u64 {
+                    t.check(&tag(id, seq, 1), last_ns);
+                    t.record(&tag(id, seq, 1), placed(seq));
+                }
+            }
+            let mut reference = t.clone();
+            t.evict_over(max_sessions, max_results);
+            evict_by_sorting(&mut reference, max_sessions, max_results);
+            prop_assert_eq!(t, reference);
+        }
+
         /// Whatever the order, the retries and the interleaving of sessions,
         /// each (session, seq) is appended at most once, every later copy
         /// gets the first copy's placement, and nothing acknowledged-and-

@@ -25,7 +25,8 @@
 //! node files, the open segment, the checkpoint) plus `raft-applied.json`:
 //! a file transfer, not a replay.
 
-use std::fs;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -68,7 +69,7 @@ pub struct LogShape {
 }
 
 /// What the state machine persists beside the ledger.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// Last applied Raft log id.
     pub last_applied: Option<LogId>,
@@ -186,30 +187,43 @@ const LEGACY_SLOT: usize = 32 << 10;
 /// slot leaves the other).
 fn read_applied(dir: &Path) -> Result<Applied> {
     let path = dir.join(APPLIED_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let file = match File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Applied::default()),
-        Err(e) => return Err(NodeError::io("read", &path)(e)),
+        Err(e) => return Err(NodeError::io("open", &path)(e)),
+    };
+    let file_len = file.metadata().map_err(NodeError::io("read", &path))?.len();
+    // Reads exactly `len` bytes at `at`; `None` past the end of the file.
+    let read_at = |at: u64, len: usize| -> Result<Option<Vec<u8>>> {
+        if at.saturating_add(len as u64) > file_len {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at)
+            .map_err(NodeError::io("read", &path))?;
+        Ok(Some(buf))
     };
     let mut best: Option<Applied> = None;
+    // Each slot's header, then its body: the file is sparse and mostly
+    // holes, so reading it whole would read megabytes of zeros.
     // A stale legacy second slot is older than anything written since, so
     // it never wins over a valid current slot.
     for at in [0, LEGACY_SLOT, SLOT] {
-        let Some(slot) = bytes.get(at..) else {
+        let Some(head) = read_at(at as u64, 8)? else {
             continue;
         };
-        if slot.len() < 8 {
+        let len = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(head[4..8].try_into().expect("4 bytes"));
+        if len > SLOT - 8 {
             continue;
         }
-        let len = u32::from_be_bytes(slot[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(slot[4..8].try_into().expect("4 bytes"));
-        let Some(body) = slot.get(8..8 + len) else {
+        let Some(body) = read_at(at as u64 + 8, len)? else {
             continue;
         };
-        if crc32c::crc32c(body) != crc {
+        if crc32c::crc32c(&body) != crc {
             continue;
         }
-        let Ok(a) = serde_json::from_slice::<Applied>(body) else {
+        let Ok(a) = serde_json::from_slice::<Applied>(&body) else {
             continue;
         };
         let idx = |x: &Applied| x.last_applied.map(|l| l.index);
@@ -253,7 +267,6 @@ impl AppliedFile {
     }
 
     fn write(&mut self, a: &Applied, durable: bool) -> Result<()> {
-        use std::os::unix::fs::FileExt;
         // The header is filled in once the state is encoded after it.
         let mut buf = vec![0u8; 8];
         serde_json::to_writer(&mut buf, a).map_err(|e| NodeError::Protocol(e.to_string()))?;
@@ -913,5 +926,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: m.clone(),
             snapshot: Box::new(SnapshotData::Parts(p.rewound())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(index: u64) -> Applied {
+        Applied {
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            ledger_size: index * 10,
+            ..Applied::default()
+        }
+    }
+
+    #[test]
+    fn the_newest_valid_slot_wins_and_a_torn_one_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_applied(dir.path()).unwrap(), Applied::default());
+        let mut f = AppliedFile::open(dir.path()).unwrap();
+        f.write(&applied(5), false).unwrap();
+        assert_eq!(read_applied(dir.path()).unwrap(), applied(5));
+        f.write(&applied(9), false).unwrap();
+        assert_eq!(read_applied(dir.path()).unwrap(), applied(9));
+        // Tear the newer slot (the second): the older one is read.
+        let path = dir.path().join(APPLIED_FILE);
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"{torn", SLOT as u64 + 8).unwrap();
+        assert_eq!(read_applied(dir.path()).unwrap(), applied(5));
+        // A header claiming more than a slot, in both slots: an error
+        // naming the file, not a huge read.
+        file.write_all_at(&u32::MAX.to_be_bytes(), 0).unwrap();
+        file.write_all_at(&u32::MAX.to_be_bytes(), SLOT as u64)
+            .unwrap();
+        let e = read_applied(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(APPLIED_FILE), "{e}");
+    }
+
+    #[test]
+    fn a_legacy_file_with_its_second_slot_at_32_kib_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = applied(3);
+        let body = serde_json::to_vec(&a).unwrap();
+        let mut slot = Vec::new();
+        slot.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        slot.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        slot.extend_from_slice(&body);
+        let file = File::create(dir.path().join(APPLIED_FILE)).unwrap();
+        file.write_all_at(&slot, LEGACY_SLOT as u64).unwrap();
+        assert_eq!(read_applied(dir.path()).unwrap(), a);
     }
 }
