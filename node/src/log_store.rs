@@ -385,6 +385,10 @@ impl LogStore {
                 .write(true)
                 .open(&path)
                 .map_err(NodeError::io("open", &path))?;
+            // What a crashed process wrote but never synced is still in the
+            // page cache and reads back as records: make it durable before
+            // it counts (this node may answer a vote or a probe with it).
+            file.sync_data().map_err(NodeError::io("fsync", &path))?;
             let bytes = fs::read(&path).map_err(NodeError::io("read", &path))?;
             let (recs, valid) = scan_records(&bytes);
             // Zeros after the last record are the preallocated rest of the

@@ -6,9 +6,15 @@
 //! <data>/ledger.incoming/        a snapshot being installed (renamed over `ledger`)
 //! ```
 //!
-//! Applying does not fsync the ledger: the Raft log already holds every
-//! applied entry durably, so an apply is a write into the open segment
-//! ([`Ledger::append_unsynced`]). The ledger is synced at least every
+//! Applying does not fsync the ledger: every applied entry is committed, so
+//! a majority's Raft logs hold it durably, and an apply is a write into the
+//! open segment ([`Ledger::append_unsynced`]). On a follower the entry is
+//! also durable in its own Raft log; on the leader, whose log fsync runs
+//! beside the followers' (`vendor/openraft/DLOG-PATCH.md`), it may not be
+//! yet. If a power cut then keeps a synced ledger ahead of the leader's own
+//! log, openraft at startup takes the applied state as the purge point (the
+//! log before it counts as purged), and the cluster, which holds the entry,
+//! brings the node's log up from there. The ledger is synced at least every
 //! [`SYNC_EVERY`] while entries are applied, before every stored checkpoint,
 //! and before a snapshot is
 //! built (only then may Raft purge the log behind it).

@@ -1166,6 +1166,69 @@ async fn a_leader_commits_without_its_own_fsync_but_not_without_a_majority() {
     }
 }
 
+/// A leader replicates before its own fsync ends, so after a power cut its
+/// log may lack entries committed under its id. Restarted, it must not lead
+/// again in its old term (openraft 0.9 would resume at once and hand those
+/// entries' log ids to new ones): it comes back a follower, a newer term
+/// elects a leader, and every acknowledged append is on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_does_not_resume_its_term() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        configs,
+        mut nodes,
+        client,
+        leader: (lid, _),
+    } = in_process_cluster(dir, "dlog/restart").await;
+    client
+        .append(&[(EntryKind::Data, b"first")])
+        .await
+        .expect("append");
+    let term = nodes[(lid - 1) as usize].status().term;
+    all_nodes(&nodes, "joined the leader's term", |st| {
+        st.term == term && st.leader == Some(lid)
+    })
+    .await;
+    let li = (lid - 1) as usize;
+    // Committed by the followers while the leader's own copy is not durable.
+    nodes[li].hold_log_flushes(true);
+    let acked = client
+        .append(&[(EntryKind::Data, b"committed, leader not durable")])
+        .await
+        .expect("append");
+    let old = nodes.remove(li);
+    old.hold_log_flushes(false);
+    old.shutdown().await;
+    let restarted = dlog_node::start_with(configs[li].clone(), None)
+        .await
+        .expect("restart");
+    let st = restarted.status();
+    assert!(
+        !(st.term == term && st.leader == Some(lid)),
+        "restarted leader resumed term {term} without an election: {st:?}"
+    );
+    nodes.insert(li, restarted);
+    // A newer term has a leader, and every node agrees on it.
+    all_nodes(&nodes, "a leader of a newer term", |st| {
+        st.term > term && st.leader.is_some()
+    })
+    .await;
+    let last = client
+        .append(&[(EntryKind::Data, b"after the restart")])
+        .await
+        .expect("append after the restart");
+    assert!(last.first > acked.first);
+    let size = last.first + 1;
+    all_nodes(&nodes, "every append applied", |st| {
+        st.ledger_size >= size && st.diverged.is_none()
+    })
+    .await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
     let (_tmp, dir) = test_dir();

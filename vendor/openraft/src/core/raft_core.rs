@@ -1646,6 +1646,17 @@ where
             }
             Command::QuitLeader => {
                 self.leader_data = None;
+
+                // DLOG-PATCH (see DLOG-PATCH.md): this node's appends as
+                // leader were not waited for. Before it answers anyone as a
+                // follower (a probe or a heartbeat is answered from the log
+                // as it is, without an append to wait on), wait until they
+                // are durable: an empty append reports after every earlier
+                // one (the store reports in submission order).
+                if let Some(last) = self.engine.state.last_log_id().cloned() {
+                    let vote = self.engine.state.vote_ref().clone();
+                    self.append_to_log(Vec::<C::Entry>::new(), vote, last).await?;
+                }
             }
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
@@ -1659,7 +1670,7 @@ where
                 // when the store reports them durable (Notify::LocalLogFlushed).
                 // A follower's append still blocks: it is acknowledged to the
                 // leader only once durable.
-                if vote.leader_id().voted_for().as_ref() == Some(&self.id) {
+                if vote.is_committed() && vote.leader_id().voted_for().as_ref() == Some(&self.id) {
                     let io_id = LogIOId::new(vote, Some(last_log_id));
                     let callback = LogFlushed::notify_core(io_id, self.tx_notify.clone());
                     self.log_store.append(entries, callback).await?;

@@ -15,7 +15,6 @@ use crate::engine::handler::following_handler::FollowingHandler;
 use crate::engine::handler::leader_handler::LeaderHandler;
 use crate::engine::handler::log_handler::LogHandler;
 use crate::engine::handler::replication_handler::ReplicationHandler;
-use crate::engine::handler::replication_handler::SendNone;
 use crate::engine::handler::server_state_handler::ServerStateHandler;
 use crate::engine::handler::snapshot_handler::SnapshotHandler;
 use crate::engine::handler::vote_handler::VoteHandler;
@@ -154,18 +153,17 @@ where C: RaftTypeConfig
             self.state.membership_state.effective().is_voter(&self.config.id)
         );
 
-        // Previously it is a leader. restore it as leader at once
+        // DLOG-PATCH (see DLOG-PATCH.md): a node that led before it stopped
+        // does not take its leadership back. A leader replicates entries
+        // before its own fsync ends, so after a power cut its log may lack
+        // entries the cluster committed under its id; leading again in the
+        // same term, it would give their log ids to new entries. It keeps
+        // its vote for itself in that term (it must grant no other), but
+        // uncommitted, and has to win a newer term like anyone else.
         if self.state.is_leader(&self.config.id) {
-            self.vote_handler().update_internal_server_state();
-
-            let mut rh = self.replication_handler();
-
-            // Restore the progress about the local log
-            rh.update_local_progress(rh.state.last_log_id().cloned());
-
-            rh.initiate_replication(SendNone::False);
-
-            return;
+            let term = self.state.vote_ref().leader_id().term;
+            tracing::info!(term, "startup: was leader; not resuming leadership without an election");
+            self.state.vote.update(C::now(), Vote::new(term, self.config.id.clone()));
         }
 
         let server_state = if self.state.membership_state.effective().is_voter(&self.config.id) {

@@ -18,7 +18,9 @@ pub struct LogFlushed<C>
 where C: RaftTypeConfig
 {
     log_io_id: LogIOId<C::NodeId>,
-    tx: FlushedTo<C>,
+    // DLOG-PATCH: an Option only so that `Drop` can tell a callback dropped
+    // uncalled from one that reported.
+    tx: Option<FlushedTo<C>>,
 }
 
 // DLOG-PATCH: where a flush is reported (see DLOG-PATCH.md).
@@ -43,7 +45,7 @@ where C: RaftTypeConfig
     ) -> Self {
         Self {
             log_io_id,
-            tx: FlushedTo::Caller(tx),
+            tx: Some(FlushedTo::Caller(tx)),
         }
     }
 
@@ -52,25 +54,40 @@ where C: RaftTypeConfig
     pub(crate) fn notify_core(log_io_id: LogIOId<C::NodeId>, tx: mpsc::UnboundedSender<Notify<C>>) -> Self {
         Self {
             log_io_id,
-            tx: FlushedTo::Core(tx),
+            tx: Some(FlushedTo::Core(tx)),
         }
     }
 
     /// Report log io completion event.
     ///
     /// It will be called when the log is successfully appended to the storage or an error occurs.
-    pub fn log_io_completed(self, result: Result<(), io::Error>) {
+    pub fn log_io_completed(mut self, result: Result<(), io::Error>) {
         if let Err(e) = &result {
             tracing::error!("LogFlush error: {}, while flushing upto {}", e, self.log_io_id);
         }
-        let result = result.map(|()| self.log_io_id);
-        let sent = match self.tx {
-            FlushedTo::Caller(tx) => tx.send(result).map_err(|_| ()),
-            FlushedTo::Core(tx) => tx.send(Notify::LocalLogFlushed { result }).map_err(|_| ()),
+        let result = result.map(|()| self.log_io_id.clone());
+        let sent = match self.tx.take() {
+            Some(FlushedTo::Caller(tx)) => tx.send(result).map_err(|_| ()),
+            Some(FlushedTo::Core(tx)) => tx.send(Notify::LocalLogFlushed { result }).map_err(|_| ()),
+            None => Ok(()),
         };
 
         if sent.is_err() {
             tracing::error!("failed to send log io completion event: receiver dropped");
+        }
+    }
+}
+
+// DLOG-PATCH: a blocked caller sees a dropped callback as a closed channel,
+// an error. RaftCore, which does not wait, is told the same explicitly: a
+// leader whose store lost a callback must fail, not lead on uncounted.
+impl<C> Drop for LogFlushed<C>
+where C: RaftTypeConfig
+{
+    fn drop(&mut self) {
+        if let Some(FlushedTo::Core(tx)) = self.tx.take() {
+            let e = io::Error::other(format!("log io callback dropped uncalled, upto {}", self.log_io_id));
+            let _ = tx.send(Notify::LocalLogFlushed { result: Err(e) });
         }
     }
 }
