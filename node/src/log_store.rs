@@ -139,12 +139,17 @@ fn spawn_flusher(dir: &Path, hold: Arc<FlushHold>) -> Result<std::sync::mpsc::Se
     std::thread::Builder::new()
         .name("dlog-raft-flush".into())
         .spawn(move || {
+            // A failed fsync fails every later job too, empty ones included:
+            // after one, Linux may report a later fsync of the same pages as
+            // a success although they were lost, and an empty append is how
+            // a stepping-down leader waits for its own appends.
+            let mut failed: Option<String> = None;
             while let Ok(first) = rx.recv() {
                 hold.wait_released();
                 let mut jobs = vec![first];
                 jobs.extend(rx.try_iter());
                 let mut synced: Vec<&Arc<File>> = Vec::new();
-                let mut failed: Option<String> = None;
+                let was_failed = failed.is_some();
                 for (file, path) in jobs.iter().filter_map(|j| j.file.as_ref()) {
                     if failed.is_some() || synced.iter().any(|f| Arc::ptr_eq(f, file)) {
                         continue;
@@ -154,8 +159,8 @@ fn spawn_flusher(dir: &Path, hold: Arc<FlushHold>) -> Result<std::sync::mpsc::Se
                         Err(e) => failed = Some(format!("fsync {}: {e}", path.display())),
                     }
                 }
-                if let Some(why) = &failed {
-                    tracing::error!(error = %why, "raft log fsync failed");
+                if let (false, Some(why)) = (was_failed, &failed) {
+                    tracing::error!(error = %why, "raft log fsync failed; every later append fails");
                 }
                 for j in jobs {
                     let res = match &failed {

@@ -362,6 +362,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         tokio::spawn(batcher(inner.clone(), batch_rx)),
         tokio::spawn(checkpointer(inner.clone())),
         tokio::spawn(watch_leader(inner.clone())),
+        tokio::spawn(announce(inner.clone())),
     ];
     if let Some(addr) = inner.cfg.metrics {
         tasks.push(tokio::spawn(crate::metrics::serve(
@@ -1419,6 +1420,38 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
     }
     Ok(note.to_string())
 }
+
+/// Opens the tunnel to every other node once, at start. The other nodes
+/// still hold a session with this node's previous incarnation; WireGuard
+/// gives no answer to their packets under it, so on their own they notice
+/// the restart only when a session times out (5 s without an answer). A
+/// handshake from here makes them drop that session and their streams at
+/// once (invariant 19). Before a restarted leader waited for no one: it
+/// resumed its term and sent to every node itself; it now starts as a
+/// follower (vendor/openraft/DLOG-PATCH.md) and, without this, heard from
+/// the new leader up to seconds late, or campaigned first and disrupted it.
+async fn announce(inner: Arc<Inner>) {
+    let me = inner.pool.endpoint().public_key();
+    let nodes: Vec<(String, dlog_wg::keys::PeerKey)> = inner
+        .peers
+        .peers()
+        .iter()
+        .filter(|p| matches!(p.role, Role::Voter | Role::Learner) && p.public_key != me)
+        .map(|p| (p.name.clone(), p.public_key))
+        .collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for (name, key) in nodes {
+        let pool = inner.pool.clone();
+        calls.spawn(async move {
+            let res = pool.call(&key, &Call::Status, ANNOUNCE_TIMEOUT).await;
+            tracing::debug!(peer = %name, ok = res.is_ok(), "announced this node's start");
+        });
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+/// How long the start-up announcement waits for a peer's answer.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn watch_leader(inner: Arc<Inner>) {
     // Server metrics change with the vote, state, leader or membership only

@@ -1200,10 +1200,30 @@ async fn a_restarted_leader_does_not_resume_its_term() {
     let old = nodes.remove(li);
     old.hold_log_flushes(false);
     old.shutdown().await;
-    let restarted = dlog_node::start_with(configs[li].clone(), None)
-        .await
-        .expect("restart");
-    let st = restarted.status();
+    // The old endpoint may hold its UDP port a moment after shutdown.
+    let t0 = Instant::now();
+    let restarted = loop {
+        match dlog_node::start_with(configs[li].clone(), None).await {
+            Ok(n) => break n,
+            Err(e) if t0.elapsed() < Duration::from_secs(5) => {
+                eprintln!("restart: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    // Wait until it has loaded its vote (its status shows the old term):
+    // well before anyone could have elected a newer leader (>= 2.25 s).
+    let t0 = Instant::now();
+    let mut st = restarted.status();
+    while st.term < term && t0.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        st = restarted.status();
+    }
+    assert!(
+        st.term >= term,
+        "restarted node did not load its state: {st:?}"
+    );
     assert!(
         !(st.term == term && st.leader == Some(lid)),
         "restarted leader resumed term {term} without an election: {st:?}"

@@ -1486,7 +1486,14 @@ where
             let utime = self.engine.state.vote_last_modified();
             let timer_config = &self.engine.config.timer_config;
 
-            let mut election_timeout = if current_vote.is_committed() {
+            // DLOG-PATCH (see DLOG-PATCH.md): a vote for itself with no
+            // election running is what a node restarted as a leader or a
+            // candidate holds. Like a follower that just heard a leader, it
+            // waits out the lease first, so that a live leader of a newer
+            // term reaches it before it disrupts that term with a campaign.
+            let restarted_self_vote = current_vote.leader_id().voted_for().as_ref() == Some(&self.id)
+                && self.engine.candidate_ref().is_none();
+            let mut election_timeout = if current_vote.is_committed() || restarted_self_vote {
                 timer_config.leader_lease + timer_config.election_timeout
             } else {
                 timer_config.election_timeout
