@@ -947,6 +947,22 @@ async fn all_nodes(
     }
 }
 
+/// Commits a first append (which commits the leader's term) and waits
+/// until every node has joined that term under the leader (a node started
+/// last may still be catching up); returns the term.
+async fn settle(nodes: &[dlog_node::RunningNode], client: &Client, lid: u64) -> u64 {
+    client
+        .append(&[(EntryKind::Data, b"first")])
+        .await
+        .expect("append");
+    let term = nodes[(lid - 1) as usize].status().term;
+    all_nodes(nodes, "joined the leader's term", |st| {
+        st.term == term && st.leader == Some(lid)
+    })
+    .await;
+    term
+}
+
 async fn in_process_cluster(dir: &Path, origin: &str) -> InProcess {
     in_process_cluster_with(dir, origin, |_| None).await
 }
@@ -1011,17 +1027,7 @@ async fn a_lightly_lossy_network_keeps_its_leader() {
         })
     })
     .await;
-    // The first append commits the leader's term; wait until every node
-    // has joined it (a node started last may still be catching up).
-    client
-        .append(&[(EntryKind::Data, b"first")])
-        .await
-        .expect("append");
-    let term = nodes[(lid - 1) as usize].status().term;
-    all_nodes(&nodes, "joined the leader's term", |st| {
-        st.term == term && st.leader == Some(lid)
-    })
-    .await;
+    let term = settle(&nodes, &client, lid).await;
     let check = |when: &str| {
         for n in &nodes {
             let st = n.status();
@@ -1081,15 +1087,7 @@ async fn a_leader_commits_without_its_own_fsync_but_not_without_a_majority() {
         ..
     } = in_process_cluster(dir, "dlog/fsync").await;
     let client = Arc::new(client);
-    client
-        .append(&[(EntryKind::Data, b"first")])
-        .await
-        .expect("append");
-    let term = nodes[(lid - 1) as usize].status().term;
-    all_nodes(&nodes, "joined the leader's term", |st| {
-        st.term == term && st.leader == Some(lid)
-    })
-    .await;
+    let term = settle(&nodes, &client, lid).await;
     let leader = &nodes[(lid - 1) as usize];
     let followers: Vec<_> = nodes.iter().filter(|n| n.status().id != lid).collect();
 
@@ -1181,15 +1179,7 @@ async fn a_restarted_leader_does_not_resume_its_term() {
         client,
         leader: (lid, _),
     } = in_process_cluster(dir, "dlog/restart").await;
-    client
-        .append(&[(EntryKind::Data, b"first")])
-        .await
-        .expect("append");
-    let term = nodes[(lid - 1) as usize].status().term;
-    all_nodes(&nodes, "joined the leader's term", |st| {
-        st.term == term && st.leader == Some(lid)
-    })
-    .await;
+    let term = settle(&nodes, &client, lid).await;
     let li = (lid - 1) as usize;
     // Committed by the followers while the leader's own copy is not durable.
     nodes[li].hold_log_flushes(true);
