@@ -1432,16 +1432,12 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
 /// the new leader up to seconds late, or campaigned first and disrupted it.
 async fn announce(inner: Arc<Inner>) {
     let me = inner.pool.endpoint().public_key();
-    let nodes: Vec<(String, dlog_wg::keys::PeerKey)> = inner
-        .peers
-        .peers()
-        .iter()
-        .filter(|p| matches!(p.role, Role::Voter | Role::Learner) && p.public_key != me)
-        .map(|p| (p.name.clone(), p.public_key))
-        .collect();
     let mut calls = tokio::task::JoinSet::new();
-    for (name, key) in nodes {
-        let pool = inner.pool.clone();
+    for p in inner.peers.peers() {
+        if !matches!(p.role, Role::Voter | Role::Learner) || p.public_key == me {
+            continue;
+        }
+        let (pool, key, name) = (inner.pool.clone(), p.public_key, p.name.clone());
         calls.spawn(async move {
             let res = pool.call(&key, &Call::Status, ANNOUNCE_TIMEOUT).await;
             tracing::debug!(peer = %name, ok = res.is_ok(), "announced this node's start");
