@@ -1190,34 +1190,7 @@ async fn a_restarted_leader_does_not_resume_its_term() {
     let old = nodes.remove(li);
     old.hold_log_flushes(false);
     old.shutdown().await;
-    // The old endpoint may hold its UDP port a moment after shutdown.
-    let t0 = Instant::now();
-    let restarted = loop {
-        match dlog_node::start_with(configs[li].clone(), None).await {
-            Ok(n) => break n,
-            Err(e) if t0.elapsed() < Duration::from_secs(5) => {
-                eprintln!("restart: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("restart: {e}"),
-        }
-    };
-    // Wait until it has loaded its vote (its status shows the old term):
-    // well before anyone could have elected a newer leader (>= 2.25 s).
-    let t0 = Instant::now();
-    let mut st = restarted.status();
-    while st.term < term && t0.elapsed() < Duration::from_secs(1) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        st = restarted.status();
-    }
-    assert!(
-        st.term >= term,
-        "restarted node did not load its state: {st:?}"
-    );
-    assert!(
-        !(st.term == term && st.leader == Some(lid)),
-        "restarted leader resumed term {term} without an election: {st:?}"
-    );
+    let restarted = restart_old_leader(&configs[li], lid, term).await;
     nodes.insert(li, restarted);
     // A newer term has a leader, and every node agrees on it.
     all_nodes(&nodes, "a leader of a newer term", |st| {
@@ -1237,6 +1210,199 @@ async fn a_restarted_leader_does_not_resume_its_term() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// A power cut on a leader whose disk lags. The followers commit appends
+/// under its term that never reach its disk; then the power goes: its whole
+/// data directory reverts to an image taken while it was idle and fully
+/// synced (everything written after that is lost, as with unsynced pages).
+/// It restarts with a log that lacks committed entries of its own term: it
+/// must neither resume that term nor hand those entries' log ids to new
+/// ones. Every acknowledged append survives on every node and all three end
+/// with byte-identical segment files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_on_a_lagging_leader_loses_no_acknowledged_append() {
+    power_cut_on_a_lagging_leader(PowerCut::Everything).await;
+}
+
+/// As above, but only the Raft log loses its unsynced tail: the ledger had
+/// applied and synced the entries the followers committed (its sync does
+/// not wait for the Raft log's), so the node restarts having applied more
+/// than its log holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_of_a_lagging_leaders_raft_log_alone_loses_nothing() {
+    power_cut_on_a_lagging_leader(PowerCut::RaftLogOnly).await;
+}
+
+/// What a power cut loses on the leader in [`power_cut_on_a_lagging_leader`].
+#[derive(Clone, Copy, Debug)]
+enum PowerCut {
+    /// The whole data directory reverts to its idle image.
+    Everything,
+    /// Only the Raft log does; the ledger keeps what it applied and synced
+    /// (at shutdown) after the image.
+    RaftLogOnly,
+}
+
+async fn power_cut_on_a_lagging_leader(cut: PowerCut) {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        configs,
+        mut nodes,
+        client,
+        leader: (lid, _),
+    } = in_process_cluster(dir, "dlog/power-cut").await;
+    let term = settle(&nodes, &client, lid).await;
+    let li = (lid - 1) as usize;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        append_acked(&client, &mut acked, format!("synced everywhere {i}")).await;
+    }
+    // Idle: every node applied and checkpointed everything, the leader's
+    // flusher has long synced its log. Its image now is what its disk holds.
+    let size = acked.last().unwrap().0 + 1;
+    all_nodes(&nodes, "idle and checkpointed", |st| {
+        st.ledger_size >= size && st.checkpoint_size == st.ledger_size
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = match cut {
+        PowerCut::Everything => configs[li].data_dir.clone(),
+        PowerCut::RaftLogOnly => configs[li].data_dir.join("raft"),
+    };
+    let image = dir.join("leader-image");
+    copy_dir(&data, &image);
+
+    // Its disk stalls; the followers commit under its term.
+    nodes[li].hold_log_flushes(true);
+    for i in 0..20 {
+        append_acked(
+            &client,
+            &mut acked,
+            format!("committed, leader not durable {i}"),
+        )
+        .await;
+    }
+    if let PowerCut::RaftLogOnly = cut {
+        all_nodes(&nodes, "applied the appends", |st| {
+            st.ledger_size >= size + 20
+        })
+        .await;
+    }
+    let old = nodes.remove(li);
+    old.hold_log_flushes(false);
+    old.shutdown().await;
+    // The power cut: nothing written after the image survives.
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_dir(&image, &data);
+
+    let restarted = restart_old_leader(&configs[li], lid, term).await;
+    if let PowerCut::RaftLogOnly = cut {
+        // The case under test: its ledger (loaded before any new leader
+        // exists to replicate to it) is ahead of its Raft log.
+        let st = restarted.status();
+        assert!(st.ledger_size >= size + 20, "ledger lost its sync: {st:?}");
+    }
+    nodes.insert(li, restarted);
+    all_nodes(&nodes, "a leader of a newer term", |st| {
+        st.term > term && st.leader.is_some()
+    })
+    .await;
+    for i in 0..20 {
+        append_acked(&client, &mut acked, format!("after the power cut {i}")).await;
+    }
+    let size = acked.last().unwrap().0 + 1;
+    all_nodes(&nodes, "every append applied", |st| {
+        st.ledger_size >= size && st.diverged.is_none()
+    })
+    .await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    let node_dirs: Vec<PathBuf> = configs
+        .iter()
+        .map(|c| c.data_dir.parent().unwrap().to_path_buf())
+        .collect();
+    let a = segments(&node_dirs[0]);
+    for n in &node_dirs[1..] {
+        assert_eq!(segments(n), a, "{} differs", n.display());
+    }
+    for n in &node_dirs {
+        let l = open_ro(n);
+        assert_eq!(l.size(), size, "{}: extra or missing entries", n.display());
+        for (idx, p) in &acked {
+            let e = l.entry(*idx).unwrap();
+            let (_, _, got) = dlog_ledger::entry::decode_ref(&e).unwrap();
+            assert_eq!(
+                got,
+                p.as_bytes(),
+                "{}: acknowledged entry {idx} changed or lost",
+                n.display()
+            );
+        }
+    }
+}
+
+/// Appends `p` and records it with the index it was acknowledged at.
+async fn append_acked(client: &Client, acked: &mut Vec<(u64, String)>, p: String) {
+    let r = client
+        .append(&[(EntryKind::Data, p.as_bytes())])
+        .await
+        .expect("append");
+    acked.push((r.first, p));
+}
+
+/// Copies a directory tree (regular files and directories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if ty.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Starts a stopped leader again from `cfg` (retrying the bind: the old
+/// endpoint may hold its UDP port a moment after shutdown), waits until it
+/// has loaded its vote, and checks that it did not resume term `term` as
+/// leader `lid` without an election (a newer leader needs >= 2.25 s, so the
+/// check runs well before one could exist).
+async fn restart_old_leader(
+    cfg: &dlog_node::config::NodeConfig,
+    lid: u64,
+    term: u64,
+) -> dlog_node::RunningNode {
+    let t0 = Instant::now();
+    let restarted = loop {
+        match dlog_node::start_with(cfg.clone(), None).await {
+            Ok(n) => break n,
+            Err(e) if t0.elapsed() < Duration::from_secs(5) => {
+                eprintln!("restart: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    let t0 = Instant::now();
+    let mut st = restarted.status();
+    while st.term < term && t0.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        st = restarted.status();
+    }
+    assert!(
+        st.term >= term,
+        "restarted node did not load its state: {st:?}"
+    );
+    assert!(
+        !(st.term == term && st.leader == Some(lid)),
+        "restarted leader resumed term {term} without an election: {st:?}"
+    );
+    restarted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
