@@ -1043,14 +1043,24 @@ async fn dlog_phases(
         "of which: inclusion proof + entry",
     );
 
-    // The replicas agree on what was acknowledged.
-    let statuses = client.statuses().await;
+    // The replicas agree on what was acknowledged. A node still busy
+    // applying the last phase's backlog gets a few seconds to answer; one
+    // that stays silent fails the run.
     let mut sizes = Vec::new();
-    for (name, s) in &statuses {
-        match s {
-            Ok(s) if s.diverged.is_none() => sizes.push(s.ledger_size),
-            Ok(s) => bail!("{name} diverged: {:?}", s.diverged),
-            Err(e) => bail!("{name} does not answer after the bench: {e}"),
+    for name in client.node_names() {
+        let end = Instant::now() + Duration::from_secs(5);
+        let s = loop {
+            match client.status(&name).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= end => {
+                    bail!("{name} does not answer after the bench: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        match s.diverged {
+            None => sizes.push(s.ledger_size),
+            Some(d) => bail!("{name} diverged: {d}"),
         }
     }
     t.set("cluster.ledger_sizes", serde_json::json!(sizes));
