@@ -353,7 +353,10 @@ pub fn authorize(role: Role, call: &Call) -> bool {
         Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_) => {
             matches!(role, Voter | Learner)
         }
-        Call::SignCheckpoint { .. } => role == Voter,
+        // Any node key (a learner's may have been promoted since the peer
+        // table was written); the signer also checks that the caller is
+        // its current Raft leader.
+        Call::SignCheckpoint { .. } => matches!(role, Voter | Learner),
         Call::Append { .. } => matches!(role, Client | Voter | Learner),
         Call::Get { .. }
         | Call::Inclusion { .. }

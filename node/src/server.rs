@@ -890,7 +890,7 @@ async fn dispatch(
                 .map(Reply::InstallSnapshot)
                 .map_err(internal)
         }
-        Call::SignCheckpoint { size, root } => sign_checkpoint(inner, size, root).await,
+        Call::SignCheckpoint { size, root } => sign_checkpoint(inner, from, size, root).await,
         Call::Append { items, tag } => {
             let max = inner.cfg.log.max_payload as usize;
             if items.is_empty() {
@@ -1041,29 +1041,68 @@ fn serving(g: &crate::state_machine::SmInner) -> std::result::Result<(), RpcErro
     }
 }
 
-/// A voter recomputes the root at `size` itself and signs only if it matches.
+/// The name of the node this one follows (or is), if it knows one.
+fn current_leader_name(inner: &Inner) -> Option<String> {
+    let rx = inner.raft.metrics();
+    let m = rx.borrow();
+    let id = m.current_leader?;
+    m.membership_config
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
+}
+
+/// A voter signs for its current Raft leader only, and only after it has
+/// recomputed the root at `size` itself and found the same.
 async fn sign_checkpoint(
     inner: &Inner,
+    from: &PeerInfo,
     size: u64,
     root: [u8; 32],
 ) -> std::result::Result<Reply, RpcError> {
     let end = Instant::now() + Duration::from_secs(3);
     loop {
+        // A leader asks right after it commits in its term, when this node
+        // may not have published that leader yet: wait for it a moment.
+        let leader = current_leader_name(inner);
+        if leader.as_deref() != Some(from.name.as_str()) {
+            if Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %from.name, ?leader, size, "refused to sign for a node that is not the leader");
+            return Err(RpcError::new(
+                ErrorCode::Refused,
+                format!(
+                    "{} is not this node's leader ({}): not signing",
+                    from.name,
+                    leader.as_deref().unwrap_or("none known")
+                ),
+            ));
+        }
         {
-            let mut g = inner.sm.lock();
+            let g = inner.sm.lock();
             serving(&g)?;
             let l = g.ledger().map_err(internal)?;
             if l.size() >= size {
                 let ours = l.root_at(size).map_err(internal)?;
                 if ours != root {
-                    g.diverge(format!(
-                        "asked to sign size {size}: own root differs from the leader's ({} vs {})",
+                    // One of the two has diverged, and a pair cannot tell
+                    // which: refuse, loudly. If this replica is the odd one,
+                    // the other voters sign, the checkpoint commits through
+                    // Raft, and applying it marks this replica diverged; if
+                    // the leader is, no majority signs and nobody else
+                    // stops serving.
+                    let why = format!(
+                        "asked to sign size {size}: own root {} differs from the leader's {}",
                         hex(&ours),
                         hex(&root)
-                    ));
+                    );
+                    tracing::error!(evidence = %why, "refusing to sign a checkpoint");
                     return Err(RpcError::new(
-                        ErrorCode::Diverged,
-                        "own root differs; not signing",
+                        ErrorCode::BadRequest,
+                        format!("{why}; not signing"),
                     ));
                 }
                 break;

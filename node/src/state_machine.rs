@@ -4,6 +4,9 @@
 //! <data>/ledger/                 a dlog-ledger directory (same log id on every replica)
 //! <data>/ledger/raft-applied.json  last applied Raft log id, membership, ledger size after it
 //! <data>/ledger.incoming/        a snapshot being installed (renamed over `ledger`)
+//! <data>/DIVERGED                the evidence, once this replica found its root differs
+//!                                from the cluster's: it serves and signs nothing, also
+//!                                after a restart, until an operator removes the file
 //! ```
 //!
 //! Applying does not fsync the ledger: every applied entry is committed, so
@@ -58,6 +61,8 @@ const OLD_DIR: &str = "ledger.old";
 const COMPLETE_MARK: &str = "snapshot-complete";
 /// An incoming snapshot is spooled here before it is unpacked.
 const SPOOL_FILE: &str = "snapshot.incoming";
+/// Evidence of divergence; while present the replica serves nothing.
+pub const DIVERGED_FILE: &str = "DIVERGED";
 /// Longest time applied entries stay unsynced in the ledger.
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -404,6 +409,20 @@ impl StateMachine {
                 ),
             });
         }
+        let marker = data_dir.join(DIVERGED_FILE);
+        let diverged = match fs::read_to_string(&marker) {
+            Ok(why) => {
+                let why = format!(
+                    "{} (recorded in {} before this start; remove it once the replica is repaired)",
+                    why.trim_end(),
+                    marker.display()
+                );
+                tracing::error!(evidence = %why, "REPLICA DIVERGED: this node stops serving and signing");
+                Some(why)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(NodeError::io("read", &marker)(e)),
+        };
         let checkpoint_size =
             tokio::sync::watch::Sender::new(ledger.checkpoint().map(|c| c.size).unwrap_or(0));
         Ok(StateMachine {
@@ -411,7 +430,7 @@ impl StateMachine {
                 data_dir: data_dir.to_path_buf(),
                 ledger: Some(ledger),
                 applied,
-                diverged: None,
+                diverged,
                 duplicates: 0,
                 snapshot: None,
                 snapshot_seq: 0,
@@ -640,13 +659,14 @@ impl SmInner {
                 root,
                 chain,
             } => {
-                self.applied.seals_recorded = self.applied.seals_recorded.max(segment + 1);
+                self.applied.seals_recorded =
+                    self.applied.seals_recorded.max(segment.saturating_add(1));
                 let ledger = self.ledger()?;
                 if ledger.sealed_segments() > *segment {
                     let bits = ledger.meta().segment_bits as u32;
                     let ours = ledger.node(bits, *segment)?;
-                    let chain_ok =
-                        ledger.sealed_segments() != segment + 1 || ledger.chain_head() == *chain;
+                    let chain_ok = ledger.sealed_segments() != segment.saturating_add(1)
+                        || ledger.chain_head() == *chain;
                     if ours != *root || !chain_ok {
                         self.diverge(format!(
                             "segment {segment}: own root/chain differ from the leader's seal record"
@@ -706,10 +726,18 @@ impl SmInner {
         (self.applied.sessions.len(), self.applied.sessions.results())
     }
 
-    /// Marks the replica diverged: it stops serving and signing.
+    /// Marks the replica diverged: it stops serving and signing, and
+    /// records the evidence in `<data>/DIVERGED`, so that it stays stopped
+    /// across restarts until an operator repairs the replica and removes
+    /// the file.
     pub fn diverge(&mut self, why: String) {
         tracing::error!(evidence = %why, "REPLICA DIVERGED: this node stops serving and signing");
         if self.diverged.is_none() {
+            let marker = self.data_dir.join(DIVERGED_FILE);
+            if let Err(e) = dlog_ledger::store::write_atomic(&marker, format!("{why}\n").as_bytes())
+            {
+                tracing::error!(%e, file = %marker.display(), "cannot record the divergence");
+            }
             self.diverged = Some(why);
         }
     }

@@ -418,6 +418,38 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         segments(&nodes[0]),
         "node-4 differs"
     );
+    // A promoted spare's signature counts: with one of the first three
+    // voters down, a checkpoint needs node-4's (3 of 4), and the trust file
+    // verifies it offline.
+    let leader = leader_of(&client, Duration::from_secs(10)).await;
+    let down = nodes
+        .iter()
+        .find(|d| !d.ends_with(&leader))
+        .unwrap()
+        .clone();
+    cluster::stop_node(&down, Duration::from_secs(5)).unwrap();
+    let a = client
+        .append(&[(EntryKind::Data, b"three of four voters")])
+        .await
+        .expect("append with one voter of four down");
+    let cp4 = client
+        .checkpoint_covering(a.first)
+        .await
+        .expect("a checkpoint with one voter of four down");
+    let signers: Vec<String> = dlog_crypto::note::SignedNote::parse(&cp4.note)
+        .unwrap()
+        .signatures
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(
+        signers.len() >= 3 && signers.iter().any(|n| n == "node-4"),
+        "signers {signers:?}"
+    );
+    trust
+        .verify_checkpoint(&cp4.note)
+        .expect("verifies with the trust file");
+    cluster::start_node(&down, &program(), &[]).unwrap();
     // Remove it again; the three go on.
     cluster::remove_node(dir, &admin, "node-4", Duration::from_secs(10))
         .await

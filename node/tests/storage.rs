@@ -591,6 +591,23 @@ async fn a_checkpoint_with_another_root_marks_the_replica_diverged() {
     sm.apply(vec![cp(3, bad)]).await.unwrap();
     let why = sm.lock().diverged.clone().expect("diverged");
     assert!(why.contains("differs"), "{why}");
+    // It stays stopped across a restart, with the same evidence, until an
+    // operator removes the marker.
+    sm.close();
+    drop(sm);
+    let sm = StateMachine::open(a.path(), &shape()).unwrap();
+    let again = sm
+        .lock()
+        .diverged
+        .clone()
+        .expect("still diverged after a restart");
+    assert!(again.starts_with(&why), "{again}");
+    assert!(again.contains("DIVERGED"), "names the marker: {again}");
+    sm.close();
+    drop(sm);
+    std::fs::remove_file(a.path().join(dlog_node::state_machine::DIVERGED_FILE)).unwrap();
+    let sm = StateMachine::open(a.path(), &shape()).unwrap();
+    assert!(sm.lock().diverged.is_none());
 }
 
 #[tokio::test]
