@@ -1,20 +1,18 @@
 //! A minimal Prometheus text endpoint on a loopback address (off unless configured).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Serves `render()` as `text/plain` to every HTTP request on `addr`.
-pub async fn serve(addr: SocketAddr, render: impl Fn() -> String + Send + Sync + 'static) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, %e, "cannot bind the metrics endpoint");
-            return;
-        }
-    };
-    tracing::info!(%addr, "metrics endpoint");
+/// Serves `render()` as `text/plain` to every HTTP request on `listener`
+/// (bound by the caller at start-up, so a port in use stops the node there).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics endpoint");
+    }
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             return;

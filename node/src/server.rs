@@ -276,7 +276,31 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
             format!("{}: {e}", cfg.data_dir.display()),
         )
     })?;
-    let sm = StateMachine::open(&cfg.data_dir, &cfg.shape())?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            NodeError::config(
+                &cfg.file,
+                "metrics",
+                format!("cannot listen on {addr}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let sm = StateMachine::open(&cfg.data_dir, &cfg.shape()).map_err(|e| match e {
+        // The ledger names its own log.toml; the fix is in this node's config.
+        NodeError::Config { file, detail, .. } if detail.contains("another cluster") => {
+            NodeError::config(
+                &cfg.file,
+                "data_dir",
+                format!(
+                    "{} ({}): {detail}; check `data_dir` and `log.log_id`",
+                    cfg.data_dir.display(),
+                    file.display()
+                ),
+            )
+        }
+        e => e,
+    })?;
     let log = LogStore::open_with(
         &cfg.data_dir.join("raft"),
         LogOptions {
@@ -364,9 +388,9 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         tokio::spawn(watch_leader(inner.clone())),
         tokio::spawn(announce(inner.clone())),
     ];
-    if let Some(addr) = inner.cfg.metrics {
+    if let Some(listener) = metrics {
         tasks.push(tokio::spawn(crate::metrics::serve(
-            addr,
+            listener,
             inner_metrics(inner.clone()),
         )));
     }

@@ -766,6 +766,27 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         "{err}"
     );
     drop(hold);
+    // The metrics port in use: names `metrics`.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut m = cfg.clone();
+    m.metrics = Some(busy.local_addr().unwrap());
+    let err = dlog_node::start(m).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node.toml") && err.contains("`metrics`"),
+        "{err}"
+    );
+    drop(busy);
+    // A data directory of another cluster: names `data_dir`.
+    dlog_node::state_machine::StateMachine::open(&cfg.data_dir, &cfg.shape())
+        .unwrap()
+        .close();
+    let mut other = cfg.clone();
+    other.log.log_id = "ffeeddccbbaa99887766554433221100".into();
+    let err = dlog_node::start(other).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node.toml") && err.contains("`data_dir`") && err.contains("another cluster"),
+        "{err}"
+    );
     // A config with a missing field names the file and the field.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "name = \"x\"\nid = 1\n").unwrap();
