@@ -30,6 +30,32 @@ pub async fn serve(
     }
 }
 
+/// Appends one metric in the Prometheus text format: its `# HELP` and
+/// `# TYPE` lines (`kind` is `counter` or `gauge`), then one sample per
+/// `(labels, value)`, labels written as `key="value",...` or empty.
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, f64)>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// [`write_metric`] with one unlabelled sample.
+pub fn write_one(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    write_metric(out, name, kind, help, [(String::new(), value)]);
+}
+
 /// A Prometheus histogram with fixed bucket bounds, updated lock-free.
 #[derive(Debug)]
 pub struct Histogram {

@@ -94,8 +94,6 @@ struct Inner {
     appended: tokio::sync::Notify,
     /// Fault-injection drop switch (see [`RunningNode::partition`]).
     blocked: crate::rpc::Blocked,
-    /// When this node last committed a checkpoint as leader.
-    last_checkpoint: std::sync::Mutex<Option<Instant>>,
     /// Voter keys, to check signatures before committing a checkpoint.
     trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
@@ -104,21 +102,47 @@ struct Inner {
 
 impl Inner {
     /// Tunnel counters in Prometheus text.
-    fn endpoint_stats(&self) -> String {
+    fn endpoint_stats(&self, out: &mut String) {
         let st = self.pool.endpoint().stats();
-        format!(
-            "dlog_wg_rx_datagrams_total {}\ndlog_wg_tx_datagrams_total {}\n\
-             dlog_wg_dropped_unknown_key_total {}\ndlog_wg_pq_rotations_total {}\n\
-             dlog_wg_pq_failures_total {}\ndlog_wg_sessions_restarted_total {}\n\
-             dlog_wg_handshakes_total {}\n",
-            st.rx_datagrams,
-            st.tx_datagrams,
-            st.dropped_unknown_key,
-            st.pq_rotations,
-            st.pq_failures,
-            st.sessions_restarted,
-            st.handshakes
-        )
+        for (name, help, v) in [
+            (
+                "dlog_wg_rx_datagrams_total",
+                "UDP datagrams received by the tunnel.",
+                st.rx_datagrams,
+            ),
+            (
+                "dlog_wg_tx_datagrams_total",
+                "UDP datagrams sent by the tunnel.",
+                st.tx_datagrams,
+            ),
+            (
+                "dlog_wg_dropped_unknown_key_total",
+                "Handshakes from keys not in the peer table, dropped.",
+                st.dropped_unknown_key,
+            ),
+            (
+                "dlog_wg_pq_rotations_total",
+                "Post-quantum pre-shared keys installed.",
+                st.pq_rotations,
+            ),
+            (
+                "dlog_wg_pq_failures_total",
+                "Post-quantum key exchanges that failed.",
+                st.pq_failures,
+            ),
+            (
+                "dlog_wg_sessions_restarted_total",
+                "Peers seen back with new tunnel state.",
+                st.sessions_restarted,
+            ),
+            (
+                "dlog_wg_handshakes_total",
+                "WireGuard handshakes completed.",
+                st.handshakes,
+            ),
+        ] {
+            crate::metrics::write_one(out, name, "counter", help, v as f64);
+        }
     }
 }
 
@@ -376,7 +400,6 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         counters: Counters::default(),
         appended: tokio::sync::Notify::new(),
         blocked,
-        last_checkpoint: std::sync::Mutex::new(None),
         contact: LeaderContact::default(),
         trust,
     });
@@ -403,69 +426,138 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
 }
 
 fn inner_metrics(inner: Arc<Inner>) -> impl Fn() -> String + Send + Sync + 'static {
+    use crate::metrics::{write_metric, write_one};
     move || {
         let m = inner.raft.metrics().borrow().clone();
-        let (size, cp, (sessions, results), duplicates) = {
+        let (size, cp, age, (sessions, results), duplicates) = {
             let g = inner.sm.lock();
             let l = g.ledger().ok();
             (
                 l.map(|l| l.size()).unwrap_or(0),
                 l.and_then(|l| l.checkpoint().map(|c| c.size)).unwrap_or(0),
+                g.checkpoint_age().unwrap_or(-1.0),
                 g.sessions(),
                 g.duplicates,
             )
         };
         let c = &inner.counters;
-        let mut lag = String::new();
+        let mut out = String::new();
         let last = m.last_log_index.unwrap_or(0);
         if let Some(rep) = &m.replication {
-            for (id, matched) in rep.iter() {
-                let matched = matched.map(|l| l.index).unwrap_or(0);
-                lag.push_str(&format!(
-                    "dlog_raft_follower_lag{{node=\"{id}\"}} {}\n",
-                    last.saturating_sub(matched)
-                ));
-            }
+            write_metric(
+                &mut out,
+                "dlog_raft_follower_lag",
+                "gauge",
+                "Leader: Raft entries a follower's log lacks.",
+                rep.iter().map(|(id, matched)| {
+                    let matched = matched.map(|l| l.index).unwrap_or(0);
+                    (
+                        format!("node=\"{id}\""),
+                        last.saturating_sub(matched) as f64,
+                    )
+                }),
+            );
         }
-        let age = inner
-            .last_checkpoint
-            .lock()
-            .map(|t| t.map(|t| t.elapsed().as_secs_f64()).unwrap_or(-1.0))
-            .unwrap_or(-1.0);
-        let wg = inner.endpoint_stats();
-        let mut hist = String::new();
+        inner.endpoint_stats(&mut out);
         c.commit_seconds.render(
             "dlog_commit_seconds",
             "Leader: Raft append batch submitted to committed and applied.",
-            &mut hist,
+            &mut out,
         );
         c.append_seconds.render(
             "dlog_append_seconds",
             "Leader: client append received to acknowledged.",
-            &mut hist,
+            &mut out,
         );
         c.batch_entries.render(
             "dlog_batch_entries",
             "Leader: entries per Raft append batch.",
-            &mut hist,
+            &mut out,
         );
-        let sessions = format!(
-            "dlog_sessions {sessions}\ndlog_session_results {results}\n\
-             dlog_duplicate_appends_total {duplicates}\n"
-        );
-        lag + &wg + &hist + &sessions + &format!("dlog_checkpoint_age_seconds {age:.3}\n") + &format!(
-            "dlog_appends_total {}\ndlog_batches_total {}\ndlog_refused_calls_total {}\ndlog_checkpoints_total {}\n\
-             dlog_raft_term {}\ndlog_raft_leader {}\ndlog_raft_applied {}\ndlog_ledger_size {}\ndlog_checkpoint_size {}\n",
-            c.appends.load(Ordering::Relaxed),
-            c.batches.load(Ordering::Relaxed),
-            c.refused.load(Ordering::Relaxed),
-            c.checkpoints.load(Ordering::Relaxed),
-            m.current_term,
-            m.current_leader.unwrap_or(0),
-            m.last_applied.map(|l| l.index).unwrap_or(0),
-            size,
-            cp
-        )
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        for (name, kind, help, v) in [
+            (
+                "dlog_sessions",
+                "gauge",
+                "Client sessions in the replicated session table.",
+                sessions as f64,
+            ),
+            (
+                "dlog_session_results",
+                "gauge",
+                "Append results held for retries.",
+                results as f64,
+            ),
+            (
+                "dlog_duplicate_appends_total",
+                "counter",
+                "Copies of tagged appends recognised and not stored again.",
+                duplicates as f64,
+            ),
+            (
+                "dlog_checkpoint_age_seconds",
+                "gauge",
+                "Seconds since this replica stored its latest checkpoint (-1: none since start).",
+                age,
+            ),
+            (
+                "dlog_appends_total",
+                "counter",
+                "Leader: client entries acknowledged.",
+                load(&c.appends),
+            ),
+            (
+                "dlog_batches_total",
+                "counter",
+                "Leader: Raft append batches committed.",
+                load(&c.batches),
+            ),
+            (
+                "dlog_refused_calls_total",
+                "counter",
+                "Calls refused (role, or not the signer's leader).",
+                load(&c.refused),
+            ),
+            (
+                "dlog_checkpoints_total",
+                "counter",
+                "Leader: checkpoints committed with a majority of signatures.",
+                load(&c.checkpoints),
+            ),
+            (
+                "dlog_raft_term",
+                "gauge",
+                "Current Raft term.",
+                m.current_term as f64,
+            ),
+            (
+                "dlog_raft_leader",
+                "gauge",
+                "Raft id of the known leader (0: none).",
+                m.current_leader.unwrap_or(0) as f64,
+            ),
+            (
+                "dlog_raft_applied",
+                "gauge",
+                "Last applied Raft log index.",
+                m.last_applied.map(|l| l.index).unwrap_or(0) as f64,
+            ),
+            (
+                "dlog_ledger_size",
+                "gauge",
+                "Entries in this replica's ledger.",
+                size as f64,
+            ),
+            (
+                "dlog_checkpoint_size",
+                "gauge",
+                "Tree size of this replica's latest stored checkpoint.",
+                cp as f64,
+            ),
+        ] {
+            write_one(&mut out, name, kind, help, v);
+        }
+        out
     }
 }
 
@@ -1409,9 +1501,6 @@ async fn checkpointer(inner: Arc<Inner>) {
             Ok(note) => match inner.raft.client_write(Request::Checkpoint { note }).await {
                 Ok(_) => {
                     inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut t) = inner.last_checkpoint.lock() {
-                        *t = Some(Instant::now());
-                    }
                     tracing::info!(
                         size,
                         "checkpoint committed with a majority of voter signatures"

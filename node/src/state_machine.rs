@@ -115,6 +115,9 @@ pub struct SmInner {
     last_sync: std::time::Instant,
     /// Size of the latest stored checkpoint, for waiters.
     checkpoint_size: tokio::sync::watch::Sender<u64>,
+    /// When this replica stored its latest checkpoint (`None`: not since
+    /// it started).
+    checkpoint_at: Option<std::time::Instant>,
 }
 
 impl Drop for SmInner {
@@ -437,6 +440,7 @@ impl StateMachine {
                 applied_file: None,
                 last_sync: std::time::Instant::now(),
                 checkpoint_size,
+                checkpoint_at: None,
             })),
         })
     }
@@ -717,8 +721,15 @@ impl SmInner {
             tracing::error!(%e, "cannot store checkpoint");
         } else {
             self.checkpoint_size.send_replace(cp.size);
+            self.checkpoint_at = Some(std::time::Instant::now());
             tracing::info!(size = cp.size, "checkpoint stored");
         }
+    }
+
+    /// Seconds since this replica stored its latest checkpoint (`None`: not
+    /// since it started).
+    pub fn checkpoint_age(&self) -> Option<f64> {
+        self.checkpoint_at.map(|t| t.elapsed().as_secs_f64())
     }
 
     /// Client sessions and stored results in the replicated session table.

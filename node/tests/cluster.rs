@@ -873,6 +873,11 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         body.contains("dlog_appends_total 1") && body.contains("dlog_raft_leader 1"),
         "{body}"
     );
+    assert!(
+        body.contains("# TYPE dlog_appends_total counter\n")
+            && body.contains("# TYPE dlog_raft_term gauge\n"),
+        "{body}"
+    );
     // The node completed handshakes (with the client, at least).
     let handshakes: u64 = body
         .lines()
@@ -1319,6 +1324,16 @@ async fn power_cut_on_a_lagging_leader(cut: PowerCut) {
         st.ledger_size >= size && st.checkpoint_size == st.ledger_size
     })
     .await;
+    // Followers too report how old their latest checkpoint is.
+    for n in &nodes {
+        let m = n.metrics_text();
+        let age: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("dlog_checkpoint_age_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{m}"));
+        assert!((0.0..20.0).contains(&age), "{m}");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let data = match cut {
         PowerCut::Everything => configs[li].data_dir.clone(),
