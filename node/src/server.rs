@@ -897,6 +897,31 @@ async fn forward(
     }
 }
 
+/// Serves a read from this replica's ledger when it holds the `needed`
+/// entries the read is about. A follower that does not hold them yet (an
+/// append the leader acknowledged may not be applied here) forwards the
+/// call to the leader, so a client reads what was acknowledged wherever its
+/// call lands; the leader answers a read past its log itself (a bad
+/// request). Entries and proofs of a given size never change, so a read
+/// served here is never stale.
+async fn read(
+    inner: &Inner,
+    from: &PeerInfo,
+    call: Call,
+    needed: u64,
+    f: impl FnOnce(&dlog_ledger::Ledger) -> dlog_ledger::Result<Reply>,
+) -> std::result::Result<Reply, RpcError> {
+    {
+        let g = inner.sm.lock();
+        serving(&g)?;
+        let l = g.ledger().map_err(internal)?;
+        if l.size() >= needed || is_leader(inner) {
+            return f(l).map_err(bad);
+        }
+    }
+    forward(inner, from, &call).await
+}
+
 /// A refusal that names the leader, for calls that are never forwarded
 /// (membership: the leader must see the admin's own key).
 fn redirect(inner: &Inner) -> RpcError {
@@ -1069,31 +1094,25 @@ async fn dispatch(
             }
         }
         Call::Get { index } => {
-            let g = inner.sm.lock();
-            serving(&g)?;
-            g.ledger()
-                .map_err(internal)?
-                .entry(index)
-                .map(Reply::Entry)
-                .map_err(bad)
+            let call = Call::Get { index };
+            read(inner, from, call, index.saturating_add(1), |l| {
+                l.entry(index).map(Reply::Entry)
+            })
+            .await
         }
         Call::Inclusion { index, size } => {
-            let g = inner.sm.lock();
-            serving(&g)?;
-            g.ledger()
-                .map_err(internal)?
-                .inclusion_proof(index, size)
-                .map(Reply::Proof)
-                .map_err(bad)
+            let call = Call::Inclusion { index, size };
+            read(inner, from, call, size, |l| {
+                l.inclusion_proof(index, size).map(Reply::Proof)
+            })
+            .await
         }
         Call::Consistency { old, new } => {
-            let g = inner.sm.lock();
-            serving(&g)?;
-            g.ledger()
-                .map_err(internal)?
-                .consistency_proof(old, new)
-                .map(Reply::Proof)
-                .map_err(bad)
+            let call = Call::Consistency { old, new };
+            read(inner, from, call, new, |l| {
+                l.consistency_proof(old, new).map(Reply::Proof)
+            })
+            .await
         }
         Call::Checkpoint { linearizable } => {
             if linearizable {

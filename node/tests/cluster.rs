@@ -1270,6 +1270,68 @@ async fn a_restarted_leader_does_not_resume_its_term() {
     }
 }
 
+/// A client reads what was acknowledged wherever its call lands: a
+/// follower that has not applied an entry yet (its disk stalls, so it
+/// cannot take it in) forwards reads of it to the leader instead of
+/// answering that the index is out of range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_forwards_reads_it_cannot_answer() {
+    use dlog_node::rpc::{Call, Reply};
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        nodes,
+        client,
+        leader: (lid, _),
+        ..
+    } = in_process_cluster(dir, "dlog/lagging-reads").await;
+    settle(&nodes, &client, lid).await;
+    let lagging = nodes.iter().find(|n| n.status().id != lid).unwrap();
+    lagging.hold_log_flushes(true);
+    let a = client
+        .append(&[(EntryKind::Data, b"not on the lagging follower yet")])
+        .await
+        .expect("append");
+    let name = lagging.status().name;
+    assert!(lagging.status().ledger_size <= a.first, "it lags");
+    let got = client
+        .call_node(&name, Call::Get { index: a.first })
+        .await
+        .expect("a read of an acknowledged entry is answered");
+    let Reply::Entry(e) = got else {
+        panic!("{got:?}")
+    };
+    let (_, _, payload) = dlog_ledger::entry::decode_ref(&e).unwrap();
+    assert_eq!(payload, b"not on the lagging follower yet");
+    let proof = client
+        .call_node(
+            &name,
+            Call::Inclusion {
+                index: a.first,
+                size: a.first + 1,
+            },
+        )
+        .await;
+    assert!(matches!(proof, Ok(Reply::Proof(_))), "{proof:?}");
+    // Past the end of the log it is still a clear error, from the leader.
+    let past = client
+        .call_node(
+            &name,
+            Call::Get {
+                index: a.first + 1000,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&past, Err(dlog_node::NodeError::Remote { code, .. }) if code == "BadRequest"),
+        "{past:?}"
+    );
+    lagging.hold_log_flushes(false);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// A power cut on a leader whose disk lags. The followers commit appends
 /// under its term that never reach its disk; then the power goes: its whole
 /// data directory reverts to an image taken while it was idle and fully
