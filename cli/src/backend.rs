@@ -111,16 +111,16 @@ impl Log for Remote {
     }
 
     fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let (size, note) = Remote::checkpoint(self)?;
+        let cp = Remote::checkpoint(self)?;
         Ok(CheckpointInfo {
-            size,
-            note,
-            log_size: size,
+            size: cp.size,
+            note: cp.note,
+            log_size: cp.applied,
         })
     }
 
     fn size(&self) -> Result<u64> {
-        Ok(Remote::checkpoint(self)?.0)
+        Ok(Remote::checkpoint(self)?.size)
     }
 
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
@@ -130,7 +130,7 @@ impl Log for Remote {
     fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value> {
         let to = match to {
             Some(t) => t,
-            None => Remote::checkpoint(self)?.0,
+            None => Remote::checkpoint(self)?.size,
         };
         self.consistency_json(from, to)
     }

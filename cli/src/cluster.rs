@@ -249,10 +249,9 @@ impl Remote {
         Ok(Entry::decode(&self.entry(index)?)?)
     }
 
-    /// Latest majority-signed checkpoint (linearizable read): (size, note).
-    pub fn checkpoint(&self) -> Result<(u64, String)> {
-        let cp = self.rt.block_on(self.client.checkpoint(true))?;
-        Ok((cp.size, cp.note))
+    /// Latest majority-signed checkpoint (linearizable read).
+    pub fn checkpoint(&self) -> Result<dlog_node::client::ServedCheckpoint> {
+        Ok(self.rt.block_on(self.client.checkpoint(true))?)
     }
 
     /// A receipt for `index` under a majority-signed checkpoint covering it

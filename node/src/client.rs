@@ -52,6 +52,12 @@ pub struct ServedCheckpoint {
     pub note: String,
     /// Its tree size.
     pub size: u64,
+    /// Entries the answering replica had applied.
+    pub applied: u64,
+    /// How stale it may be: the answering replica last heard from its
+    /// leader this many milliseconds ago (0: the leader answered, as for
+    /// every linearizable read; `None`: it knew no leader).
+    pub behind_ms: Option<u64>,
 }
 
 /// A cluster client.
@@ -371,12 +377,22 @@ impl Client {
     /// A checkpoint reply, verified against the trust policy when there is one.
     fn served(&self, r: Reply) -> Result<ServedCheckpoint> {
         match r {
-            Reply::Checkpoint { note, size, .. } => {
+            Reply::Checkpoint {
+                note,
+                size,
+                applied,
+                behind_ms,
+            } => {
                 if let (Some(t), false) = (&self.trust, note.is_empty()) {
                     t.verify_checkpoint(&note)
                         .map_err(|e| NodeError::Verify(e.to_string()))?;
                 }
-                Ok(ServedCheckpoint { note, size })
+                Ok(ServedCheckpoint {
+                    note,
+                    size,
+                    applied,
+                    behind_ms,
+                })
             }
             r => Err(unexpected(r)),
         }

@@ -33,8 +33,9 @@ use crate::error::{NodeError, Result};
 use crate::types::{NodeId, TypeConfig};
 
 /// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
-/// Version 2 added call ids (multiplexing).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 2 added call ids (multiplexing); version 4 says how stale a
+/// checkpoint answer may be (`Reply::Checkpoint::behind_ms`).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
 /// Largest frame accepted: 16 AppendEntries of at most 1 MiB batches, or a
@@ -109,7 +110,8 @@ pub enum Call {
     },
     /// The latest majority-signed checkpoint (any role). `linearizable` runs a
     /// ReadIndex round on the leader first; otherwise the replica answers
-    /// from what it has applied (`Reply::Checkpoint::applied` says how far).
+    /// from what it has applied (`Reply::Checkpoint::behind_ms` bounds how
+    /// stale that may be).
     Checkpoint {
         /// Run ReadIndex first.
         linearizable: bool,
@@ -238,6 +240,12 @@ pub enum Reply {
         size: u64,
         /// Entries applied on the answering replica.
         applied: u64,
+        /// How stale the answer may be: the answering replica last heard
+        /// from its leader this many milliseconds ago, so it may lack what
+        /// the leader committed since (plus its own apply time). 0 when the
+        /// leader answered (always so for a linearizable read); `None` when
+        /// the replica knows no leader.
+        behind_ms: Option<u64>,
     },
     /// Node status.
     Status(NodeStatus),

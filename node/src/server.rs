@@ -777,6 +777,13 @@ async fn respond(out: &SharedWriter, frame: &ResponseFrame) {
 
 /// The checkpoint this replica stored last (not a linearizable read).
 fn stored_checkpoint(inner: &Inner) -> std::result::Result<Reply, RpcError> {
+    let behind_ms = if is_leader(inner) {
+        Some(0)
+    } else if leader_peer(inner).is_some() {
+        Some(u64::try_from(inner.contact.silent_for().as_millis()).unwrap_or(u64::MAX))
+    } else {
+        None
+    };
     let g = inner.sm.lock();
     serving(&g)?;
     let l = g.ledger().map_err(internal)?;
@@ -788,6 +795,7 @@ fn stored_checkpoint(inner: &Inner) -> std::result::Result<Reply, RpcError> {
         note,
         size,
         applied: l.size(),
+        behind_ms,
     })
 }
 

@@ -1326,6 +1326,33 @@ async fn a_lagging_follower_forwards_reads_it_cannot_answer() {
         matches!(&past, Err(dlog_node::NodeError::Remote { code, .. }) if code == "BadRequest"),
         "{past:?}"
     );
+    // A checkpoint read says how stale it may be: not at all from the
+    // leader (or through ReadIndex), a heartbeat's age from a follower.
+    let leader_name = nodes[(lid - 1) as usize].status().name;
+    let behind = |r: Result<Reply, dlog_node::NodeError>| match r {
+        Ok(Reply::Checkpoint { behind_ms, .. }) => behind_ms,
+        r => panic!("{r:?}"),
+    };
+    let from_leader = client
+        .call_node(
+            &leader_name,
+            Call::Checkpoint {
+                linearizable: false,
+            },
+        )
+        .await;
+    assert_eq!(behind(from_leader), Some(0));
+    let from_follower = client
+        .call_node(
+            &name,
+            Call::Checkpoint {
+                linearizable: false,
+            },
+        )
+        .await;
+    let ms = behind(from_follower).expect("the follower knows its leader");
+    assert!(ms < 2000, "{ms} ms since the leader's last heartbeat");
+    assert_eq!(client.checkpoint(true).await.unwrap().behind_ms, Some(0));
     lagging.hold_log_flushes(false);
     for n in nodes {
         n.shutdown().await;
