@@ -161,8 +161,8 @@ fn cluster_appends_receipts_failover_and_membership() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = json_lines(&expect(&dir, &["cluster", "status", "--json"], None, 0)).remove(0);
-        // client.toml lists the three original nodes; add-node already
-        // waited for node-4 to catch up before promoting it.
+        // add-node listed node-4 in client.toml once it had caught up and
+        // was promoted: status shows all four.
         let nodes = st["nodes"].as_array().unwrap();
         let caught_up = nodes.iter().all(|n| {
             n["status"]["ledger_size"]
@@ -172,7 +172,7 @@ fn cluster_appends_receipts_failover_and_membership() {
         let four_voters = nodes
             .iter()
             .any(|n| n["status"]["voters"] == serde_json::json!([1, 2, 3, 4]));
-        if nodes.len() == 3 && caught_up && four_voters {
+        if nodes.len() == 4 && caught_up && four_voters {
             break;
         }
         assert!(Instant::now() < deadline, "nodes did not catch up: {st}");

@@ -90,6 +90,51 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Edits the `nodes = [...]` list of the cluster's `client.toml` and
+/// `admin.toml` (the nodes a client asks first, and whose statuses `dlog
+/// cluster status` shows), keeping every other line as it is.
+fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Nodes {
+        nodes: Vec<String>,
+    }
+    for who in ["client", "admin"] {
+        let path = dir.join(format!("{who}.toml"));
+        let text = std::fs::read_to_string(&path).map_err(NodeError::io("read", &path))?;
+        let mut nodes = toml::from_str::<Nodes>(&text)
+            .map_err(|e| NodeError::config(&path, "nodes", e.message()))?
+            .nodes;
+        edit(&mut nodes);
+        let list = nodes
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut found = false;
+        let mut out = String::with_capacity(text.len() + 16);
+        for line in text.lines() {
+            if !found && line.trim_start().starts_with("nodes") && line.contains('[') {
+                if !line.contains(']') {
+                    return Err(NodeError::config(
+                        &path,
+                        "nodes",
+                        "a list over several lines; edit it by hand",
+                    ));
+                }
+                found = true;
+                let _ = writeln!(out, "nodes = [{list}]");
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if !found {
+            return Err(NodeError::config(&path, "nodes", "no `nodes = [...]` line"));
+        }
+        dlog_ledger::store::write_atomic(&path, out.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn write_secret(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -428,7 +473,8 @@ fn node_id(node_dir: &Path) -> Result<NodeId> {
 /// until it caught up (segment transfer by snapshot, then log replay), and
 /// promotes it to voter. `admin` is a [`Client`] opened from `D/admin.toml`
 /// (one process per key at a time: WireGuard knows one endpoint per key).
-/// Returns the node's name.
+/// Adds it to `client.toml` and `admin.toml`, so clients and `dlog cluster
+/// status` see it. Returns the node's name.
 pub async fn add_node(
     dir: &Path,
     admin: &Client,
@@ -469,12 +515,18 @@ pub async fn add_node(
         voters.push(id);
         admin.change_membership(&voters).await
     }
-    .await
-    .map(|()| name)
+    .await?;
+    edit_config_nodes(dir, |nodes| {
+        if !nodes.contains(&name) {
+            nodes.push(name.clone());
+        }
+    })?;
+    Ok(name)
 }
 
 /// `dlog cluster remove-node`: removes a voter from the membership (with an
-/// admin [`Client`]), then stops its process.
+/// admin [`Client`]), drops it from `client.toml` and `admin.toml`, then
+/// stops its process.
 pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Duration) -> Result<()> {
     let node_dir = dir.join(name);
     let id = node_id(&node_dir)?;
@@ -491,6 +543,7 @@ pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Durati
     }
     .await;
     res?;
+    edit_config_nodes(dir, |nodes| nodes.retain(|n| n != name))?;
     stop_node(&node_dir, Duration::from_secs(5))
 }
 

@@ -373,8 +373,16 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
     );
     let st = admin.status("node-4").await.unwrap();
     assert!(st.voters.contains(&4), "{st:?}");
-    let mut all = client.node_names();
-    all.push("node-4".into());
+    // The client configs list it now: a client opened from them, and
+    // `dlog cluster status`, see all four.
+    let listed = |who: &str| {
+        dlog_node::config::ClientConfig::load(&dir.join(format!("{who}.toml")))
+            .unwrap()
+            .nodes
+    };
+    assert_eq!(listed("client"), ["node-1", "node-2", "node-3", "node-4"]);
+    assert_eq!(listed("admin"), listed("client"));
+    let all = listed("client");
     let a = client
         .append(&[(EntryKind::Data, b"after promotion")])
         .await
@@ -454,6 +462,8 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
     cluster::remove_node(dir, &admin, "node-4", Duration::from_secs(10))
         .await
         .expect("remove node");
+    assert_eq!(listed("client"), ["node-1", "node-2", "node-3"]);
+    assert_eq!(listed("admin"), listed("client"));
     let st = admin
         .status(&leader_of(&client, Duration::from_secs(10)).await)
         .await
