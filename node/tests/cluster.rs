@@ -40,6 +40,38 @@ fn test_dir() -> (Option<tempfile::TempDir>, PathBuf) {
     }
 }
 
+/// The local ports of a process's internet sockets (TCP, UDP; IPv4 and
+/// IPv6), from `/proc`: its socket descriptors matched against the kernel's
+/// socket tables by inode.
+fn sockets_of(pid: u32) -> (Vec<u16>, Vec<u16>) {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let Ok(target) = std::fs::read_link(fd.unwrap().path()) else {
+            continue; // closed meanwhile
+        };
+        let t = target.to_string_lossy();
+        if let Some(i) = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(i.to_string());
+        }
+    }
+    let ports = |tables: &[&str]| -> Vec<u16> {
+        let mut v = Vec::new();
+        for table in tables {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                if f.len() > 9 && inodes.contains(f[9]) {
+                    let port = f[1].rsplit(':').next().unwrap();
+                    v.push(u16::from_str_radix(port, 16).unwrap());
+                }
+            }
+        }
+        v
+    };
+    (ports(&["tcp", "tcp6"]), ports(&["udp", "udp6"]))
+}
+
 fn segments(node_dir: &Path) -> Vec<(String, Vec<u8>)> {
     let seg = node_dir.join("data/ledger/segments");
     let mut v: Vec<_> = std::fs::read_dir(&seg)
@@ -137,6 +169,26 @@ async fn three_nodes_replicate_sign_and_refuse() {
         "100000 entries in 2000 appends of 50 from 8 clients: {el:?} ({:.0} entries/s)",
         100_000.0 / el.as_secs_f64()
     );
+    // Under load, a node process has one socket open: its WireGuard UDP
+    // socket on its `listen` port (metrics are off by default).
+    for node in nodes.iter().take(3).filter(|d| **d != down) {
+        let pid: u32 = std::fs::read_to_string(node.join("node.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (tcp, udp) = sockets_of(pid);
+        let listen = dlog_node::config::NodeConfig::load(&node.join("node.toml"))
+            .unwrap()
+            .listen;
+        assert!(tcp.is_empty(), "{}: TCP sockets {tcp:?}", node.display());
+        assert_eq!(
+            udp,
+            [listen.port()],
+            "{}: UDP sockets (local ports)",
+            node.display()
+        );
+    }
     // Every acknowledged entry is where the ack said.
     for (first, p) in acked.iter().step_by(37) {
         for (j, payload) in p.iter().enumerate() {
