@@ -486,7 +486,9 @@ pub async fn add_node(
         .into_iter()
         .find(|d| d.join("spare").exists())
         .ok_or_else(|| {
-            NodeError::Process("no spare node left (generate with spare nodes)".into())
+            NodeError::Process(
+                "no spare node left: nodes are generated with the cluster (`dlog cluster up --spare N`), since every node must know every key at start".into(),
+            )
         })?;
     let id = node_id(&spare)?;
     let name = format!("node-{id}");

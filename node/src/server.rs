@@ -325,6 +325,9 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         }
         e => e,
     })?;
+    if let Some(t) = &trust {
+        sm.require_signatures(t.clone());
+    }
     let log = LogStore::open_with(
         &cfg.data_dir.join("raft"),
         LogOptions {
