@@ -34,7 +34,8 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
 /// Version 2 added call ids (multiplexing); version 4 says how stale a
-/// checkpoint answer may be (`Reply::Checkpoint::behind_ms`).
+/// checkpoint answer may be (`Reply::Checkpoint::behind_ms`) and gives a
+/// signature's verifier key (`Reply::Signature::vkey`).
 pub const PROTOCOL_VERSION: u16 = 4;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
@@ -218,6 +219,11 @@ pub enum Reply {
         /// Signature bytes.
         #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
+        /// The signer's C2SP verifier key. The leader counts a signature
+        /// that verifies under it towards the voters' majority (the reply
+        /// came over that voter's own tunnel); only the trust file's keys
+        /// count towards what offline verifiers need.
+        vkey: String,
     },
     /// Entries appended, committed by a majority and applied.
     Appended {

@@ -94,7 +94,8 @@ struct Inner {
     appended: tokio::sync::Notify,
     /// Fault-injection drop switch (see [`RunningNode::partition`]).
     blocked: crate::rpc::Blocked,
-    /// Voter keys, to check signatures before committing a checkpoint.
+    /// The trust file: a checkpoint is committed only with enough of its
+    /// voters' signatures for offline verifiers (see [`collect_signatures`]).
     trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
     contact: LeaderContact,
@@ -325,9 +326,6 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         }
         e => e,
     })?;
-    if let Some(t) = &trust {
-        sm.require_signatures(t.clone());
-    }
     let log = LogStore::open_with(
         &cfg.data_dir.join("raft"),
         LogOptions {
@@ -920,17 +918,39 @@ async fn read(
     from: &PeerInfo,
     call: Call,
     needed: u64,
-    f: impl FnOnce(&dlog_ledger::Ledger) -> dlog_ledger::Result<Reply>,
+    f: impl Fn(&dlog_ledger::Ledger) -> dlog_ledger::Result<Reply>,
 ) -> std::result::Result<Reply, RpcError> {
-    {
+    // Answered here if this replica holds the entries (or the leader has
+    // confirmed it is current), `None` otherwise.
+    let here = |confirmed: bool| -> Option<std::result::Result<Reply, RpcError>> {
         let g = inner.sm.lock();
-        serving(&g)?;
-        let l = g.ledger().map_err(internal)?;
-        if l.size() >= needed || is_leader(inner) {
-            return f(l).map_err(bad);
+        if let Err(e) = serving(&g) {
+            return Some(Err(e));
         }
+        let l = match g.ledger() {
+            Ok(l) => l,
+            Err(e) => return Some(Err(internal(e))),
+        };
+        (l.size() >= needed || confirmed).then(|| f(l).map_err(bad))
+    };
+    if let Some(r) = here(false) {
+        return r;
     }
-    forward(inner, from, &call).await
+    if !is_leader(inner) {
+        return forward(inner, from, &call).await;
+    }
+    // The leader may not have applied everything committed yet (just
+    // elected), or may have been deposed without knowing it: a ReadIndex
+    // round settles both before it calls the read out of range.
+    inner
+        .raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| match e.forward_to_leader() {
+            Some(_) => RpcError::new(ErrorCode::NotLeader, "not the leader"),
+            None => internal(e),
+        })?;
+    here(true).unwrap_or_else(|| Err(internal("unreachable: a confirmed read is answered")))
 }
 
 /// A refusal that names the leader, for calls that are never forwarded
@@ -1270,6 +1290,7 @@ async fn sign_checkpoint(
         name: sig.name,
         key_id: sig.key_id,
         signature: sig.signature,
+        vkey: inner.signer.vkey(),
     })
 }
 
@@ -1543,16 +1564,35 @@ async fn checkpointer(inner: Arc<Inner>) {
     }
 }
 
+/// Signs the checkpoint of `size` and `root` and gathers the other voters'
+/// signatures: enough for a majority of the current voters, and, with a
+/// trust file, enough of its keys for offline verifiers (its quorum). A
+/// voter's signature counts towards the majority if it verifies under the
+/// key that voter presents (its reply came over its own tunnel: a promoted
+/// node's key need not be in the trust file); under a name the trust file
+/// lists, only the listed key is accepted.
 async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Result<String> {
     let body = Checkpoint::new(inner.cfg.log.origin.clone(), size, root)
         .map_err(|e| NodeError::Verify(e.to_string()))?
         .to_body();
     let mut note = SignedNote::new(body).map_err(|e| NodeError::Verify(e.to_string()))?;
-    note.add_signature(inner.signer.sign(&note.text));
+    let text = note.text.clone();
+    let own = inner.signer.sign(&text);
+    // Some(valid) under a name the trust file lists, None otherwise.
+    let trusted_key = |sig: &NoteSignature| -> Option<bool> {
+        let t = inner.trust.as_ref()?;
+        t.voters
+            .iter()
+            .find(|v| v.name() == sig.name)
+            .map(|v| v.verify(&text, sig))
+    };
+    let mut trusted = usize::from(trusted_key(&own) == Some(true));
+    note.add_signature(own);
     let m = inner.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let need = voters.len() / 2 + 1;
+    let need_trusted = inner.trust.as_ref().map_or(0, |t| t.quorum);
     let mut have = 1usize;
     let mut set = tokio::task::JoinSet::new();
     for id in voters.iter().copied().filter(|id| *id != inner.cfg.id) {
@@ -1562,43 +1602,51 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         let Some(peer) = inner.peers.by_name(&node.addr).map(|p| p.public_key) else {
             continue;
         };
-        let pool = inner.pool.clone();
+        let (pool, name) = (inner.pool.clone(), node.addr.clone());
         set.spawn(async move {
-            pool.call(
-                &peer,
-                &Call::SignCheckpoint { size, root },
-                Duration::from_secs(4),
-            )
-            .await
+            let r = pool
+                .call(
+                    &peer,
+                    &Call::SignCheckpoint { size, root },
+                    Duration::from_secs(4),
+                )
+                .await;
+            (name, r)
         });
     }
-    while have < need {
+    while have < need || trusted < need_trusted {
         let Some(res) = set.join_next().await else {
-            return Err(NodeError::Verify(format!("{have} of {need} signatures")));
+            return Err(NodeError::Verify(format!(
+                "{have} of {need} voter signatures, {trusted} of {need_trusted} from the trust file"
+            )));
         };
-        if let Ok(Ok(Reply::Signature {
-            name,
-            key_id,
-            signature,
-        })) = res
-        {
-            let sig = NoteSignature {
+        let Ok((
+            voter,
+            Ok(Reply::Signature {
                 name,
                 key_id,
                 signature,
-            };
-            if let Some(t) = &inner.trust {
-                let ok = t.voters.iter().any(|v| {
-                    v.name() == sig.name && v.key_id() == sig.key_id && v.verify(&note.text, &sig)
-                });
-                if !ok {
-                    tracing::warn!(signer = %sig.name, size, "ignoring a voter signature that does not verify");
-                    continue;
-                }
-            }
-            note.add_signature(sig);
-            have += 1;
+                vkey,
+            }),
+        )) = res
+        else {
+            continue;
+        };
+        let sig = NoteSignature {
+            name,
+            key_id,
+            signature,
+        };
+        let presented = dlog_crypto::note::NoteVerifier::from_vkey(&vkey)
+            .is_ok_and(|v| v.verify(&text, &sig));
+        let listed = trusted_key(&sig);
+        if !presented || listed == Some(false) {
+            tracing::warn!(%voter, signer = %sig.name, size, "ignoring a voter signature that does not verify");
+            continue;
         }
+        trusted += usize::from(listed == Some(true));
+        note.add_signature(sig);
+        have += 1;
     }
     Ok(note.to_string())
 }

@@ -118,9 +118,6 @@ pub struct SmInner {
     /// When this replica stored its latest checkpoint (`None`: not since
     /// it started).
     checkpoint_at: Option<std::time::Instant>,
-    /// With a trust policy, a checkpoint record is stored only if it
-    /// carries a quorum of trusted signatures.
-    trust: Option<dlog_crypto::trust::TrustPolicy>,
 }
 
 impl Drop for SmInner {
@@ -444,15 +441,8 @@ impl StateMachine {
                 last_sync: std::time::Instant::now(),
                 checkpoint_size,
                 checkpoint_at: None,
-                trust: None,
             })),
         })
-    }
-
-    /// From now on, store only checkpoint records that `trust` verifies (a
-    /// quorum of its voters' signatures), whoever proposed them.
-    pub fn require_signatures(&self, trust: dlog_crypto::trust::TrustPolicy) {
-        self.lock().trust = Some(trust);
     }
 
     /// Syncs the ledger and records the applied state durably, as a clean
@@ -718,11 +708,6 @@ impl SmInner {
         };
         if let Err(why) = verdict {
             self.diverge(why);
-            return;
-        }
-        if let Some(Err(e)) = self.trust.as_ref().map(|t| t.verify_checkpoint(note)) {
-            tracing::error!(size = cp.size, %e,
-                "a committed checkpoint lacks a quorum of trusted signatures; not storing it");
             return;
         }
         let Some(ledger) = self.ledger.as_mut() else {

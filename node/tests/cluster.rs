@@ -57,7 +57,10 @@ fn sockets_of(pid: u32) -> (Vec<u16>, Vec<u16>) {
     let ports = |tables: &[&str]| -> Vec<u16> {
         let mut v = Vec::new();
         for table in tables {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+            // tcp6/udp6 are missing where IPv6 is disabled.
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+                continue;
+            };
             for line in text.lines().skip(1) {
                 let f: Vec<&str> = line.split_whitespace().collect();
                 // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode

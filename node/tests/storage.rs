@@ -610,49 +610,6 @@ async fn a_checkpoint_with_another_root_marks_the_replica_diverged() {
     assert!(sm.lock().diverged.is_none());
 }
 
-/// With a trust policy, a replica stores a committed checkpoint only if it
-/// carries a quorum of trusted signatures, whoever proposed it.
-#[tokio::test]
-async fn a_checkpoint_without_trusted_signatures_is_not_stored() {
-    use dlog_crypto::note::{Checkpoint, SignedNote};
-    use dlog_crypto::trust::TrustPolicy;
-    let a = tempfile::tempdir().unwrap();
-    let mut sm = StateMachine::open(a.path(), &shape()).unwrap();
-    sm.apply(vec![append_entry(1, 1, 5, 3)]).await.unwrap();
-    let root = sm.lock().ledger().unwrap().root_at(3).unwrap();
-    let signer = dlog_crypto::keys::NodeKey::generate("node-1").unwrap();
-    let stranger = dlog_crypto::keys::NodeKey::generate("node-1").unwrap();
-    let body = Checkpoint::new("dlog/test", 3, root).unwrap().to_body();
-    let mut n = SignedNote::new(body).unwrap();
-    n.add_signature(signer.note_signer().sign(&n.text));
-    let cp = |i| Entry {
-        log_id: lid(1, i),
-        payload: EntryPayload::Normal(Request::Checkpoint {
-            note: n.to_string(),
-        }),
-    };
-    let policy = |k: &dlog_crypto::keys::NodeKey| {
-        TrustPolicy::new(
-            "dlog/test",
-            vec![k.note_signer().verifier()],
-            1,
-            Vec::new(),
-            0,
-        )
-        .unwrap()
-    };
-    // Signed by a key this replica does not trust: not stored, and no
-    // divergence either (the root is right).
-    sm.require_signatures(policy(&stranger));
-    sm.apply(vec![cp(2)]).await.unwrap();
-    assert!(sm.lock().ledger().unwrap().checkpoint().is_none());
-    assert!(sm.lock().diverged.is_none());
-    // Trusted: stored.
-    sm.require_signatures(policy(&signer));
-    sm.apply(vec![cp(3)]).await.unwrap();
-    assert_eq!(sm.lock().ledger().unwrap().checkpoint().unwrap().size, 3);
-}
-
 #[tokio::test]
 async fn a_torn_applied_slot_falls_back_to_the_other() {
     let a = tempfile::tempdir().unwrap();
