@@ -411,6 +411,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         tokio::spawn(checkpointer(inner.clone())),
         tokio::spawn(watch_leader(inner.clone())),
         tokio::spawn(announce(inner.clone())),
+        tokio::spawn(fail_stop(inner.clone())),
     ];
     if let Some(listener) = metrics {
         tasks.push(tokio::spawn(crate::metrics::serve(
@@ -1267,7 +1268,7 @@ async fn sign_checkpoint(
                     );
                     tracing::error!(evidence = %why, "refusing to sign a checkpoint");
                     return Err(RpcError::new(
-                        ErrorCode::BadRequest,
+                        ErrorCode::RootDiffers,
                         format!("{why}; not signing"),
                     ));
                 }
@@ -1614,31 +1615,50 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
             (name, r)
         });
     }
+    let mut differ = 0usize;
     while have < need || trusted < need_trusted {
         let Some(res) = set.join_next().await else {
             return Err(NodeError::Verify(format!(
                 "{have} of {need} voter signatures, {trusted} of {need_trusted} from the trust file"
             )));
         };
-        let Ok((
-            voter,
-            Ok(Reply::Signature {
-                name,
-                key_id,
-                signature,
-                vkey,
-            }),
-        )) = res
-        else {
-            continue;
+        let (voter, name, key_id, signature, vkey) = match res {
+            Ok((
+                voter,
+                Ok(Reply::Signature {
+                    name,
+                    key_id,
+                    signature,
+                    vkey,
+                }),
+            )) => (voter, name, key_id, signature, vkey),
+            Ok((voter, Err(NodeError::Remote { code, message })))
+                if code == format!("{:?}", ErrorCode::RootDiffers) =>
+            {
+                differ += 1;
+                tracing::error!(%voter, %message, "a voter computes another root than this leader");
+                if differ >= need {
+                    // A majority of the voters agree with each other and
+                    // not with this replica: it is the odd one.
+                    let why = format!(
+                        "{differ} of {} voters compute another root at size {size} than this leader's {}",
+                        voters.len(),
+                        hex(&root)
+                    );
+                    inner.sm.lock().diverge(why.clone());
+                    return Err(NodeError::Verify(why));
+                }
+                continue;
+            }
+            _ => continue,
         };
         let sig = NoteSignature {
             name,
             key_id,
             signature,
         };
-        let presented = dlog_crypto::note::NoteVerifier::from_vkey(&vkey)
-            .is_ok_and(|v| v.verify(&text, &sig));
+        let presented =
+            dlog_crypto::note::NoteVerifier::from_vkey(&vkey).is_ok_and(|v| v.verify(&text, &sig));
         let listed = trusted_key(&sig);
         if !presented || listed == Some(false) {
             tracing::warn!(%voter, signer = %sig.name, size, "ignoring a voter signature that does not verify");
@@ -1649,6 +1669,21 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         have += 1;
     }
     Ok(note.to_string())
+}
+
+/// A diverged replica leaves Raft: it no longer votes, so it can neither
+/// lead (refusing every append and read) nor hold up an election; the
+/// others go on without it. It still answers status calls, which name the
+/// evidence.
+async fn fail_stop(inner: Arc<Inner>) {
+    let mut rx = inner.sm.watch_divergence();
+    if rx.wait_for(|d| *d).await.is_err() {
+        return;
+    }
+    tracing::error!("REPLICA DIVERGED: leaving Raft (fail-stop); see <data>/DIVERGED");
+    if let Err(e) = inner.raft.shutdown().await {
+        tracing::error!(%e, "stopping Raft");
+    }
 }
 
 /// Opens the tunnel to every other node once, at start. The other nodes

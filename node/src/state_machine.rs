@@ -118,6 +118,8 @@ pub struct SmInner {
     /// When this replica stored its latest checkpoint (`None`: not since
     /// it started).
     checkpoint_at: Option<std::time::Instant>,
+    /// Whether the replica diverged, for the node to leave Raft.
+    diverged_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for SmInner {
@@ -433,7 +435,6 @@ impl StateMachine {
                 data_dir: data_dir.to_path_buf(),
                 ledger: Some(ledger),
                 applied,
-                diverged,
                 duplicates: 0,
                 snapshot: None,
                 snapshot_seq: 0,
@@ -441,6 +442,8 @@ impl StateMachine {
                 last_sync: std::time::Instant::now(),
                 checkpoint_size,
                 checkpoint_at: None,
+                diverged_tx: tokio::sync::watch::Sender::new(diverged.is_some()),
+                diverged,
             })),
         })
     }
@@ -454,6 +457,12 @@ impl StateMachine {
     /// Watches the size of the latest checkpoint this replica stored.
     pub fn watch_checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lock().checkpoint_size.subscribe()
+    }
+
+    /// Becomes `true` once the replica diverged (at once if it had before
+    /// this start).
+    pub fn watch_divergence(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lock().diverged_tx.subscribe()
     }
 
     /// Locks the replica state (never held across an await).
@@ -703,7 +712,12 @@ impl SmInner {
                     "checkpoint root at size {} differs from this replica's own root",
                     cp.size
                 )),
-                Err(e) => Err(format!("cannot compute root at {}: {e}", cp.size)),
+                Err(e) => {
+                    // Not evidence of divergence: an I/O failure. Not stored;
+                    // the next checkpoint tries again.
+                    tracing::error!(size = cp.size, %e, "cannot compute the root to check a checkpoint; not storing it");
+                    return;
+                }
             },
         };
         if let Err(why) = verdict {
@@ -750,6 +764,7 @@ impl SmInner {
                 tracing::error!(%e, file = %marker.display(), "cannot record the divergence");
             }
             self.diverged = Some(why);
+            self.diverged_tx.send_replace(true);
         }
     }
 

@@ -1424,6 +1424,90 @@ async fn a_lagging_follower_forwards_reads_it_cannot_answer() {
     }
 }
 
+/// A leader whose ledger went bad (a flipped byte in a sealed segment's
+/// node file, read through its map) asks the followers to sign roots they
+/// do not compute. Both refuse (RootDiffers), so the leader marks itself
+/// diverged, records the evidence and leaves Raft; the two others elect a
+/// leader and go on, checkpoints included, and neither marks itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_root_differs_from_the_majority_steps_out() {
+    let (_tmp, dir) = test_dir();
+    let dir = dir.as_path();
+    let InProcess {
+        configs,
+        nodes,
+        client,
+        leader: (lid, _),
+    } = in_process_cluster(dir, "dlog/odd-leader").await;
+    let term = settle(&nodes, &client, lid).await;
+    let li = (lid - 1) as usize;
+    // Three sealed segments of 16 (segment_bits 4), then a few entries one
+    // by one, so the leader has swapped in the mapped node files.
+    let p: Vec<Vec<u8>> = (0..47).map(|i| format!("e{i}").into_bytes()).collect();
+    let items: Vec<(EntryKind, &[u8])> = p.iter().map(|x| (EntryKind::Data, &x[..])).collect();
+    client.append(&items).await.expect("append");
+    for i in 0..3 {
+        client
+            .append(&[(EntryKind::Data, format!("one by one {i}").as_bytes())])
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    all_nodes(&nodes, "checkpointed 51", |st| st.checkpoint_size == 51).await;
+    // Bit rot in the leader's node file of segment 2: its root (the last
+    // node) is what the next checkpoint's root is computed from.
+    let tree = configs[li]
+        .data_dir
+        .join("ledger/segments/00000000000000000002.tree");
+    let mut bytes = std::fs::read(&tree).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&tree, &bytes).unwrap();
+    client
+        .append(&[(EntryKind::Data, b"checkpointed by the others")])
+        .await
+        .expect("append");
+    // The leader found itself the odd one out and left.
+    let end = Instant::now() + Duration::from_secs(20);
+    let why = loop {
+        if let Some(why) = nodes[li].status().diverged {
+            break why;
+        }
+        assert!(Instant::now() < end, "the odd leader did not stand down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(why.contains("compute another root"), "{why}");
+    let marker = configs[li]
+        .data_dir
+        .join(dlog_node::state_machine::DIVERGED_FILE);
+    assert!(marker.exists(), "evidence recorded");
+    let others: Vec<_> = nodes.iter().filter(|n| n.status().id != lid).collect();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: Vec<_> = others.iter().map(|n| n.status()).collect();
+        if st
+            .iter()
+            .all(|s| s.term > term && s.leader.is_some_and(|l| l != lid) && s.diverged.is_none())
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "no new leader: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = client
+        .append(&[(EntryKind::Data, b"after the odd leader left")])
+        .await
+        .expect("append after the odd leader left");
+    let cp = client
+        .checkpoint_covering(a.first)
+        .await
+        .expect("the others checkpoint on their own");
+    assert!(cp.size > a.first);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 /// A power cut on a leader whose disk lags. The followers commit appends
 /// under its term that never reach its disk; then the power goes: its whole
 /// data directory reverts to an image taken while it was idle and fully
