@@ -54,9 +54,8 @@ pub struct ServedCheckpoint {
     pub size: u64,
     /// Entries the answering replica had applied.
     pub applied: u64,
-    /// How stale it may be: the answering replica last heard from its
-    /// leader this many milliseconds ago (0: the leader answered, as for
-    /// every linearizable read; `None`: it knew no leader).
+    /// How stale it may be, in milliseconds (0 for a linearizable read;
+    /// `None`: not known). See [`crate::rpc::Reply::Checkpoint`].
     pub behind_ms: Option<u64>,
 }
 

@@ -178,6 +178,42 @@ pub async fn leader_lost(
     }
 }
 
+/// How stale a follower's state may be. Each message from the leader
+/// announces how far the leader has committed; once this replica has
+/// applied that far, it holds everything the leader had committed when it
+/// sent the message. So the time since the newest such message bounds what
+/// it may lack (a follower whose disk stalls falls behind, and the bound
+/// grows with it).
+#[derive(Debug, Default)]
+pub struct CommitNews {
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>,
+}
+
+impl CommitNews {
+    /// Messages remembered (older ones are dropped).
+    const KEEP: usize = 64;
+
+    /// A leader's message announcing commit index `commit` arrived at `at`.
+    pub fn heard(&self, commit: u64, at: Instant) {
+        let mut g = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() == Self::KEEP {
+            g.pop_front();
+        }
+        g.push_back((commit, at));
+    }
+
+    /// Time since the newest remembered message whose commit index this
+    /// replica has applied (`applied`); `None` when it has applied none of
+    /// them (it is catching up: how far behind is not known here).
+    pub fn behind(&self, applied: u64, now: Instant) -> Option<Duration> {
+        let g = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter()
+            .rev()
+            .find(|(c, _)| *c <= applied)
+            .map(|(_, at)| now.saturating_duration_since(*at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +237,24 @@ mod tests {
 
     const LEASE: Duration = Duration::from_millis(1500);
     const SILENT: Duration = Duration::from_millis(2000);
+
+    #[test]
+    fn staleness_counts_from_the_newest_commit_applied() {
+        let news = CommitNews::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        news.heard(5, t0);
+        news.heard(7, t0 + ms(10));
+        news.heard(9, t0 + ms(20));
+        let now = t0 + ms(30);
+        assert_eq!(news.behind(7, now), Some(ms(20)));
+        assert_eq!(news.behind(100, now), Some(ms(10)));
+        assert_eq!(news.behind(4, now), None, "applied less than any announced");
+        for i in 0..CommitNews::KEEP as u64 {
+            news.heard(10 + i, now);
+        }
+        assert_eq!(news.behind(9, now), None, "old news is forgotten");
+    }
 
     #[test]
     fn refusing_a_shorter_log_after_the_lease_campaigns() {

@@ -246,11 +246,12 @@ pub enum Reply {
         size: u64,
         /// Entries applied on the answering replica.
         applied: u64,
-        /// How stale the answer may be: the answering replica last heard
-        /// from its leader this many milliseconds ago, so it may lack what
-        /// the leader committed since (plus its own apply time). 0 when the
-        /// leader answered (always so for a linearizable read); `None` when
-        /// the replica knows no leader.
+        /// How stale the answer may be, in milliseconds: it may lack what
+        /// the leader committed since. 0 after a ReadIndex round (every
+        /// linearizable read); on a leader, the time since a majority last
+        /// acknowledged it; on a follower, the time since the newest leader
+        /// message whose commit index it has applied. `None` when that is
+        /// not known (a follower catching up, or one without a leader).
         behind_ms: Option<u64>,
     },
     /// Node status.

@@ -99,6 +99,8 @@ struct Inner {
     trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
     contact: LeaderContact,
+    /// The leader's commit index as its recent messages announced it.
+    commit_news: failover::CommitNews,
 }
 
 impl Inner {
@@ -402,6 +404,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         appended: tokio::sync::Notify::new(),
         blocked,
         contact: LeaderContact::default(),
+        commit_news: failover::CommitNews::default(),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -778,13 +781,21 @@ async fn respond(out: &SharedWriter, frame: &ResponseFrame) {
 }
 
 /// The checkpoint this replica stored last (not a linearizable read).
-fn stored_checkpoint(inner: &Inner) -> std::result::Result<Reply, RpcError> {
-    let behind_ms = if is_leader(inner) {
+fn stored_checkpoint(inner: &Inner, confirmed: bool) -> std::result::Result<Reply, RpcError> {
+    let behind_ms = if confirmed {
         Some(0)
-    } else if leader_peer(inner).is_some() {
-        Some(u64::try_from(inner.contact.silent_for().as_millis()).unwrap_or(u64::MAX))
     } else {
-        None
+        let m = inner.raft.metrics().borrow().clone();
+        if m.state == openraft::ServerState::Leader {
+            // A leader is current as of its last majority acknowledgement.
+            m.millis_since_quorum_ack
+        } else {
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            inner
+                .commit_news
+                .behind(applied, Instant::now())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }
     };
     let g = inner.sm.lock();
     serving(&g)?;
@@ -1032,6 +1043,10 @@ async fn dispatch(
         Call::AppendEntries(r) => {
             // Heard on arrival: a big entry's fsync must not look like silence.
             inner.contact.heard_under(&r.vote);
+            if r.vote.is_committed() {
+                let commit = r.leader_commit.map_or(0, |l| l.index);
+                inner.commit_news.heard(commit, Instant::now());
+            }
             inner
                 .raft
                 .append_entries(r)
@@ -1159,14 +1174,14 @@ async fn dispatch(
                     return forward(inner, from, &Call::Checkpoint { linearizable }).await;
                 }
             }
-            stored_checkpoint(inner)
+            stored_checkpoint(inner, linearizable)
         }
         Call::WaitCheckpoint { covering, wait_ms } => {
             let mut rx = inner.sm.watch_checkpoints();
             let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
             // Either way the answer is what this replica has stored by then.
             let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
-            stored_checkpoint(inner)
+            stored_checkpoint(inner, false)
         }
         Call::Status => Ok(Reply::Status(status(inner))),
         Call::AddLearner { id, name } => {
