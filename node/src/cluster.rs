@@ -107,7 +107,7 @@ fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> 
         edit(&mut nodes);
         let list = nodes
             .iter()
-            .map(|n| format!("{n:?}"))
+            .map(|n| toml::Value::String(n.clone()).to_string())
             .collect::<Vec<_>>()
             .join(", ");
         let mut found = false;
@@ -519,6 +519,11 @@ pub async fn add_node(
         if !nodes.contains(&name) {
             nodes.push(name.clone());
         }
+    })
+    .map_err(|e| {
+        NodeError::Process(format!(
+            "{name} was added and promoted to voter, but the client configs were not updated: {e}"
+        ))
     })?;
     Ok(name)
 }
@@ -542,8 +547,10 @@ pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Durati
     }
     .await;
     res?;
+    // Out of the membership: stop it whatever becomes of the config edit.
+    let stopped = stop_node(&node_dir, Duration::from_secs(5));
     edit_config_nodes(dir, |nodes| nodes.retain(|n| n != name))?;
-    stop_node(&node_dir, Duration::from_secs(5))
+    stopped
 }
 
 /// Waits until some node reports itself leader; returns its id and name.
