@@ -193,9 +193,22 @@ impl CommitNews {
     /// Messages remembered (older ones are dropped).
     const KEEP: usize = 64;
 
+    /// Messages closer than this to the newest one are merged into it.
+    const MERGE: Duration = Duration::from_millis(5);
+
     /// A leader's message announcing commit index `commit` arrived at `at`.
     pub fn heard(&self, commit: u64, at: Instant) {
         let mut g = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        // Under load messages come every few microseconds: merging keeps
+        // the remembered ones spread over time. The merged entry keeps the
+        // earlier time and the larger commit, which only makes the bound
+        // more conservative.
+        if let Some(last) = g.back_mut() {
+            if at.saturating_duration_since(last.1) < Self::MERGE {
+                last.0 = last.0.max(commit);
+                return;
+            }
+        }
         if g.len() == Self::KEEP {
             g.pop_front();
         }
@@ -250,10 +263,18 @@ mod tests {
         assert_eq!(news.behind(7, now), Some(ms(20)));
         assert_eq!(news.behind(100, now), Some(ms(10)));
         assert_eq!(news.behind(4, now), None, "applied less than any announced");
+        // Within 5 ms of the newest: merged (earlier time, larger commit).
+        news.heard(11, t0 + ms(22));
+        assert_eq!(
+            news.behind(9, now),
+            Some(ms(20)),
+            "9 merged into 11: the older bound"
+        );
+        assert_eq!(news.behind(11, now), Some(ms(10)));
         for i in 0..CommitNews::KEEP as u64 {
-            news.heard(10 + i, now);
+            news.heard(20 + i, now + ms(10 * (i + 1)));
         }
-        assert_eq!(news.behind(9, now), None, "old news is forgotten");
+        assert_eq!(news.behind(11, now), None, "old news is forgotten");
     }
 
     #[test]

@@ -73,7 +73,12 @@ impl NetClient {
     }
 
     fn map_err<E: std::error::Error>(&self, e: NodeError) -> RpcErr<E> {
-        match e {
+        match &e {
+            // A diverged peer has left Raft: like a down one, openraft backs
+            // off instead of resending at once.
+            NodeError::Remote { code, .. } if code == "Diverged" => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
             NodeError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
             _ => RPCError::Unreachable(Unreachable::new(&e)),
         }

@@ -299,14 +299,14 @@ pub enum ErrorCode {
     BadRequest,
     /// This replica diverged and stopped serving.
     Diverged,
-    /// Asked to sign a checkpoint, this voter computed another root at that
-    /// size (the message has both). A leader that a majority of voters
-    /// answer so marks itself diverged.
-    RootDiffers,
     /// Unsupported protocol version.
     Version,
     /// Anything else.
     Internal,
+    /// Asked to sign a checkpoint, this voter computed another root at that
+    /// size (the message has both). A leader that a majority of voters
+    /// answer so marks itself diverged. (Last: bincode numbers variants.)
+    RootDiffers,
 }
 
 /// An error answer.

@@ -101,6 +101,10 @@ struct Inner {
     contact: LeaderContact,
     /// The leader's commit index as its recent messages announced it.
     commit_news: failover::CommitNews,
+    /// Set once a diverged replica has left Raft ([`fail_stop`]): every
+    /// call but `Status` is refused with `Diverged` (which peers treat as
+    /// unreachable and clients retry elsewhere).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -223,8 +227,23 @@ fn load_node_key(cfg: &NodeConfig) -> Result<NodeKey> {
     }
     let text = std::fs::read_to_string(p)
         .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
-    NodeKey::from_toml_str(&text)
-        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))
+    let key = NodeKey::from_toml_str(&text)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    // Signatures are matched to the voter whose tunnel carried them by name.
+    let signer = key.note_signer();
+    if signer.name() != cfg.name {
+        return Err(NodeError::config(
+            &cfg.file,
+            "node_key",
+            format!(
+                "{} is the key of {:?}, not of this node {:?}",
+                p.display(),
+                signer.name(),
+                cfg.name
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 /// Starts a node: opens storage, binds the tunnel, starts Raft and the service.
@@ -405,6 +424,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         blocked,
         contact: LeaderContact::default(),
         commit_news: failover::CommitNews::default(),
+        stopped: std::sync::atomic::AtomicBool::new(false),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -1039,20 +1059,25 @@ async fn dispatch(
     from: &PeerInfo,
     call: Call,
 ) -> std::result::Result<Reply, RpcError> {
+    if inner.stopped.load(Ordering::Acquire) && !matches!(call, Call::Status) {
+        return Err(RpcError::new(
+            ErrorCode::Diverged,
+            "this replica diverged and left Raft; see its status",
+        ));
+    }
     match call {
         Call::AppendEntries(r) => {
             // Heard on arrival: a big entry's fsync must not look like silence.
             inner.contact.heard_under(&r.vote);
-            if r.vote.is_committed() {
-                let commit = r.leader_commit.map_or(0, |l| l.index);
-                inner.commit_news.heard(commit, Instant::now());
+            let arrived = Instant::now();
+            let commit = r.leader_commit.map_or(0, |l| l.index);
+            let resp = inner.raft.append_entries(r).await.map_err(internal)?;
+            // News of the leader's commit index only from a leader this
+            // node accepts (not from a deposed one).
+            if resp.is_success() {
+                inner.commit_news.heard(commit, arrived);
             }
-            inner
-                .raft
-                .append_entries(r)
-                .await
-                .map(Reply::AppendEntries)
-                .map_err(internal)
+            Ok(Reply::AppendEntries(resp))
         }
         Call::Vote(r) => {
             let resp = inner.raft.vote(r.clone()).await.map_err(internal)?;
@@ -1585,8 +1610,10 @@ async fn checkpointer(inner: Arc<Inner>) {
 /// trust file, enough of its keys for offline verifiers (its quorum). A
 /// voter's signature counts towards the majority if it verifies under the
 /// key that voter presents (its reply came over its own tunnel: a promoted
-/// node's key need not be in the trust file); under a name the trust file
-/// lists, only the listed key is accepted.
+/// node's key need not be in the trust file) if the key is named after the
+/// voter, once per voter; under a name the trust file lists, only the
+/// listed key is accepted. Whether the trust file's quorum is met is
+/// decided by the same check offline verifiers run.
 async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Result<String> {
     let body = Checkpoint::new(inner.cfg.log.origin.clone(), size, root)
         .map_err(|e| NodeError::Verify(e.to_string()))?
@@ -1602,13 +1629,20 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
             .find(|v| v.name() == sig.name)
             .map(|v| v.verify(&text, sig))
     };
-    let mut trusted = usize::from(trusted_key(&own) == Some(true));
     note.add_signature(own);
+    let mut signers = std::collections::HashSet::from([inner.cfg.name.clone()]);
+    // Enough for offline verifiers: exactly what they will check.
+    let verifies = |note: &SignedNote| {
+        inner
+            .trust
+            .as_ref()
+            .is_none_or(|t| t.verify_checkpoint(&note.to_string()).is_ok())
+    };
+    let mut trusted = verifies(&note);
     let m = inner.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let need = voters.len() / 2 + 1;
-    let need_trusted = inner.trust.as_ref().map_or(0, |t| t.quorum);
     let mut have = 1usize;
     let mut set = tokio::task::JoinSet::new();
     for id in voters.iter().copied().filter(|id| *id != inner.cfg.id) {
@@ -1631,10 +1665,15 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         });
     }
     let mut differ = 0usize;
-    while have < need || trusted < need_trusted {
+    while have < need || !trusted {
         let Some(res) = set.join_next().await else {
             return Err(NodeError::Verify(format!(
-                "{have} of {need} voter signatures, {trusted} of {need_trusted} from the trust file"
+                "{have} of {need} voter signatures{}",
+                if trusted {
+                    ""
+                } else {
+                    ", not enough from the trust file's keys"
+                }
             )));
         };
         let (voter, name, key_id, signature, vkey) = match res {
@@ -1672,16 +1711,17 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
             key_id,
             signature,
         };
-        let presented =
-            dlog_crypto::note::NoteVerifier::from_vkey(&vkey).is_ok_and(|v| v.verify(&text, &sig));
-        let listed = trusted_key(&sig);
-        if !presented || listed == Some(false) {
+        // The voter's own signature (its key is named after it), once.
+        let presented = sig.name == voter
+            && dlog_crypto::note::NoteVerifier::from_vkey(&vkey)
+                .is_ok_and(|v| v.verify(&text, &sig));
+        if !presented || trusted_key(&sig) == Some(false) || !signers.insert(voter.clone()) {
             tracing::warn!(%voter, signer = %sig.name, size, "ignoring a voter signature that does not verify");
             continue;
         }
-        trusted += usize::from(listed == Some(true));
         note.add_signature(sig);
         have += 1;
+        trusted = trusted || verifies(&note);
     }
     Ok(note.to_string())
 }
@@ -1696,6 +1736,7 @@ async fn fail_stop(inner: Arc<Inner>) {
         return;
     }
     tracing::error!("REPLICA DIVERGED: leaving Raft (fail-stop); see <data>/DIVERGED");
+    inner.stopped.store(true, Ordering::Release);
     if let Err(e) = inner.raft.shutdown().await {
         tracing::error!(%e, "stopping Raft");
     }

@@ -841,6 +841,27 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
         "{err}"
     );
     drop(busy);
+    // The signing key of another node: names `node_key` (signatures are
+    // matched to voters by name).
+    let other = dir.join("other.key");
+    std::fs::write(
+        &other,
+        dlog_crypto::keys::NodeKey::generate("node-9")
+            .unwrap()
+            .to_toml_string(),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut k = cfg.clone();
+    k.node_key = other;
+    let err = dlog_node::start(k).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node.toml") && err.contains("`node_key`") && err.contains("node-9"),
+        "{err}"
+    );
     // A data directory of another cluster: names `data_dir`.
     dlog_node::state_machine::StateMachine::open(&cfg.data_dir, &cfg.shape())
         .unwrap()
@@ -1470,10 +1491,20 @@ async fn a_leader_whose_root_differs_from_the_majority_steps_out() {
     let tree = configs[li]
         .data_dir
         .join("ledger/segments/00000000000000000002.tree");
-    let mut bytes = std::fs::read(&tree).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x01;
-    std::fs::write(&tree, &bytes).unwrap();
+    {
+        // In place: the leader has the file mapped (a truncating write
+        // could fault its reads).
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&tree)
+            .unwrap();
+        let last = f.metadata().unwrap().len() - 1;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, last).unwrap();
+        f.write_all_at(&[b[0] ^ 0x01], last).unwrap();
+    }
     client
         .append(&[(EntryKind::Data, b"checkpointed by the others")])
         .await
