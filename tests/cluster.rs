@@ -91,6 +91,20 @@ fn cluster_appends_receipts_failover_and_membership() {
         0,
     );
     assert_eq!(out.lines().count(), 500);
+    // A linearizable checkpoint is current; one from any node says how
+    // stale it may be.
+    let cp = |extra: &[&str]| {
+        let mut args = vec!["--cluster", c, "checkpoint", "--json"];
+        args.extend_from_slice(extra);
+        json_lines(&expect(&nowhere, &args, None, 0)).remove(0)
+    };
+    assert_eq!(cp(&[])["behind_ms"], 0, "{}", cp(&[]));
+    let any = cp(&["--any-node"]);
+    assert!(
+        any["behind_ms"].is_u64() || any["behind_ms"].is_null(),
+        "{any}"
+    );
+    assert!(any["size"].as_u64().unwrap() >= 1, "{any}");
 
     // Kill -9 the leader: a new leader serves writes, nothing acknowledged is lost.
     let (old_leader, pid) = leader_pid(&dir);

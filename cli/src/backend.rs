@@ -18,6 +18,18 @@ pub struct CheckpointInfo {
     pub note: String,
     /// Entries the serving log holds (at least `size`).
     pub log_size: u64,
+    /// How stale it may be, in milliseconds (0: current; `None`: not
+    /// known). Only a cluster read from any node can be stale.
+    pub behind_ms: Option<u64>,
+}
+
+fn served(cp: dlog_node::client::ServedCheckpoint) -> CheckpointInfo {
+    CheckpointInfo {
+        size: cp.size,
+        note: cp.note,
+        log_size: cp.applied,
+        behind_ms: cp.behind_ms,
+    }
 }
 
 /// What the verbs need from a log.
@@ -28,6 +40,11 @@ pub trait Log {
     fn entry(&self, index: u64) -> Result<Entry>;
     /// The latest signed checkpoint.
     fn checkpoint(&self) -> Result<CheckpointInfo>;
+    /// The latest signed checkpoint the answering node holds, without a
+    /// linearizable round on a cluster (faster; it says how stale it may be).
+    fn checkpoint_any_node(&self) -> Result<CheckpointInfo> {
+        self.checkpoint()
+    }
     /// Entries readable now (a cluster: those under its latest checkpoint).
     fn size(&self) -> Result<u64>;
     /// A receipt for `index`, under the checkpoint of `size` (default: the latest).
@@ -57,6 +74,7 @@ impl Log for LocalLog {
             size: cp.size,
             note: cp.note.clone(),
             log_size: self.ledger.size(),
+            behind_ms: Some(0),
         })
     }
 
@@ -111,16 +129,15 @@ impl Log for Remote {
     }
 
     fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let cp = Remote::checkpoint(self)?;
-        Ok(CheckpointInfo {
-            size: cp.size,
-            note: cp.note,
-            log_size: cp.applied,
-        })
+        Ok(served(Remote::checkpoint(self, true)?))
+    }
+
+    fn checkpoint_any_node(&self) -> Result<CheckpointInfo> {
+        Ok(served(Remote::checkpoint(self, false)?))
     }
 
     fn size(&self) -> Result<u64> {
-        Ok(Remote::checkpoint(self)?.size)
+        Ok(Remote::checkpoint(self, true)?.size)
     }
 
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
@@ -130,7 +147,7 @@ impl Log for Remote {
     fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value> {
         let to = match to {
             Some(t) => t,
-            None => Remote::checkpoint(self)?.size,
+            None => Remote::checkpoint(self, true)?.size,
         };
         self.consistency_json(from, to)
     }

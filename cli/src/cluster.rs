@@ -249,9 +249,10 @@ impl Remote {
         Ok(Entry::decode(&self.entry(index)?)?)
     }
 
-    /// Latest majority-signed checkpoint (linearizable read).
-    pub fn checkpoint(&self) -> Result<dlog_node::client::ServedCheckpoint> {
-        Ok(self.rt.block_on(self.client.checkpoint(true))?)
+    /// Latest majority-signed checkpoint: a linearizable read, or what the
+    /// answering node holds.
+    pub fn checkpoint(&self, linearizable: bool) -> Result<dlog_node::client::ServedCheckpoint> {
+        Ok(self.rt.block_on(self.client.checkpoint(linearizable))?)
     }
 
     /// A receipt for `index` under a majority-signed checkpoint covering it

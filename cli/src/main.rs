@@ -99,6 +99,11 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// On a cluster: take what the answering node holds, without a
+        /// linearizable round through the leader (faster; says how stale it
+        /// may be: `behind_ms` in JSON, a line on stderr otherwise).
+        #[arg(long)]
+        any_node: bool,
     },
     /// Inclusion and consistency proofs.
     #[command(subcommand)]
@@ -377,18 +382,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Tail { n, follow, json } => return tail(&target, n, follow, json),
-        Cmd::Checkpoint { json } => {
-            let cp = target.read()?.checkpoint()?;
+        Cmd::Checkpoint { json, any_node } => {
+            let log = target.read()?;
+            let cp = if any_node {
+                log.checkpoint_any_node()?
+            } else {
+                log.checkpoint()?
+            };
             if json {
                 let root = dlog_ledger::store::parse_checkpoint_body(&cp.note)
                     .map(|(_, r)| B64.encode(r))
                     .unwrap_or_default();
                 println!(
                     "{}",
-                    serde_json::json!({"size": cp.size, "root": root, "note": cp.note, "log_size": cp.log_size})
+                    serde_json::json!({"size": cp.size, "root": root, "note": cp.note, "log_size": cp.log_size, "behind_ms": cp.behind_ms})
                 );
             } else {
                 print!("{}", cp.note);
+                if any_node {
+                    match cp.behind_ms {
+                        Some(ms) => eprintln!("# from a node at most {ms} ms behind the leader"),
+                        None => eprintln!("# from a node that cannot tell how far behind it is"),
+                    }
+                }
             }
         }
         Cmd::Proof(ProofCmd::Inclusion {
