@@ -54,6 +54,15 @@ pub enum NodeError {
         /// The call.
         call: &'static str,
     },
+    /// The data directory holds the ledger of another log (`log.toml` names
+    /// another log id or origin than the config).
+    #[error("{}: {detail}", ledger.display())]
+    ForeignData {
+        /// The ledger's `log.toml`.
+        ledger: PathBuf,
+        /// Both logs.
+        detail: String,
+    },
     /// A remote node answered with an error.
     #[error("remote error ({code}): {message}")]
     Remote {

@@ -14,7 +14,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 
 use crate::error::NodeError;
-use crate::rpc::{Call, Pool, Reply};
+use crate::rpc::{parse_code, Call, ErrorCode, Pool, Reply};
 use crate::types::{NodeId, TypeConfig};
 
 /// Builds one [`NetClient`] per Raft target; a node's `addr` is its peer-table name.
@@ -76,7 +76,7 @@ impl NetClient {
         match &e {
             // A diverged peer has left Raft: like a down one, openraft backs
             // off instead of resending at once.
-            NodeError::Remote { code, .. } if code == "Diverged" => {
+            NodeError::Remote { code, .. } if parse_code(code) == ErrorCode::Diverged => {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             NodeError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),

@@ -697,7 +697,9 @@ impl Pool {
     }
 }
 
-fn parse_code(s: &str) -> ErrorCode {
+/// The [`ErrorCode`] a [`NodeError::Remote`] names (unknown names are
+/// `Internal`).
+pub(crate) fn parse_code(s: &str) -> ErrorCode {
     match s {
         "Refused" => ErrorCode::Refused,
         "NotLeader" => ErrorCode::NotLeader,
@@ -705,6 +707,7 @@ fn parse_code(s: &str) -> ErrorCode {
         "BadRequest" => ErrorCode::BadRequest,
         "Diverged" => ErrorCode::Diverged,
         "Version" => ErrorCode::Version,
+        "RootDiffers" => ErrorCode::RootDiffers,
         _ => ErrorCode::Internal,
     }
 }

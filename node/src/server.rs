@@ -333,18 +333,16 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         None => None,
     };
     let sm = StateMachine::open(&cfg.data_dir, &cfg.shape()).map_err(|e| match e {
-        // The ledger names its own log.toml; the fix is in this node's config.
-        NodeError::Config { file, detail, .. } if detail.contains("another cluster") => {
-            NodeError::config(
-                &cfg.file,
-                "data_dir",
-                format!(
-                    "{} ({}): {detail}; check `data_dir` and `log.log_id`",
-                    cfg.data_dir.display(),
-                    file.display()
-                ),
-            )
-        }
+        // The fix is in this node's config, so the error names it.
+        NodeError::ForeignData { ledger, detail } => NodeError::config(
+            &cfg.file,
+            "data_dir",
+            format!(
+                "{} ({}): {detail}; check `data_dir` and `log.log_id`",
+                cfg.data_dir.display(),
+                ledger.display()
+            ),
+        ),
         e => e,
     })?;
     let log = LogStore::open_with(
@@ -805,12 +803,20 @@ fn stored_checkpoint(inner: &Inner, confirmed: bool) -> std::result::Result<Repl
     let behind_ms = if confirmed {
         Some(0)
     } else {
-        let m = inner.raft.metrics().borrow().clone();
-        if m.state == openraft::ServerState::Leader {
-            // A leader is current as of its last majority acknowledgement.
-            m.millis_since_quorum_ack
-        } else {
+        let (leader, quorum_ack, applied) = {
+            let m = inner.raft.metrics();
+            let m = m.borrow();
             let applied = m.last_applied.map_or(0, |l| l.index);
+            (
+                m.state == ServerState::Leader,
+                m.millis_since_quorum_ack,
+                applied,
+            )
+        };
+        if leader {
+            // A leader is current as of its last majority acknowledgement.
+            quorum_ack
+        } else {
             inner
                 .commit_news
                 .behind(applied, Instant::now())
@@ -1248,17 +1254,6 @@ fn serving(g: &crate::state_machine::SmInner) -> std::result::Result<(), RpcErro
     }
 }
 
-/// The name of the node this one follows (or is), if it knows one.
-fn current_leader_name(inner: &Inner) -> Option<String> {
-    let rx = inner.raft.metrics();
-    let m = rx.borrow();
-    let id = m.current_leader?;
-    m.membership_config
-        .membership()
-        .get_node(&id)
-        .map(|n| n.addr.clone())
-}
-
 /// A voter signs for its current Raft leader only, and only after it has
 /// recomputed the root at `size` itself and found the same.
 async fn sign_checkpoint(
@@ -1268,26 +1263,30 @@ async fn sign_checkpoint(
     root: [u8; 32],
 ) -> std::result::Result<Reply, RpcError> {
     let end = Instant::now() + Duration::from_secs(3);
+    // A leader asks right after it commits in its term, when this node may
+    // not have published that leader yet: wait for it a moment.
+    let mut rx = inner.raft.server_metrics();
+    let follows = |m: &RaftServerMetrics<NodeId, BasicNode>| {
+        leader_of(m).is_some_and(|(_, name)| name == from.name)
+    };
+    let followed = matches!(
+        tokio::time::timeout_at(end.into(), rx.wait_for(follows)).await,
+        Ok(Ok(_))
+    );
+    if !followed {
+        let leader = leader_peer(inner).map(|l| l.1);
+        inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %from.name, ?leader, size, "refused to sign for a node that is not the leader");
+        return Err(RpcError::new(
+            ErrorCode::Refused,
+            format!(
+                "{} is not this node's leader ({}): not signing",
+                from.name,
+                leader.as_deref().unwrap_or("none known")
+            ),
+        ));
+    }
     loop {
-        // A leader asks right after it commits in its term, when this node
-        // may not have published that leader yet: wait for it a moment.
-        let leader = current_leader_name(inner);
-        if leader.as_deref() != Some(from.name.as_str()) {
-            if Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                continue;
-            }
-            inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %from.name, ?leader, size, "refused to sign for a node that is not the leader");
-            return Err(RpcError::new(
-                ErrorCode::Refused,
-                format!(
-                    "{} is not this node's leader ({}): not signing",
-                    from.name,
-                    leader.as_deref().unwrap_or("none known")
-                ),
-            ));
-        }
         {
             let g = inner.sm.lock();
             serving(&g)?;
@@ -1643,7 +1642,6 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let need = voters.len() / 2 + 1;
-    let mut have = 1usize;
     let mut set = tokio::task::JoinSet::new();
     for id in voters.iter().copied().filter(|id| *id != inner.cfg.id) {
         let Some(node) = membership.get_node(&id) else {
@@ -1655,7 +1653,7 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         let (pool, name) = (inner.pool.clone(), node.addr.clone());
         set.spawn(async move {
             let r = pool
-                .call(
+                .call_raw(
                     &peer,
                     &Call::SignCheckpoint { size, root },
                     Duration::from_secs(4),
@@ -1665,10 +1663,11 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         });
     }
     let mut differ = 0usize;
-    while have < need || !trusted {
+    while signers.len() < need || !trusted {
         let Some(res) = set.join_next().await else {
             return Err(NodeError::Verify(format!(
-                "{have} of {need} voter signatures{}",
+                "{} of {need} voter signatures{}",
+                signers.len(),
                 if trusted {
                     ""
                 } else {
@@ -1679,16 +1678,21 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
         let (voter, name, key_id, signature, vkey) = match res {
             Ok((
                 voter,
-                Ok(Reply::Signature {
+                Ok(Ok(Reply::Signature {
                     name,
                     key_id,
                     signature,
                     vkey,
-                }),
+                })),
             )) => (voter, name, key_id, signature, vkey),
-            Ok((voter, Err(NodeError::Remote { code, message })))
-                if code == format!("{:?}", ErrorCode::RootDiffers) =>
-            {
+            Ok((
+                voter,
+                Ok(Err(RpcError {
+                    code: ErrorCode::RootDiffers,
+                    message,
+                    ..
+                })),
+            )) => {
                 differ += 1;
                 tracing::error!(%voter, %message, "a voter computes another root than this leader");
                 if differ >= need {
@@ -1720,7 +1724,6 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
             continue;
         }
         note.add_signature(sig);
-        have += 1;
         trusted = trusted || verifies(&note);
     }
     Ok(note.to_string())

@@ -394,14 +394,13 @@ impl StateMachine {
         let ledger = Ledger::open(&dir, OpenMode::ReadWrite)?;
         let meta = ledger.meta();
         if meta.log_id != shape.log_id || meta.origin != shape.origin {
-            return Err(NodeError::config(
-                &dir.join(dlog_ledger::store::LOG_FILE),
-                "log_id",
-                format!(
+            return Err(NodeError::ForeignData {
+                ledger: dir.join(dlog_ledger::store::LOG_FILE),
+                detail: format!(
                     "data directory holds log {} ({}), the config names {} ({}): data dir of another cluster",
                     meta.log_id, meta.origin, shape.log_id, shape.origin
                 ),
-            ));
+            });
         }
         let applied = read_applied(&dir)?;
         if ledger.size() < applied.ledger_size {
