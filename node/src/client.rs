@@ -140,7 +140,12 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Opens a client from a `client.toml` (see [`crate::config`]).
     pub async fn open(config: &Path) -> Result<Client> {
-        let cfg = ClientConfig::load(config)?;
+        Client::connect(ClientConfig::load(config)?).await
+    }
+
+    /// Opens a client from a parsed config (an auditor builds one from its
+    /// own file).
+    pub async fn connect(cfg: ClientConfig) -> Result<Client> {
         let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
         let key = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
         if peers.get(&key.public_key()).is_none() {
@@ -373,8 +378,13 @@ impl Client {
         self.served(r)
     }
 
-    /// A checkpoint reply, verified against the trust policy when there is one.
+    /// A checkpoint reply, verified against the trust policy when there is
+    /// one: its voter quorum, and its auditor cosignatures if `witnessed`.
     fn served(&self, r: Reply) -> Result<ServedCheckpoint> {
+        self.served_as(r, false)
+    }
+
+    fn served_as(&self, r: Reply, witnessed: bool) -> Result<ServedCheckpoint> {
         match r {
             Reply::Checkpoint {
                 note,
@@ -383,7 +393,14 @@ impl Client {
                 behind_ms,
             } => {
                 if let (Some(t), false) = (&self.trust, note.is_empty()) {
-                    t.verify_checkpoint(&note)
+                    let mut policy = t.clone();
+                    if !witnessed {
+                        // Voters sign every checkpoint; auditors cosign the
+                        // witnessed one (`witnessed_covering`).
+                        policy.cosignatures = 0;
+                    }
+                    policy
+                        .verify_checkpoint(&note)
                         .map_err(|e| NodeError::Verify(e.to_string()))?;
                 }
                 Ok(ServedCheckpoint {
@@ -397,10 +414,38 @@ impl Client {
         }
     }
 
-    /// Waits (until the deadline) for a signed checkpoint with size > `index`.
+    /// Waits (until the deadline) for a signed checkpoint with size > `index`
+    /// that meets the trust file: when it requires auditor cosignatures,
+    /// the witnessed checkpoint ([`Client::witnessed_covering`]).
     /// The node holds the call until it stores one (a long poll), so the
     /// answer comes as soon as the checkpoint is there.
     pub async fn checkpoint_covering(&self, index: u64) -> Result<ServedCheckpoint> {
+        if self.trust.as_ref().is_some_and(|t| t.cosignatures > 0) {
+            return self.witnessed_covering(index).await;
+        }
+        self.covering(index, false).await
+    }
+
+    /// Waits (until the deadline) for a witnessed checkpoint (one the
+    /// auditors cosigned) with size > `index`, verified against the whole
+    /// trust file, cosignatures included.
+    pub async fn witnessed_covering(&self, index: u64) -> Result<ServedCheckpoint> {
+        self.covering(index, true).await
+    }
+
+    /// The witnessed checkpoint as the answering replica holds it (an empty
+    /// note when no auditor has cosigned one yet).
+    pub async fn witnessed(&self) -> Result<ServedCheckpoint> {
+        let r = self
+            .call(Call::Witnessed {
+                covering: 0,
+                wait_ms: 0,
+            })
+            .await?;
+        self.served_as(r, true)
+    }
+
+    async fn covering(&self, index: u64, witnessed: bool) -> Result<ServedCheckpoint> {
         let deadline = Instant::now() + self.timeout;
         loop {
             // Each attempt must end before the client gives up on the node.
@@ -408,19 +453,59 @@ impl Client {
                 .saturating_duration_since(Instant::now())
                 .min(self.attempt.saturating_sub(Duration::from_millis(250)))
                 .max(Duration::from_millis(50));
-            let call = Call::WaitCheckpoint {
-                covering: index,
-                wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
+            let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
+            let call = if witnessed {
+                Call::Witnessed {
+                    covering: index,
+                    wait_ms,
+                }
+            } else {
+                Call::WaitCheckpoint {
+                    covering: index,
+                    wait_ms,
+                }
             };
-            let cp = self.served(self.call(call).await?)?;
+            let cp = self.served_as(self.call(call).await?, witnessed)?;
             if cp.size > index {
                 return Ok(cp);
             }
             if Instant::now() >= deadline {
+                let what = if witnessed {
+                    "no checkpoint the auditors cosigned"
+                } else {
+                    "no checkpoint"
+                };
                 return Err(NodeError::Timeout(format!(
-                    "no checkpoint covers entry {index} yet"
+                    "{what} covers entry {index} yet"
                 )));
             }
+        }
+    }
+
+    /// Canonical bytes of the entries from `start` on, as many as one
+    /// answer holds (at most `max`; at least one). `node`: ask that node
+    /// only; otherwise any node, retried.
+    pub async fn entries(&self, node: Option<&str>, start: u64, max: u32) -> Result<Vec<Vec<u8>>> {
+        let call = Call::Entries { start, max };
+        let r = match node {
+            Some(n) => self.call_node(n, call).await?,
+            None => self.call(call).await?,
+        };
+        match r {
+            Reply::Entries(e) if !e.is_empty() && e.len() <= max.max(1) as usize => {
+                Ok(e.into_iter().map(|b| b.into_vec()).collect())
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Submits a cosigned checkpoint (auditor key required). Returns the
+    /// witnessed checkpoint and whether the cosignature was added to it;
+    /// when not, the auditor is asked to cosign the returned one.
+    pub async fn cosign(&self, note: &str) -> Result<(String, bool)> {
+        match self.call(Call::Cosign { note: note.into() }).await? {
+            Reply::Cosigned { note, accepted } => Ok((note, accepted)),
+            r => Err(unexpected(r)),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod session;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod witness;
 
 pub use error::{NodeError, Result};
 pub use server::{run, run_until, runtime, start, start_with, RunningNode};

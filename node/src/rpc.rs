@@ -35,8 +35,9 @@ use crate::types::{NodeId, TypeConfig};
 /// Wire protocol version; a frame with another version gets [`ErrorCode::Version`].
 /// Version 2 added call ids (multiplexing); version 4 says how stale a
 /// checkpoint answer may be (`Reply::Checkpoint::behind_ms`) and gives a
-/// signature's verifier key (`Reply::Signature::vkey`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// signature's verifier key (`Reply::Signature::vkey`); version 5 added the
+/// auditor's calls (`Entries`, `Cosign`, `Witnessed`).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Default tunnel port of the node service.
 pub const RPC_PORT: u16 = 7000;
 /// Largest frame accepted: 16 AppendEntries of at most 1 MiB batches, or a
@@ -140,7 +141,38 @@ pub enum Call {
         /// Longest wait in milliseconds.
         wait_ms: u32,
     },
+    /// Canonical bytes of the entries from `start` on (any role): at most
+    /// `max` entries (and at most [`MAX_ENTRIES_BYTES`] of them, at least
+    /// one), never past what the answering replica applied.
+    Entries {
+        /// First leaf index.
+        start: u64,
+        /// Most entries wanted (at most [`MAX_ENTRIES_PER_CALL`]).
+        max: u32,
+    },
+    /// An auditor's witness cosignature (auditor): `note` is a checkpoint
+    /// signed by a quorum of voters plus the caller's cosignature line. The
+    /// leader adds it to the witnessed checkpoint through Raft, or answers
+    /// with the witnessed checkpoint the auditor should cosign instead.
+    Cosign {
+        /// The checkpoint note with the caller's cosignature.
+        note: String,
+    },
+    /// Long poll for the witnessed checkpoint (any role): the newest
+    /// checkpoint auditors cosigned, with their cosignatures. Answers like
+    /// [`Call::WaitCheckpoint`], as soon as its size is > `covering`.
+    Witnessed {
+        /// Entry index the checkpoint must cover.
+        covering: u64,
+        /// Longest wait in milliseconds.
+        wait_ms: u32,
+    },
 }
+
+/// Most entries one [`Call::Entries`] answers.
+pub const MAX_ENTRIES_PER_CALL: u32 = 16_384;
+/// Most entry bytes one [`Call::Entries`] answers (one entry always fits).
+pub const MAX_ENTRIES_BYTES: usize = 4 << 20;
 
 /// Serde for a snapshot chunk with its data as one byte string: the same
 /// bytes as openraft's derived encoding in bincode, without visiting the
@@ -258,6 +290,18 @@ pub enum Reply {
     Status(NodeStatus),
     /// Done (membership calls).
     Done,
+    /// Canonical bytes of consecutive entries ([`Call::Entries`]).
+    Entries(Vec<serde_bytes::ByteBuf>),
+    /// The outcome of a [`Call::Cosign`].
+    Cosigned {
+        /// The witnessed checkpoint now: with the caller's cosignature when
+        /// `accepted`; otherwise the one the caller should cosign (it holds
+        /// other auditors' cosignatures and is not complete yet, or it is
+        /// newer than the caller's).
+        note: String,
+        /// Whether the caller's cosignature was added.
+        accepted: bool,
+    },
 }
 
 /// Status of one node.
@@ -357,6 +401,9 @@ impl Call {
             Call::AddLearner { .. } => "AddLearner",
             Call::ChangeMembership { .. } => "ChangeMembership",
             Call::WaitCheckpoint { .. } => "WaitCheckpoint",
+            Call::Entries { .. } => "Entries",
+            Call::Cosign { .. } => "Cosign",
+            Call::Witnessed { .. } => "Witnessed",
         }
     }
 }
@@ -382,7 +429,10 @@ pub fn authorize(role: Role, call: &Call) -> bool {
         | Call::Consistency { .. }
         | Call::Checkpoint { .. }
         | Call::WaitCheckpoint { .. }
+        | Call::Entries { .. }
+        | Call::Witnessed { .. }
         | Call::Status => true,
+        Call::Cosign { .. } => role == Auditor,
         Call::AddLearner { .. } | Call::ChangeMembership { .. } => role == Admin,
     }
 }

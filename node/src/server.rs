@@ -27,8 +27,8 @@ use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
     authorize, decode, encode_framed, Call, ErrorCode, FrameHead, NodeStatus, Pool, Reply,
-    RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS, MAX_FRAME,
-    PROTOCOL_VERSION,
+    RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS, MAX_ENTRIES_BYTES,
+    MAX_ENTRIES_PER_CALL, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::session::{Placed, SessionTag};
 use crate::state_machine::StateMachine;
@@ -105,6 +105,10 @@ struct Inner {
     /// call but `Status` is refused with `Diverged` (which peers treat as
     /// unreachable and clients retry elsewhere).
     stopped: std::sync::atomic::AtomicBool,
+    /// Leader: the witnessed checkpoint's size and when this node first saw
+    /// it; held while a cosignature is merged and committed, so merges on
+    /// the leader happen one at a time (see [`cosign`]).
+    witness_seen: tokio::sync::Mutex<Option<(u64, Instant)>>,
 }
 
 impl Inner {
@@ -423,6 +427,7 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         contact: LeaderContact::default(),
         commit_news: failover::CommitNews::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
+        witness_seen: tokio::sync::Mutex::new(None),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -1215,6 +1220,49 @@ async fn dispatch(
             stored_checkpoint(inner, false)
         }
         Call::Status => Ok(Reply::Status(status(inner))),
+        Call::Entries { start, max } => {
+            let max = max.clamp(1, MAX_ENTRIES_PER_CALL);
+            let call = Call::Entries { start, max };
+            read(inner, from, call, start.saturating_add(1), |l| {
+                let end = l.size().min(start.saturating_add(max.into()));
+                // Out of range: the ledger's own error says so.
+                let mut out = vec![serde_bytes::ByteBuf::from(l.entry(start)?)];
+                let mut bytes = out[0].len();
+                for i in start + 1..end {
+                    let e = l.entry(i)?;
+                    bytes += e.len();
+                    if bytes > MAX_ENTRIES_BYTES {
+                        break;
+                    }
+                    out.push(serde_bytes::ByteBuf::from(e));
+                }
+                Ok(Reply::Entries(out))
+            })
+            .await
+        }
+        Call::Cosign { note } => {
+            if is_leader(inner) {
+                cosign(inner, from, note).await
+            } else {
+                forward(inner, from, &Call::Cosign { note }).await
+            }
+        }
+        Call::Witnessed { covering, wait_ms } => {
+            let mut rx = inner.sm.watch_witnessed();
+            let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
+            let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
+            let g = inner.sm.lock();
+            serving(&g)?;
+            let applied = g.ledger().map_err(internal)?.size();
+            let note = g.witnessed().unwrap_or_default().to_string();
+            let size = dlog_ledger::store::parse_checkpoint_body(&note).map_or(0, |(s, _)| s);
+            Ok(Reply::Checkpoint {
+                note,
+                size,
+                applied,
+                behind_ms: None,
+            })
+        }
         Call::AddLearner { id, name } => {
             let Some(p) = inner.peers.by_name(&name) else {
                 return Err(bad(format!("{name} is not in the peer table")));
@@ -1242,6 +1290,82 @@ async fn dispatch(
             Ok(Reply::Done)
         }
     }
+}
+
+/// How long a witnessed checkpoint gathers cosignatures before a newer
+/// one may replace it while it lacks some auditor's (see [`crate::witness`]).
+const JOIN_WINDOW: Duration = Duration::from_secs(10);
+
+/// Leader: merges an auditor's cosignature into the witnessed checkpoint
+/// and commits the result through Raft, after checking the checkpoint's
+/// root against its own ledger.
+async fn cosign(
+    inner: &Inner,
+    from: &PeerInfo,
+    note: String,
+) -> std::result::Result<Reply, RpcError> {
+    let Some(trust) = inner.trust.as_ref() else {
+        return Err(bad(
+            "this node has no trust file (node.toml: trust), so it cannot check cosignatures",
+        ));
+    };
+    let mut seen = inner.witness_seen.lock().await;
+    let current = inner.sm.lock().witnessed().map(str::to_string);
+    let current_size = current
+        .as_deref()
+        .and_then(dlog_ledger::store::parse_checkpoint_body)
+        .map(|(s, _)| s);
+    if let Some(size) = current_size {
+        if seen.map(|(s, _)| s) != Some(size) {
+            // Formed under another leader: its window starts now.
+            *seen = Some((size, Instant::now()));
+        }
+    }
+    let open = seen.is_some_and(|(_, at)| at.elapsed() < JOIN_WINDOW);
+    let (decision, sub) =
+        crate::witness::merge(trust, &from.name, &note, current.as_deref(), open).map_err(bad)?;
+    let merged = match decision {
+        crate::witness::Merge::Join(w) => {
+            return Ok(Reply::Cosigned {
+                note: w,
+                accepted: false,
+            })
+        }
+        crate::witness::Merge::Accept(w) => w,
+    };
+    let size = sub.checkpoint.size;
+    {
+        let g = inner.sm.lock();
+        serving(&g)?;
+        let l = g.ledger().map_err(internal)?;
+        if size > l.size() {
+            return Err(bad(format!(
+                "the checkpoint covers {size} entries; this leader applied {}",
+                l.size()
+            )));
+        }
+        if l.root_at(size).map_err(internal)? != sub.checkpoint.root {
+            return Err(RpcError::new(
+                ErrorCode::RootDiffers,
+                format!("this log's root at size {size} is not the cosigned checkpoint's"),
+            ));
+        }
+    }
+    inner
+        .raft
+        .client_write(Request::Witness {
+            note: merged.clone(),
+        })
+        .await
+        .map_err(|e| write_err(inner, e))?;
+    if current_size != Some(size) {
+        *seen = Some((size, Instant::now()));
+    }
+    tracing::info!(auditor = %from.name, size, time = sub.time, "cosignature added to the witnessed checkpoint");
+    Ok(Reply::Cosigned {
+        note: merged,
+        accepted: true,
+    })
 }
 
 fn serving(g: &crate::state_machine::SmInner) -> std::result::Result<(), RpcError> {

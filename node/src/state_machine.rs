@@ -94,6 +94,10 @@ pub struct Applied {
     /// Client sessions: which tagged appends are applied (exactly-once).
     #[serde(default)]
     pub sessions: Sessions,
+    /// The witnessed checkpoint: the newest committed checkpoint with the
+    /// auditors' cosignatures (see [`Request::Witness`]).
+    #[serde(default)]
+    pub witnessed: Option<String>,
 }
 
 /// The replica's state, shared between Raft and the RPC service.
@@ -115,6 +119,8 @@ pub struct SmInner {
     last_sync: std::time::Instant,
     /// Size of the latest stored checkpoint, for waiters.
     checkpoint_size: tokio::sync::watch::Sender<u64>,
+    /// Size of the witnessed checkpoint, for waiters.
+    witnessed_size: tokio::sync::watch::Sender<u64>,
     /// When this replica stored its latest checkpoint (`None`: not since
     /// it started).
     checkpoint_at: Option<std::time::Instant>,
@@ -429,6 +435,7 @@ impl StateMachine {
         };
         let checkpoint_size =
             tokio::sync::watch::Sender::new(ledger.checkpoint().map(|c| c.size).unwrap_or(0));
+        let witnessed_size = tokio::sync::watch::Sender::new(witnessed_size(&applied));
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(SmInner {
                 data_dir: data_dir.to_path_buf(),
@@ -440,6 +447,7 @@ impl StateMachine {
                 applied_file: None,
                 last_sync: std::time::Instant::now(),
                 checkpoint_size,
+                witnessed_size,
                 checkpoint_at: None,
                 diverged_tx: tokio::sync::watch::Sender::new(diverged.is_some()),
                 diverged,
@@ -456,6 +464,11 @@ impl StateMachine {
     /// Watches the size of the latest checkpoint this replica stored.
     pub fn watch_checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lock().checkpoint_size.subscribe()
+    }
+
+    /// Watches the size of the witnessed checkpoint (0: none yet).
+    pub fn watch_witnessed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().witnessed_size.subscribe()
     }
 
     /// Becomes `true` once the replica diverged (at once if it had before
@@ -666,6 +679,10 @@ impl SmInner {
                 self.apply_checkpoint(note);
                 Ok(Response::default())
             }
+            Request::Witness { note } => {
+                self.apply_witness(note);
+                Ok(Response::default())
+            }
             Request::Seal {
                 segment,
                 root,
@@ -737,6 +754,45 @@ impl SmInner {
             self.checkpoint_at = Some(std::time::Instant::now());
             tracing::info!(size = cp.size, "checkpoint stored");
         }
+    }
+
+    /// Keeps a witnessed checkpoint the leader checked and merged, once this
+    /// replica found its own root at that size to be the same, and only if
+    /// it is not older than the one kept.
+    fn apply_witness(&mut self, note: &str) {
+        let Some((size, root)) = dlog_ledger::store::parse_checkpoint_body(note) else {
+            tracing::warn!("ignoring a malformed witnessed checkpoint record");
+            return;
+        };
+        if size < witnessed_size(&self.applied) {
+            return;
+        }
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
+        match ledger.root_at(size) {
+            Ok(r) if r == root => {}
+            Ok(_) => {
+                self.diverge(format!(
+                    "witnessed checkpoint root at size {size} differs from this replica's own root"
+                ));
+                return;
+            }
+            Err(e) => {
+                // Not evidence of divergence (an I/O failure, or entries
+                // not applied here): the next witnessed checkpoint replaces it.
+                tracing::error!(size, %e, "cannot check a witnessed checkpoint; not keeping it");
+                return;
+            }
+        }
+        self.applied.witnessed = Some(note.to_string());
+        self.witnessed_size.send_replace(size);
+        tracing::info!(size, "witnessed checkpoint stored");
+    }
+
+    /// The witnessed checkpoint note, if auditors cosigned one.
+    pub fn witnessed(&self) -> Option<&str> {
+        self.applied.witnessed.as_deref()
     }
 
     /// Seconds since this replica stored its latest checkpoint (`None`: not
@@ -888,6 +944,8 @@ impl SmInner {
         });
         self.ledger = Some(ledger);
         self.applied = applied;
+        self.witnessed_size
+            .send_replace(witnessed_size(&self.applied));
         let parts = archive(&dir, &self.applied)?;
         self.snapshot = Some((meta.clone(), parts));
         tracing::info!(
@@ -986,6 +1044,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(SnapshotData::Parts(p.rewound())),
         }))
     }
+}
+
+/// The size of the witnessed checkpoint in `applied` (0: none).
+fn witnessed_size(applied: &Applied) -> u64 {
+    applied
+        .witnessed
+        .as_deref()
+        .and_then(dlog_ledger::store::parse_checkpoint_body)
+        .map_or(0, |(size, _)| size)
 }
 
 #[cfg(test)]

@@ -44,6 +44,13 @@ pub enum Request {
         /// The calls, in order: how many of `items` each has, and its tag.
         calls: Vec<CallTag>,
     },
+    /// The witnessed checkpoint: a committed checkpoint with the auditors'
+    /// cosignatures the leader checked and merged. Every replica checks the
+    /// root against its own and keeps the newest.
+    Witness {
+        /// The note, with voter signatures and auditor cosignatures.
+        note: String,
+    },
 }
 
 impl Request {

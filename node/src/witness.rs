@@ -1,0 +1,348 @@
+//! The witnessed checkpoint: how the leader merges auditors' cosignatures
+//! (sans-IO).
+//!
+//! Auditors follow the log on their own schedule, so each would cosign a
+//! different checkpoint. A verifier that needs `cosignatures = k` wants *one*
+//! checkpoint carrying k of them. The leader therefore keeps one witnessed
+//! checkpoint `W` and steers auditors onto it:
+//!
+//! * a cosignature of `W`'s size is added to `W` (replacing that auditor's
+//!   earlier line);
+//! * a cosignature of a newer checkpoint replaces `W` once `W` is complete
+//!   (every trusted auditor cosigned it) or stopped gathering (no
+//!   cosignature joined it within the join window, so a dead auditor cannot
+//!   hold `W` back);
+//! * otherwise the auditor is told to cosign `W` (it verifies `W` against
+//!   its own tree first, as with anything it cosigns).
+//!
+//! Only the caller's own cosignature is taken from a submission, under the
+//! trust file's key of the caller's peer name; the voter signatures must meet
+//! the trust file's quorum. [`merge`] decides; the server checks the root
+//! against its ledger and commits the result through Raft.
+
+use dlog_crypto::note::{Checkpoint, NoteSignature, SignedNote};
+use dlog_crypto::trust::TrustPolicy;
+
+/// What to do with a submitted cosignature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    /// Commit this note as the new witnessed checkpoint.
+    Accept(String),
+    /// Keep the current one; the caller should cosign it instead.
+    Join(String),
+}
+
+/// A submission that cannot be merged (a bad request).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WitnessError {
+    /// The note or its voter signatures do not pass the trust file.
+    #[error("not a checkpoint the trust file accepts: {0}")]
+    Untrusted(String),
+    /// The caller has no key in the trust file's auditors.
+    #[error("{0} is not an auditor of the trust file")]
+    UnknownAuditor(String),
+    /// No valid cosignature by the caller.
+    #[error("the note carries no valid cosignature by {0}")]
+    NoCosignature(String),
+    /// The stored witnessed checkpoint has the same size but another text.
+    #[error("a witnessed checkpoint of size {0} with another text is stored")]
+    Conflict(u64),
+}
+
+/// The parsed parts of a submission that the server needs after [`merge`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// The checkpoint (origin, size, root).
+    pub checkpoint: Checkpoint,
+    /// The caller's cosignature time (Unix seconds).
+    pub time: u64,
+}
+
+/// Checks `submitted` (a voter-signed checkpoint plus `caller`'s
+/// cosignature) and decides against the current witnessed checkpoint.
+/// `current_open`: whether the current one may still gather cosignatures
+/// (it was stored within the join window).
+pub fn merge(
+    trust: &TrustPolicy,
+    caller: &str,
+    submitted: &str,
+    current: Option<&str>,
+    current_open: bool,
+) -> Result<(Merge, Submission), WitnessError> {
+    let mut voters_only = trust.clone();
+    voters_only.cosignatures = 0;
+    let verified = voters_only
+        .verify_checkpoint(submitted)
+        .map_err(|e| WitnessError::Untrusted(e.to_string()))?;
+    let checkpoint = verified.checkpoint().clone();
+    let text = verified.body().to_string();
+    let auditor = trust
+        .auditors
+        .iter()
+        .find(|a| a.name() == caller)
+        .ok_or_else(|| WitnessError::UnknownAuditor(caller.to_string()))?;
+    let note = SignedNote::parse(submitted).map_err(|e| WitnessError::Untrusted(e.to_string()))?;
+    let (line, time) = note
+        .signatures
+        .iter()
+        .filter(|s| s.name == caller && s.key_id == auditor.key_id())
+        .find_map(|s| auditor.verify(&text, s).map(|t| (s.clone(), t)))
+        .ok_or_else(|| WitnessError::NoCosignature(caller.to_string()))?;
+    let submission = Submission { checkpoint, time };
+    let size = submission.checkpoint.size;
+
+    let current = current.and_then(|c| {
+        let n = SignedNote::parse(c).ok()?;
+        let cp = Checkpoint::parse_body(&n.text).ok()?;
+        Some((c, n, cp))
+    });
+    let decision = match current {
+        Some((_, mut w, cp)) if cp.size == size => {
+            if w.text != text {
+                return Err(WitnessError::Conflict(size));
+            }
+            w.signatures
+                .retain(|s| !(s.name == caller && s.key_id == auditor.key_id()));
+            w.add_signature(line);
+            Merge::Accept(w.to_string())
+        }
+        Some((c, _, cp)) if cp.size > size => Merge::Join(c.to_string()),
+        Some((c, _, _)) if current_open && !complete(trust, c) => Merge::Join(c.to_string()),
+        _ => {
+            // A new witnessed checkpoint: the voters' signatures as
+            // submitted (the trust file's and any other node's), and the
+            // caller's cosignature, none of another auditor's.
+            let mut w = SignedNote {
+                text,
+                signatures: voter_lines(trust, &note.signatures),
+            };
+            w.add_signature(line);
+            Merge::Accept(w.to_string())
+        }
+    };
+    Ok((decision, submission))
+}
+
+/// Signature lines that are not by a trust-file auditor key.
+fn voter_lines(trust: &TrustPolicy, sigs: &[NoteSignature]) -> Vec<NoteSignature> {
+    sigs.iter()
+        .filter(|s| {
+            !trust
+                .auditors
+                .iter()
+                .any(|a| a.name() == s.name && a.key_id() == s.key_id)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether every auditor of the trust file cosigned `note` (validly).
+pub fn complete(trust: &TrustPolicy, note: &str) -> bool {
+    let mut all = trust.clone();
+    all.cosignatures = all.auditors.len();
+    all.verify_checkpoint(note).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlog_crypto::note::{Cosigner, NoteSigner};
+    use ed25519_dalek::SigningKey;
+
+    fn voter(i: u8) -> NoteSigner {
+        NoteSigner::new(format!("node-{i}"), SigningKey::from_bytes(&[i; 32])).unwrap()
+    }
+    fn auditor(i: u8) -> Cosigner {
+        Cosigner::new(
+            format!("auditor-{i}"),
+            SigningKey::from_bytes(&[100 + i; 32]),
+        )
+        .unwrap()
+    }
+    fn trust() -> TrustPolicy {
+        TrustPolicy::new(
+            "dlog/t",
+            (1..=3).map(|i| voter(i).verifier()).collect(),
+            2,
+            (1..=2).map(|i| auditor(i).verifier()).collect(),
+            0,
+        )
+        .unwrap()
+    }
+    /// A checkpoint of `size` signed by voters 1 and 2, cosigned by `by`.
+    fn submit(size: u64, by: &[u8], time: u64) -> String {
+        let body = Checkpoint::new("dlog/t", size, [size as u8; 32])
+            .unwrap()
+            .to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        n.add_signature(voter(2).sign(&body));
+        for &a in by {
+            n.add_signature(auditor(a).cosign(&body, time));
+        }
+        n.to_string()
+    }
+    fn accepted(m: Merge) -> String {
+        match m {
+            Merge::Accept(n) => n,
+            Merge::Join(n) => panic!("told to join {n}"),
+        }
+    }
+
+    #[test]
+    fn first_cosignature_starts_and_second_completes() {
+        let t = trust();
+        let (m, s) = merge(&t, "auditor-1", &submit(10, &[1], 5), None, false).unwrap();
+        assert_eq!(s.time, 5);
+        let w = accepted(m);
+        assert!(!complete(&t, &w));
+        // auditor-2 cosigned a newer one; W is open and incomplete: join W.
+        let (m, _) = merge(&t, "auditor-2", &submit(20, &[2], 6), Some(&w), true).unwrap();
+        assert_eq!(m, Merge::Join(w.clone()));
+        let (m, _) = merge(&t, "auditor-2", &submit(10, &[2], 6), Some(&w), true).unwrap();
+        let w2 = accepted(m);
+        assert!(complete(&t, &w2));
+        let mut need2 = t.clone();
+        need2.cosignatures = 2;
+        assert!(need2.verify_checkpoint(&w2).is_ok());
+        // Complete: a newer cosignature starts the next one.
+        let (m, _) = merge(&t, "auditor-1", &submit(30, &[1], 7), Some(&w2), true).unwrap();
+        let w3 = accepted(m);
+        assert_eq!(size_of(&w3), 30);
+        assert_eq!(t.verify_checkpoint(&w3).unwrap().cosignatures().len(), 1);
+    }
+
+    fn size_of(note: &str) -> u64 {
+        Checkpoint::parse_body(&SignedNote::parse(note).unwrap().text)
+            .unwrap()
+            .size
+    }
+
+    #[test]
+    fn a_closed_incomplete_one_is_replaced_and_older_ones_join() {
+        let t = trust();
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        let next = accepted(
+            merge(&t, "auditor-2", &submit(20, &[2], 6), Some(&w), false)
+                .unwrap()
+                .0,
+        );
+        assert_eq!(size_of(&next), 20);
+        // The new one carries no cosignature of auditor-1 (it cosigned 10).
+        let v = t.verify_checkpoint(&next).unwrap();
+        assert_eq!(v.cosignatures().len(), 1);
+        assert_eq!(v.cosignatures()[0].0, "auditor-2");
+        let (m, _) = merge(&t, "auditor-1", &submit(15, &[1], 7), Some(&next), false).unwrap();
+        assert_eq!(m, Merge::Join(next));
+    }
+
+    #[test]
+    fn a_second_cosignature_by_the_same_auditor_replaces_its_first() {
+        let t = trust();
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 9), Some(&w), true)
+                .unwrap()
+                .0,
+        );
+        let v = t.verify_checkpoint(&w).unwrap();
+        assert_eq!(v.cosignatures(), &[("auditor-1".to_string(), 9)]);
+    }
+
+    #[test]
+    fn only_the_callers_own_valid_cosignature_counts() {
+        let t = trust();
+        // auditor-2 presenting auditor-1's cosignature.
+        assert_eq!(
+            merge(&t, "auditor-2", &submit(10, &[1], 5), None, false).unwrap_err(),
+            WitnessError::NoCosignature("auditor-2".into())
+        );
+        // A caller that is no trusted auditor.
+        assert_eq!(
+            merge(&t, "auditor-9", &submit(10, &[1], 5), None, false).unwrap_err(),
+            WitnessError::UnknownAuditor("auditor-9".into())
+        );
+        // A submission carrying someone else's line as well: only the
+        // caller's is kept.
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1, 2], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        assert_eq!(t.verify_checkpoint(&w).unwrap().cosignatures().len(), 1);
+    }
+
+    #[test]
+    fn voter_quorum_and_origin_are_required() {
+        let t = trust();
+        let body = Checkpoint::new("dlog/t", 10, [1; 32]).unwrap().to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        n.add_signature(auditor(1).cosign(&body, 5));
+        assert!(matches!(
+            merge(&t, "auditor-1", &n.to_string(), None, false),
+            Err(WitnessError::Untrusted(_))
+        ));
+        let body = Checkpoint::new("dlog/other", 10, [1; 32])
+            .unwrap()
+            .to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        n.add_signature(voter(2).sign(&body));
+        n.add_signature(auditor(1).cosign(&body, 5));
+        assert!(matches!(
+            merge(&t, "auditor-1", &n.to_string(), None, false),
+            Err(WitnessError::Untrusted(_))
+        ));
+        assert!(matches!(
+            merge(&t, "auditor-1", "garbage", None, false),
+            Err(WitnessError::Untrusted(_))
+        ));
+    }
+
+    #[test]
+    fn same_size_with_another_text_is_a_conflict() {
+        let t = trust();
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        let body = Checkpoint::new("dlog/t", 10, [9; 32]).unwrap().to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        n.add_signature(voter(3).sign(&body));
+        n.add_signature(auditor(2).cosign(&body, 5));
+        assert_eq!(
+            merge(&t, "auditor-2", &n.to_string(), Some(&w), true).unwrap_err(),
+            WitnessError::Conflict(10)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever order and sizes cosignatures arrive in, the witnessed
+        /// size never goes backwards and every accepted note verifies.
+        #[test]
+        fn never_goes_backwards(steps in proptest::collection::vec((1u8..=2, 1u64..6, proptest::bool::ANY), 1..30)) {
+            let t = trust();
+            let mut w: Option<String> = None;
+            for (a, size, open) in steps {
+                let (m, _) = merge(&t, &format!("auditor-{a}"), &submit(size * 10, &[a], 1), w.as_deref(), open).unwrap();
+                if let Merge::Accept(n) = m {
+                    let before = w.as_deref().map_or(0, size_of);
+                    proptest::prop_assert!(size_of(&n) >= before);
+                    proptest::prop_assert!(t.verify_checkpoint(&n).is_ok());
+                    w = Some(n);
+                }
+            }
+        }
+    }
+}
