@@ -1,0 +1,190 @@
+//! `auditor.toml`: who the auditor is, which cluster it follows, where it
+//! keeps its state.
+//!
+//! ```toml
+//! name = "auditor-1"          # its name in peers.toml and trust.toml
+//! wg_key = "wg.key"           # WireGuard + ML-KEM key (role auditor in peers.toml)
+//! key = "auditor.key"         # ed25519 cosigning key (dlog keys format), named `name`
+//! peers = "../peers.toml"
+//! nodes = ["node-1", "node-2", "node-3"]
+//! trust = "../trust.toml"     # must list this auditor's cosigner key
+//! state_dir = "state"
+//! poll_ms = 1000              # pause between rounds once caught up
+//! # listen = "127.0.0.1:0"   max_payload = 1048576   batch = 4096   timeout_ms = 15000
+//! ```
+//!
+//! Relative paths are relative to the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dlog_crypto::keys::NodeKey;
+use dlog_crypto::trust::TrustPolicy;
+use serde::Deserialize;
+
+/// A config error: the file, the field and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {field}: {detail}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The field (`-` for the whole file).
+    pub field: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+fn err(file: &Path, field: &str, detail: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        field: field.into(),
+        detail: detail.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditorToml {
+    name: String,
+    wg_key: PathBuf,
+    key: PathBuf,
+    peers: PathBuf,
+    nodes: Vec<String>,
+    trust: PathBuf,
+    state_dir: PathBuf,
+    poll_ms: Option<u64>,
+    listen: Option<String>,
+    rpc_port: Option<u16>,
+    max_payload: Option<u32>,
+    batch: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
+/// A parsed and checked `auditor.toml`.
+#[derive(Debug, Clone)]
+pub struct AuditorConfig {
+    /// The file.
+    pub file: PathBuf,
+    /// The auditor's name.
+    pub name: String,
+    /// WireGuard key file.
+    pub wg_key: PathBuf,
+    /// Cosigning key.
+    pub key: NodeKey,
+    /// Peer table.
+    pub peers: PathBuf,
+    /// Nodes to read from, in turn.
+    pub nodes: Vec<String>,
+    /// The trust file.
+    pub trust: TrustPolicy,
+    /// Where the state file lives.
+    pub state_dir: PathBuf,
+    /// Pause between rounds once caught up.
+    pub poll: Duration,
+    /// UDP bind address.
+    pub listen: SocketAddr,
+    /// Node service port.
+    pub rpc_port: u16,
+    /// The log's payload limit.
+    pub max_payload: u32,
+    /// Entries per read.
+    pub batch: u32,
+    /// Deadline of one call.
+    pub timeout: Duration,
+}
+
+impl AuditorConfig {
+    /// Reads and checks `file`: the keys load, the key is named after the
+    /// auditor, and the trust file lists its cosigner key.
+    pub fn load(file: &Path) -> Result<AuditorConfig, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| err(file, "-", e))?;
+        // toml's message names a missing or unknown field itself.
+        let t: AuditorToml = toml::from_str(&text).map_err(|e| err(file, "-", e.message()))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        if t.nodes.is_empty() {
+            return Err(err(file, "nodes", "lists no node"));
+        }
+        let key_path = rel(&t.key);
+        let key_text = std::fs::read_to_string(&key_path)
+            .map_err(|e| err(file, "key", format!("{}: {e}", key_path.display())))?;
+        let key = NodeKey::from_toml_str(&key_text)
+            .map_err(|e| err(file, "key", format!("{}: {e}", key_path.display())))?;
+        if key.name() != t.name {
+            return Err(err(
+                file,
+                "key",
+                format!(
+                    "the key is named {:?}, the auditor {:?}",
+                    key.name(),
+                    t.name
+                ),
+            ));
+        }
+        let trust_path = rel(&t.trust);
+        let trust_text = std::fs::read_to_string(&trust_path)
+            .map_err(|e| err(file, "trust", format!("{}: {e}", trust_path.display())))?;
+        let trust =
+            TrustPolicy::from_toml_str(&trust_text).map_err(|e| err(&trust_path, "-", e))?;
+        let mine = key.cosigner().verifier();
+        if !trust.auditors.iter().any(|a| a == &mine) {
+            return Err(err(
+                file,
+                "key",
+                format!(
+                    "{} does not list this auditor's cosigner key {} (nodes would refuse its cosignatures)",
+                    trust_path.display(),
+                    key.cosigner_vkey()
+                ),
+            ));
+        }
+        let listen_s = t.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let listen = listen_s
+            .parse()
+            .map_err(|e| err(file, "listen", format!("{listen_s:?}: {e}")))?;
+        let batch = t.batch.unwrap_or(4096);
+        if batch == 0 {
+            return Err(err(file, "batch", "must be at least 1"));
+        }
+        Ok(AuditorConfig {
+            file: file.to_path_buf(),
+            name: t.name,
+            wg_key: rel(&t.wg_key),
+            key,
+            peers: rel(&t.peers),
+            nodes: t.nodes,
+            trust,
+            state_dir: rel(&t.state_dir),
+            poll: Duration::from_millis(t.poll_ms.unwrap_or(1000)),
+            listen,
+            rpc_port: t.rpc_port.unwrap_or(dlog_node::rpc::RPC_PORT),
+            max_payload: t
+                .max_payload
+                .unwrap_or(dlog_ledger::entry::DEFAULT_MAX_PAYLOAD),
+            batch,
+            timeout: Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
+        })
+    }
+
+    /// The client config the auditor's tunnel uses.
+    pub fn client_config(&self) -> dlog_node::config::ClientConfig {
+        dlog_node::config::ClientConfig {
+            file: self.file.clone(),
+            wg_key: self.wg_key.clone(),
+            peers: self.peers.clone(),
+            nodes: self.nodes.clone(),
+            trust: None,
+            rpc_port: self.rpc_port,
+            timeout: self.timeout,
+            attempt: Duration::from_millis(1500).min(self.timeout),
+            listen: self.listen,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The auditor process: rounds of fetch, verify, cosign, over its own
+//! WireGuard tunnel as an `auditor` peer.
+//!
+//! A round:
+//!
+//! 1. reads the cluster's latest checkpoint (voter-signed) from any node;
+//! 2. reads the entries it has not verified yet, in steps of at most
+//!    [`STEP`] entries, from one node (the nodes take turns, round by round,
+//!    so every replica's bytes get read), and checks every entry and the
+//!    root or a consistency proof against the checkpoint
+//!    ([`crate::audit`]). A node that fails to serve, serves bad bytes or
+//!    bytes whose root is not the checkpoint's is an *incident*: the step is
+//!    read again from the next node. When every node's bytes fail against a
+//!    validly signed checkpoint, that is an *alarm*: the evidence is saved
+//!    and the auditor stops for good;
+//! 3. cosigns the checkpoint it verified and submits it; when the leader
+//!    asks it to cosign the witnessed checkpoint instead, it checks that one
+//!    against its own tree by a consistency proof and cosigns it;
+//! 4. saves its state and sleeps for the poll interval.
+
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dlog_crypto::note::{Cosigner, SignedNote};
+use dlog_node::client::Client;
+
+use crate::audit::{Auditor, Pending, Witnessable};
+use crate::config::AuditorConfig;
+use crate::state::{Alarm, Cosigned, State};
+
+/// Most entries verified per step (one consistency proof each).
+pub const STEP: u64 = 1 << 20;
+
+/// Why the auditor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditorError {
+    /// Bad config, key or state file.
+    #[error("{0}")]
+    Setup(String),
+    /// The log failed verification; the evidence is in the state file.
+    #[error("AUDIT FAILED: {0}")]
+    Alarm(String),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs the auditor until `shutdown` resolves (Ok) or the log fails
+/// verification ([`AuditorError::Alarm`]).
+pub async fn run(
+    cfg: AuditorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AuditorError> {
+    let mut state = match State::load(&cfg.state_dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => State::new(&cfg.name, &cfg.trust.origin),
+        Err(e) => return Err(AuditorError::Setup(e.to_string())),
+    };
+    if state.origin != cfg.trust.origin {
+        return Err(AuditorError::Setup(format!(
+            "{}: the state is of origin {:?}, the trust file's is {:?}",
+            State::path(&cfg.state_dir).display(),
+            state.origin,
+            cfg.trust.origin
+        )));
+    }
+    if let Some(a) = &state.alarm {
+        return Err(AuditorError::Alarm(format!(
+            "{} (recorded in {} before this start; the auditor does not cosign this log again)",
+            a.detail,
+            State::path(&cfg.state_dir).display()
+        )));
+    }
+    let tree = state.tree().map_err(|e| {
+        AuditorError::Setup(format!("{}: {e}", State::path(&cfg.state_dir).display()))
+    })?;
+    let auditor = Auditor::new(&cfg.trust, cfg.max_payload, tree, state.last_timestamp_ns);
+    let client = Client::connect(cfg.client_config())
+        .await
+        .map_err(|e| AuditorError::Setup(e.to_string()))?;
+    tracing::info!(name = %cfg.name, size = auditor.size(), nodes = ?cfg.nodes, "auditor started");
+    let mut r = Rounds {
+        cosigner: cfg.key.cosigner(),
+        cfg,
+        client,
+        auditor,
+        turn: 0,
+    };
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        let result = tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            res = r.round(&mut state) => res,
+        };
+        state.rounds += 1;
+        state.round_at = Some(now_secs());
+        if let Err(e) = state.save(&r.cfg.state_dir) {
+            tracing::error!(%e, "cannot save the auditor state");
+        }
+        if let Err(e) = result {
+            break Err(e);
+        }
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            _ = tokio::time::sleep(r.cfg.poll) => {}
+        }
+    };
+    r.client.close().await;
+    outcome
+}
+
+struct Rounds {
+    cfg: AuditorConfig,
+    client: Client,
+    auditor: Auditor,
+    cosigner: Cosigner,
+    /// Which node reads first this round.
+    turn: usize,
+}
+
+/// A step's entries from one node, or why that node could not give them.
+enum Fetched {
+    Ok(Pending),
+    Failed(String),
+}
+
+impl Rounds {
+    /// One round. Errors other than an alarm are incidents: logged, kept in
+    /// the state, and the next round tries again.
+    async fn round(&mut self, state: &mut State) -> Result<(), AuditorError> {
+        let latest = match self.client.checkpoint(false).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.incident(state, None, format!("no checkpoint: {e}"));
+                return Ok(());
+            }
+        };
+        if latest.note.is_empty() {
+            return Ok(());
+        }
+        state.log_size_seen = state.log_size_seen.max(latest.size);
+        let mut witnessable = None;
+        if latest.size < self.auditor.size() {
+            // A replica behind the others: still one tree, or evidence.
+            match self.older(&latest.note, latest.size).await {
+                Ok(w) => witnessable = Some(w),
+                Err(Step::Alarm(a)) => return Err(self.alarm(state, a, &latest.note)),
+                Err(Step::Incident(node, why)) => self.incident(state, node.as_deref(), why),
+            }
+        }
+        while self.auditor.size() < latest.size {
+            match self.step(state, &latest.note, latest.size).await {
+                Ok(w) => witnessable = w.or(witnessable),
+                Err(Step::Alarm(a)) => return Err(self.alarm(state, a, &latest.note)),
+                Err(Step::Incident(node, why)) => {
+                    self.incident(state, node.as_deref(), why);
+                    break;
+                }
+            }
+        }
+        if self.auditor.size() == latest.size && witnessable.is_none() {
+            witnessable = self.auditor.check_older(&latest.note, &[]).ok();
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let target = match witnessable {
+            Some(w) if state.cosigned.as_ref().is_none_or(|c| c.size < w.size()) => Some(w),
+            _ => None,
+        };
+        self.cosign(state, target).await
+    }
+
+    /// Verifies the next step of entries against the checkpoint of `size`.
+    async fn step(
+        &mut self,
+        state: &mut State,
+        note: &str,
+        size: u64,
+    ) -> Result<Option<Witnessable>, Step> {
+        let from = self.auditor.size();
+        let to = size.min(from + STEP);
+        let proof = if to < size {
+            self.client.consistency_proof(to, size).await.map_err(|e| {
+                Step::Incident(None, format!("consistency proof {to} → {size}: {e}"))
+            })?
+        } else {
+            Vec::new()
+        };
+        let n = self.cfg.nodes.len();
+        let mut evidence = Vec::new();
+        for k in 0..n {
+            let node = self.cfg.nodes[(self.turn + k) % n].clone();
+            let pending = match self.fetch(&node, to).await {
+                Fetched::Ok(p) => p,
+                Fetched::Failed(why) => {
+                    self.incident(state, Some(&node), why);
+                    continue;
+                }
+            };
+            match self.auditor.commit(pending, note, &proof) {
+                Ok(w) => {
+                    state.set_tree(self.auditor.tree(), self.auditor.last_timestamp_ns());
+                    state.verified_at = Some(now_secs());
+                    tracing::info!(size = to, %node, "verified");
+                    return Ok(w);
+                }
+                Err(e) if e.is_evidence() => {
+                    // This node's copy, or the log: another node decides.
+                    self.incident(state, Some(&node), format!("served entries {from}..{to} that do not match the signed checkpoint: {e}"));
+                    evidence.push(e.to_string());
+                }
+                Err(e) => return Err(Step::Incident(Some(node), e.to_string())),
+            }
+        }
+        if evidence.len() == n {
+            // Every replica serves the same thing, and it is not what the
+            // voters signed.
+            return Err(Step::Alarm(evidence.swap_remove(0)));
+        }
+        Err(Step::Incident(
+            None,
+            format!("no node served entries {from}..{to} that verify"),
+        ))
+    }
+
+    /// Reads entries up to `to` from `node` and checks each one.
+    async fn fetch(&self, node: &str, to: u64) -> Fetched {
+        let mut p = self.auditor.begin();
+        while p.size() < to {
+            let want = (to - p.size()).min(self.cfg.batch.into()) as u32;
+            let entries = match self.client.entries(Some(node), p.size(), want).await {
+                Ok(e) => e,
+                Err(e) => {
+                    return Fetched::Failed(format!("reading entries from {}: {e}", p.size()))
+                }
+            };
+            for e in &entries {
+                if let Err(e) = p.push(e) {
+                    return Fetched::Failed(format!("served a bad entry: {e}"));
+                }
+            }
+        }
+        Fetched::Ok(p)
+    }
+
+    /// Checks a checkpoint no larger than the verified tree.
+    async fn older(&self, note: &str, size: u64) -> Result<Witnessable, Step> {
+        let have = self.auditor.size();
+        let proof = if size == have {
+            Vec::new()
+        } else {
+            self.client
+                .consistency_proof(size, have)
+                .await
+                .map_err(|e| {
+                    Step::Incident(None, format!("consistency proof {size} → {have}: {e}"))
+                })?
+        };
+        self.auditor.check_older(note, &proof).map_err(|e| {
+            if e.is_evidence() {
+                Step::Alarm(e.to_string())
+            } else {
+                Step::Incident(None, e.to_string())
+            }
+        })
+    }
+
+    /// Submits a cosignature of `target` (if any); joins the witnessed
+    /// checkpoint when the leader asks, or when it lacks this auditor's.
+    async fn cosign(
+        &self,
+        state: &mut State,
+        target: Option<Witnessable>,
+    ) -> Result<(), AuditorError> {
+        let mut next = target;
+        if next.is_none() {
+            // Nothing new of our own: help complete the witnessed checkpoint.
+            match self.client.witnessed().await {
+                Ok(w) if !w.note.is_empty() && !self.cosigned_by_me(&w.note) => {
+                    next = self.joinable(state, &w.note, w.size).await?;
+                }
+                Ok(_) => {}
+                Err(e) => self.incident(state, None, format!("no witnessed checkpoint: {e}")),
+            }
+        }
+        // At most: ours, then the one the leader points to.
+        for _ in 0..2 {
+            let Some(w) = next.take() else {
+                return Ok(());
+            };
+            let time = now_secs();
+            let note = w.cosign(&self.cosigner, time);
+            match self.client.cosign(&note).await {
+                Ok((stored, true)) => {
+                    tracing::info!(size = w.size(), "cosigned");
+                    state.cosigned = Some(Cosigned {
+                        size: w.size(),
+                        time,
+                        note: stored,
+                    });
+                    return Ok(());
+                }
+                Ok((current, false)) => {
+                    let size =
+                        dlog_ledger::store::parse_checkpoint_body(&current).map_or(0, |x| x.0);
+                    tracing::debug!(size, "asked to cosign the witnessed checkpoint");
+                    next = self.joinable(state, &current, size).await?;
+                }
+                Err(e) => {
+                    self.incident(
+                        state,
+                        None,
+                        format!("cosignature of size {} not taken: {e}", w.size()),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The witnessed checkpoint `note` of `size`, checked against the
+    /// verified tree (`None` if it is ahead of it: a later round).
+    async fn joinable(
+        &self,
+        state: &mut State,
+        note: &str,
+        size: u64,
+    ) -> Result<Option<Witnessable>, AuditorError> {
+        if size > self.auditor.size() {
+            return Ok(None);
+        }
+        match self.older(note, size).await {
+            Ok(w) => Ok(Some(w)),
+            Err(Step::Alarm(a)) => Err(self.alarm(state, a, note)),
+            Err(Step::Incident(node, why)) => {
+                self.incident(state, node.as_deref(), why);
+                Ok(None)
+            }
+        }
+    }
+
+    fn cosigned_by_me(&self, note: &str) -> bool {
+        SignedNote::parse(note).is_ok_and(|n| {
+            n.signatures
+                .iter()
+                .any(|s| s.name == self.cosigner.name() && s.key_id == self.cosigner.key_id())
+        })
+    }
+
+    fn incident(&self, state: &mut State, node: Option<&str>, detail: String) {
+        tracing::warn!(node = node.unwrap_or("-"), "{detail}");
+        state.incident(now_secs(), node, detail);
+    }
+
+    fn alarm(&self, state: &mut State, detail: String, checkpoint: &str) -> AuditorError {
+        tracing::error!(evidence = %detail, checkpoint, "AUDIT FAILED: the log's signed checkpoint does not match its entries; this auditor stops cosigning");
+        state.alarm = Some(Alarm {
+            time: now_secs(),
+            detail: detail.clone(),
+            checkpoint: checkpoint.to_string(),
+        });
+        AuditorError::Alarm(detail)
+    }
+}
+
+/// How a step failed.
+enum Step {
+    /// Evidence against the log.
+    Alarm(String),
+    /// Not evidence: a node or the network (node name if one).
+    Incident(Option<String>, String),
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Alarm(a) => write!(f, "alarm: {a}"),
+            Step::Incident(n, w) => write!(f, "incident ({n:?}): {w}"),
+        }
+    }
+}
