@@ -9,7 +9,7 @@
 //! nodes = ["node-1", "node-2", "node-3"]
 //! trust = "../trust.toml"     # must list this auditor's cosigner key
 //! state_dir = "state"
-//! poll_ms = 1000              # pause between rounds once caught up
+//! poll_ms = 1000              # longest wait for a new checkpoint between rounds
 //! # listen = "127.0.0.1:0"   max_payload = 1048576   batch = 4096   timeout_ms = 15000
 //! ```
 //!

@@ -30,6 +30,8 @@ use crate::state::{Alarm, Cosigned, State};
 
 /// Most entries verified per step (one consistency proof each).
 pub const STEP: u64 = 1 << 20;
+/// The shortest pause between two rounds.
+pub const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why the auditor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +106,17 @@ pub async fn run(
         if let Err(e) = result {
             break Err(e);
         }
+        // Rounds are at least MIN_GAP apart (each may commit a Raft entry
+        // on the cluster), and start as soon as a newer checkpoint is
+        // stored, or after the poll interval.
+        let size = r.auditor.size();
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
-            _ = tokio::time::sleep(r.cfg.poll) => {}
+            _ = async {
+                tokio::time::sleep(MIN_GAP).await;
+                let _ = r.client.wait_checkpoint(size, r.cfg.poll).await;
+            } => {}
         }
     };
     r.client.close().await;

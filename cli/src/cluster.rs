@@ -35,6 +35,14 @@ pub enum ClusterCmd {
         /// Extra nodes generated (not started) for `cluster add-node`.
         #[arg(long, default_value_t = 0)]
         spare: usize,
+        /// Auditors to generate and start (D/auditor-N/auditor.toml); their
+        /// cosigner keys go into trust.toml.
+        #[arg(long, default_value_t = 0)]
+        auditors: usize,
+        /// Auditor cosignatures trust.toml requires on a checkpoint (receipts
+        /// then wait for the auditors); at most --auditors.
+        #[arg(long, default_value_t = 0)]
+        cosignatures: usize,
         /// Checkpoint origin.
         #[arg(long, default_value = "dlog/cluster")]
         origin: String,
@@ -90,7 +98,7 @@ pub fn node(cmd: NodeCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DLOG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -106,12 +114,17 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
         ClusterCmd::Up {
             nodes,
             spare,
+            auditors,
+            cosignatures,
             origin,
             segment_bits,
             timeout,
         } => {
             if nodes == 0 {
                 bail!("--nodes must be at least 1");
+            }
+            if cosignatures > auditors {
+                bail!("--cosignatures {cosignatures} needs at least as many --auditors");
             }
             let exe = std::env::current_exe()?;
             let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
@@ -120,6 +133,8 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                 spare_nodes: spare,
                 origin,
                 segment_bits,
+                auditors,
+                cosignatures,
                 ..ClusterSpec::default()
             };
             let (layout, leader) = rt.block_on(cluster::up(
@@ -129,11 +144,23 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                 &args,
                 Duration::from_secs(timeout),
             ))?;
+            let auditor_args = ["auditor", "run", "--config"].map(std::ffi::OsString::from);
+            if let Err(e) = cluster::start_auditors(dir, &exe, &auditor_args) {
+                let _ = cluster::stop(dir);
+                return Err(e).context("starting the auditors");
+            }
             println!(
                 "cluster of {nodes} nodes is up in {}; leader {leader}",
                 dir.display()
             );
             println!("client config: {}", layout.client_config.display());
+            for a in &layout.auditor_configs {
+                println!(
+                    "auditor:       {}  (dlog auditor status --config {})",
+                    a.display(),
+                    a.display()
+                );
+            }
             println!(
                 "trust file:    {}  (give it to verifiers)",
                 layout.trust.display()
@@ -150,7 +177,7 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
         }
         ClusterCmd::Down => {
             cluster::stop(dir)?;
-            println!("stopped the nodes of {}", dir.display());
+            println!("stopped the nodes and auditors of {}", dir.display());
         }
         ClusterCmd::Status { json } => {
             let statuses = rt.block_on(cluster::status(&dir.join("client.toml")))?;

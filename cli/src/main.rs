@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 verification failed (or damage found), 2 usage or
 //! input error.
 
+mod auditor;
 mod backend;
 mod bench;
 mod bench_cluster;
@@ -158,6 +159,9 @@ enum Cmd {
     /// A local multi-node cluster: up, down, status, add-node, remove-node.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// An auditor: follows a cluster's log, re-verifies it, cosigns it.
+    #[command(subcommand)]
+    Auditor(auditor::AuditorCmd),
 }
 
 #[derive(Subcommand)]
@@ -463,6 +467,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Node(c) => return cluster::node(c),
+        Cmd::Auditor(c) => return auditor::auditor(c),
         Cmd::Cluster(c) => {
             let dir = cli.dir.unwrap_or_else(|| PathBuf::from("dlog-cluster"));
             return cluster::cluster(c, &dir);

@@ -12,6 +12,10 @@
 //! D/node-N/wg.key, node.key     transport and signing keys (0600)
 //! D/node-N/data/          the node's data (created at first start)
 //! D/node-N/node.log, node.pid   written by start()
+//! D/auditor-N/auditor.toml  auditor config (with `ClusterSpec::auditors`)
+//! D/auditor-N/wg.key, auditor.key   transport and cosigning keys (0600)
+//! D/auditor-N/state/        the auditor's state file
+//! D/auditor-N/auditor.log, auditor.pid   written by start_auditors()
 //! ```
 
 use std::ffi::OsString;
@@ -42,6 +46,11 @@ pub struct ClusterSpec {
     pub segment_bits: u8,
     /// Raft snapshot interval in log entries (`None`: the node default).
     pub snapshot_every: Option<u64>,
+    /// Auditors: keys and configs, `auditor` peers, cosigner keys in the
+    /// trust file.
+    pub auditors: usize,
+    /// Auditor cosignatures the trust file requires (at most `auditors`).
+    pub cosignatures: usize,
 }
 
 impl Default for ClusterSpec {
@@ -52,6 +61,8 @@ impl Default for ClusterSpec {
             origin: "dlog/local".into(),
             segment_bits: 16,
             snapshot_every: None,
+            auditors: 0,
+            cosignatures: 0,
         }
     }
 }
@@ -69,6 +80,8 @@ pub struct ClusterLayout {
     pub admin_config: PathBuf,
     /// `trust.toml`.
     pub trust: PathBuf,
+    /// `auditor-N/auditor.toml` per auditor.
+    pub auditor_configs: Vec<PathBuf>,
 }
 
 fn free_udp_port() -> Result<u16> {
@@ -279,10 +292,52 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
             ),
         )?;
     }
+    let mut cosigners = Vec::new();
+    let mut auditor_configs = Vec::new();
+    let all_nodes = (1..=total)
+        .map(|i| format!("\"node-{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for i in 1..=spec.auditors {
+        let name = format!("auditor-{i}");
+        let adir = dir.join(&name);
+        std::fs::create_dir_all(&adir).map_err(NodeError::io("create directory", &adir))?;
+        let wg = dlog_wg::keys::generate()?;
+        dlog_wg::keys::write_key_file(&adir.join("wg.key"), &wg)?;
+        let key = NodeKey::generate(&name)
+            .map_err(|e| NodeError::Process(format!("key generation: {e}")))?;
+        write_secret(&adir.join("auditor.key"), &key.to_toml_string())?;
+        cosigners.push(key.cosigner().verifier());
+        peer_block(
+            &mut peers,
+            &name,
+            &wg,
+            None,
+            &format!("10.77.2.{i}"),
+            "auditor",
+        );
+        let p = adir.join("auditor.toml");
+        write_new(
+            &p,
+            &format!(
+                "# DLog auditor config: `dlog auditor run --config auditor.toml`.\n\
+                 name = \"{name}\"\nwg_key = \"wg.key\"\nkey = \"auditor.key\"\npeers = \"../peers.toml\"\n\
+                 # Read in turn, round by round: every replica's copy gets checked.\n\
+                 nodes = [{all_nodes}]\ntrust = \"../trust.toml\"\nstate_dir = \"state\"\npoll_ms = 1000\n"
+            ),
+        )?;
+        auditor_configs.push(p);
+    }
     write_new(&dir.join("peers.toml"), &peers)?;
     let quorum = spec.nodes / 2 + 1;
-    let trust = TrustPolicy::new(spec.origin.clone(), verifiers, quorum, Vec::new(), 0)
-        .map_err(|e| NodeError::config(&dir.join("trust.toml"), "origin", e))?;
+    let trust = TrustPolicy::new(
+        spec.origin.clone(),
+        verifiers,
+        quorum,
+        cosigners,
+        spec.cosignatures,
+    )
+    .map_err(|e| NodeError::config(&dir.join("trust.toml"), "cosignatures", e))?;
     write_new(
         &dir.join("trust.toml"),
         &format!(
@@ -297,6 +352,7 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
         client_config: dir.join("client.toml"),
         admin_config: dir.join("admin.toml"),
         trust: dir.join("trust.toml"),
+        auditor_configs,
     })
 }
 
@@ -328,8 +384,14 @@ fn workers_per_node(nodes: usize) -> usize {
 /// Starts one node process: `program args... <node_dir>/node.toml`, detached
 /// in its own process group, logs to `node.log`, pid in `node.pid`.
 pub fn start_node(node_dir: &Path, program: &Path, args: &[OsString]) -> Result<u32> {
+    spawn(node_dir, "node", program, args)
+}
+
+/// Starts `program args... <dir>/<stem>.toml` detached, logging to
+/// `<stem>.log`, its pid in `<stem>.pid`.
+fn spawn(node_dir: &Path, stem: &str, program: &Path, args: &[OsString]) -> Result<u32> {
     use std::os::unix::process::CommandExt;
-    let log_path = node_dir.join("node.log");
+    let log_path = node_dir.join(format!("{stem}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -338,7 +400,7 @@ pub fn start_node(node_dir: &Path, program: &Path, args: &[OsString]) -> Result<
     let err = log.try_clone().map_err(NodeError::io("open", &log_path))?;
     let child = Command::new(program)
         .args(args)
-        .arg(node_dir.join("node.toml"))
+        .arg(node_dir.join(format!("{stem}.toml")))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
@@ -346,7 +408,10 @@ pub fn start_node(node_dir: &Path, program: &Path, args: &[OsString]) -> Result<
         .spawn()
         .map_err(|e| NodeError::Process(format!("cannot start {}: {e}", program.display())))?;
     let pid = child.id();
-    dlog_ledger::store::write_atomic(&node_dir.join("node.pid"), pid.to_string().as_bytes())?;
+    dlog_ledger::store::write_atomic(
+        &node_dir.join(format!("{stem}.pid")),
+        pid.to_string().as_bytes(),
+    )?;
     // The child is reaped by whoever waits for it; a CLI exits and leaves it running.
     std::mem::forget(child);
     Ok(pid)
@@ -361,8 +426,38 @@ pub fn start(dir: &Path, program: &Path, args: &[OsString]) -> Result<Vec<u32>> 
         .collect()
 }
 
-fn pid_of(node_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(node_dir.join("node.pid"))
+/// The auditor directories of a cluster (`auditor-1`, `auditor-2`, ...).
+pub fn auditor_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<(u64, PathBuf)> = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(NodeError::io("read directory", dir))? {
+        let ent = ent.map_err(NodeError::io("read directory", dir))?;
+        let name = ent.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix("auditor-").and_then(|n| n.parse().ok()) {
+            if ent.path().join("auditor.toml").exists() {
+                v.push((n, ent.path()));
+            }
+        }
+    }
+    v.sort();
+    Ok(v.into_iter().map(|x| x.1).collect())
+}
+
+/// Starts every auditor of the cluster in `dir`: `program args...
+/// <auditor_dir>/auditor.toml`, detached, logs to `auditor.log`.
+pub fn start_auditors(dir: &Path, program: &Path, args: &[OsString]) -> Result<Vec<u32>> {
+    auditor_dirs(dir)?
+        .iter()
+        .map(|d| spawn(d, "auditor", program, args))
+        .collect()
+}
+
+/// Stops one auditor like [`stop_node`].
+pub fn stop_auditor(auditor_dir: &Path, grace: Duration) -> Result<()> {
+    stop_process(auditor_dir, "auditor", grace)
+}
+
+fn pid_of(node_dir: &Path, stem: &str) -> Option<i32> {
+    std::fs::read_to_string(node_dir.join(format!("{stem}.pid")))
         .ok()?
         .trim()
         .parse()
@@ -384,7 +479,7 @@ fn alive(pid: i32) -> bool {
 
 /// Sends `signal` to one node's process (from its pid file); `SIGKILL` for crash tests.
 pub fn signal_node(node_dir: &Path, signal: i32) -> Result<()> {
-    let pid = pid_of(node_dir)
+    let pid = pid_of(node_dir, "node")
         .ok_or_else(|| NodeError::Process(format!("no pid file in {}", node_dir.display())))?;
     // SAFETY: sending a signal to a pid we started.
     if unsafe { libc::kill(pid, signal) } != 0 {
@@ -398,7 +493,11 @@ pub fn signal_node(node_dir: &Path, signal: i32) -> Result<()> {
 
 /// Stops one node: SIGTERM, then SIGKILL after `grace`. Returns once it is gone.
 pub fn stop_node(node_dir: &Path, grace: Duration) -> Result<()> {
-    let Some(pid) = pid_of(node_dir) else {
+    stop_process(node_dir, "node", grace)
+}
+
+fn stop_process(node_dir: &Path, stem: &str, grace: Duration) -> Result<()> {
+    let Some(pid) = pid_of(node_dir, stem) else {
         return Ok(());
     };
     if alive(pid) {
@@ -417,12 +516,15 @@ pub fn stop_node(node_dir: &Path, grace: Duration) -> Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_file(node_dir.join("node.pid"));
+    let _ = std::fs::remove_file(node_dir.join(format!("{stem}.pid")));
     Ok(())
 }
 
-/// `dlog cluster down`: stops every node of the cluster in `dir`.
+/// `dlog cluster down`: stops every auditor and node of the cluster in `dir`.
 pub fn stop(dir: &Path) -> Result<()> {
+    for d in auditor_dirs(dir)? {
+        stop_auditor(&d, Duration::from_secs(5))?;
+    }
     for d in node_dirs(dir)? {
         stop_node(&d, Duration::from_secs(5))?;
     }

@@ -97,6 +97,9 @@ struct Inner {
     /// The trust file: a checkpoint is committed only with enough of its
     /// voters' signatures for offline verifiers (see [`collect_signatures`]).
     trust: Option<dlog_crypto::trust::TrustPolicy>,
+    /// The trust file's voters and quorum only: what a checkpoint needs
+    /// when it is committed (auditors cosign it later, see [`cosign`]).
+    voter_trust: Option<dlog_crypto::trust::TrustPolicy>,
     /// When a leader last spoke to this node (see [`crate::failover`]).
     contact: LeaderContact,
     /// The leader's commit index as its recent messages announced it.
@@ -428,6 +431,10 @@ pub async fn start_with(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Resul
         commit_news: failover::CommitNews::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
         witness_seen: tokio::sync::Mutex::new(None),
+        voter_trust: trust.clone().map(|mut t| {
+            t.cosignatures = 0;
+            t
+        }),
         trust,
     });
     tracing::info!(name = %inner.cfg.name, id = inner.cfg.id, listen = %inner.cfg.listen, "node started");
@@ -1757,7 +1764,7 @@ async fn collect_signatures(inner: &Arc<Inner>, size: u64, root: [u8; 32]) -> Re
     // Enough for offline verifiers: exactly what they will check.
     let verifies = |note: &SignedNote| {
         inner
-            .trust
+            .voter_trust
             .as_ref()
             .is_none_or(|t| t.verify_checkpoint(&note.to_string()).is_ok())
     };

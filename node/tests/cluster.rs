@@ -122,6 +122,7 @@ async fn three_nodes_replicate_sign_and_refuse() {
             segment_bits: 6,
             origin: "dlog/test".into(),
             snapshot_every: Some(200),
+            ..Default::default()
         },
         &program(),
         &[],
@@ -301,6 +302,7 @@ async fn kill_leader_five_times_then_add_a_node_by_snapshot() {
         segment_bits: 5,
         origin: "dlog/crash".into(),
         snapshot_every: Some(300),
+        ..Default::default()
     };
     let _g = up(dir, &spec);
     let client = Arc::new(
