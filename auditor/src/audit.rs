@@ -344,6 +344,11 @@ impl Pending {
         self.tree.size()
     }
 
+    /// The root over every entry covered.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
     /// Checks one entry as served and adds its leaf.
     pub fn push(&mut self, entry: &[u8]) -> Result<(), AuditError> {
         let index = self.tree.size();

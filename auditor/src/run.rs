@@ -16,7 +16,12 @@
 //! 3. cosigns the checkpoint it verified and submits it; when the leader
 //!    asks it to cosign the witnessed checkpoint instead, it checks that one
 //!    against its own tree by a consistency proof and cosigns it;
-//! 4. saves its state and sleeps for the poll interval.
+//! 4. re-reads a slice of one node's whole copy ([`SWEEP_PER_ROUND`]
+//!    entries; the nodes take turns, sweep by sweep) and checks it against
+//!    the verified tree, so bytes that rot *after* they were verified are
+//!    caught too: a failed sweep is an incident naming the node;
+//! 5. saves its state and waits for a newer checkpoint (at most the poll
+//!    interval).
 
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,12 +29,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dlog_crypto::note::{Cosigner, SignedNote};
 use dlog_node::client::Client;
 
+use crate::audit::Frontier;
 use crate::audit::{Auditor, Pending, Witnessable};
 use crate::config::AuditorConfig;
-use crate::state::{Alarm, Cosigned, State};
+use crate::state::{Alarm, Cosigned, State, Sweep};
 
 /// Most entries verified per step (one consistency proof each).
 pub const STEP: u64 = 1 << 20;
+/// Entries of a node's whole copy re-read per round.
+pub const SWEEP_PER_ROUND: u64 = 65_536;
 /// The shortest pause between two rounds.
 pub const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -90,6 +98,8 @@ pub async fn run(
         client,
         auditor,
         turn: 0,
+        sweep: None,
+        sweep_turn: 0,
     };
     tokio::pin!(shutdown);
     let outcome = loop {
@@ -130,6 +140,18 @@ struct Rounds {
     cosigner: Cosigner,
     /// Which node reads first this round.
     turn: usize,
+    /// The re-read of one node's copy in progress.
+    sweep: Option<Sweeping>,
+    /// Which node is swept next.
+    sweep_turn: usize,
+}
+
+/// A re-read of one node's whole copy, against the verified root at `target`.
+struct Sweeping {
+    node: String,
+    target: u64,
+    root: dlog_crypto::hash::Hash,
+    pending: Pending,
 }
 
 /// A step's entries from one node, or why that node could not give them.
@@ -180,7 +202,80 @@ impl Rounds {
             Some(w) if state.cosigned.as_ref().is_none_or(|c| c.size < w.size()) => Some(w),
             _ => None,
         };
-        self.cosign(state, target).await
+        self.cosign(state, target).await?;
+        self.sweep_step(state).await;
+        Ok(())
+    }
+
+    /// Re-reads the next slice of one node's copy; at the end, compares its
+    /// root with the verified root at that size.
+    async fn sweep_step(&mut self, state: &mut State) {
+        if self.auditor.size() == 0 {
+            return;
+        }
+        let sw = self.sweep.get_or_insert_with(|| {
+            let node = self.cfg.nodes[self.sweep_turn % self.cfg.nodes.len()].clone();
+            let fresh = Auditor::new(&self.cfg.trust, self.cfg.max_payload, Frontier::new(), 0);
+            Sweeping {
+                node,
+                target: self.auditor.size(),
+                root: self.auditor.tree().root(),
+                pending: fresh.begin(),
+            }
+        });
+        let end = sw.target.min(sw.pending.size() + SWEEP_PER_ROUND);
+        let mut failed = None;
+        while failed.is_none() && sw.pending.size() < end {
+            let want = (end - sw.pending.size()).min(self.cfg.batch.into()) as u32;
+            match self
+                .client
+                .entries(Some(&sw.node), sw.pending.size(), want)
+                .await
+            {
+                Ok(entries) => {
+                    for e in &entries {
+                        if let Err(e) = sw.pending.push(e) {
+                            failed = Some(format!("re-reading its copy: {e}"));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = Some(format!(
+                        "re-reading its copy from entry {}: {e}",
+                        sw.pending.size()
+                    ))
+                }
+            }
+        }
+        if failed.is_none() && sw.pending.size() < sw.target {
+            return;
+        }
+        let Some(sw) = self.sweep.take() else {
+            return;
+        };
+        self.sweep_turn = self.sweep_turn.wrapping_add(1);
+        if failed.is_none() && sw.pending.root() != sw.root {
+            failed = Some(format!(
+                "its copy of entries 0..{} gives another root than the verified log",
+                sw.target
+            ));
+        }
+        let ok = failed.is_none();
+        match failed {
+            Some(why) => self.incident(state, Some(&sw.node), why),
+            None => {
+                tracing::info!(node = %sw.node, size = sw.target, "re-verified the node's whole copy")
+            }
+        }
+        state.sweeps.insert(
+            sw.node,
+            Sweep {
+                size: sw.target,
+                time: now_secs(),
+                ok,
+            },
+        );
     }
 
     /// Verifies the next step of entries against the checkpoint of `size`.

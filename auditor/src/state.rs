@@ -82,6 +82,21 @@ pub struct State {
     pub incidents: Vec<Incident>,
     /// Set once the log failed verification.
     pub alarm: Option<Alarm>,
+    /// Per node: the last time its whole copy was read again and checked
+    /// against the verified tree (see [`crate::run`]).
+    #[serde(default)]
+    pub sweeps: std::collections::BTreeMap<String, Sweep>,
+}
+
+/// The outcome of re-reading one node's whole copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    /// Entries re-read.
+    pub size: u64,
+    /// When it ended (Unix seconds).
+    pub time: u64,
+    /// Whether every entry was served and they gave the verified root.
+    pub ok: bool,
 }
 
 /// A state file that cannot be used.
@@ -115,6 +130,7 @@ impl State {
             cosigned: None,
             incidents: Vec::new(),
             alarm: None,
+            sweeps: Default::default(),
         };
         s.set_tree(&Frontier::new(), 0);
         s

@@ -95,6 +95,14 @@ pub fn auditor(cmd: AuditorCmd) -> Result<ExitCode> {
                     state.rounds,
                     ago(state.round_at).map_or(String::new(), |s| format!(", last {s} s ago"))
                 );
+                for (node, sw) in &state.sweeps {
+                    println!(
+                        "re-read   {node}: {} of {} entries ({} s ago)",
+                        if sw.ok { "all good" } else { "FAILED" },
+                        sw.size,
+                        now.saturating_sub(sw.time)
+                    );
+                }
                 println!("incidents {}", state.incidents.len());
                 for i in state.incidents.iter().rev().take(5) {
                     println!(

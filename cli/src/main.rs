@@ -697,12 +697,22 @@ fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {
             })
         );
     } else {
+        let witnesses = cp
+            .cosignatures()
+            .iter()
+            .map(|(n, t)| format!("{n} at {t}"))
+            .collect::<Vec<_>>();
         println!(
-            "verified: entry {} is in {} at tree size {} (signed by {})",
+            "verified: entry {} is in {} at tree size {} (signed by {}{})",
             v.index(),
             cp.checkpoint().origin,
             cp.checkpoint().size,
-            cp.signers().join(", ")
+            cp.signers().join(", "),
+            if witnesses.is_empty() {
+                String::new()
+            } else {
+                format!("; cosigned by {} (Unix seconds)", witnesses.join(", "))
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
