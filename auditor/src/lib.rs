@@ -7,7 +7,7 @@
 //!   against voter-signed checkpoints.
 //! * [`state`]: the state file (verified frontier, cosignatures, incidents,
 //!   alarm), written atomically after every round.
-//! * [`config`]: `auditor.toml`.
+//! * [`config`]: the `auditor.toml` file.
 //! * [`run`]: the process: rounds over its own WireGuard tunnel as an
 //!   `auditor` peer (read + cosign, never append).
 //!

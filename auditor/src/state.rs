@@ -154,12 +154,16 @@ impl State {
                 })
             }
         };
-        let s: State = serde_json::from_str(&text).map_err(|e| StateError {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        s.tree().map_err(|detail| StateError { path, detail })?;
-        Ok(Some(s))
+        State::from_json(&text)
+            .map(Some)
+            .map_err(|detail| StateError { path, detail })
+    }
+
+    /// Parses a state file's text and checks its tree (sans-IO; fuzzed).
+    pub fn from_json(text: &str) -> Result<State, String> {
+        let s: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        s.tree()?;
+        Ok(s)
     }
 
     /// The verified tree, checked: the frontier fits the size and gives the
