@@ -8,7 +8,7 @@
 //! * [`state`]: the state file (verified frontier, cosignatures, incidents,
 //!   alarm), written atomically after every round.
 //! * [`config`]: the `auditor.toml` file.
-//! * [`run`]: the process: rounds over its own WireGuard tunnel as an
+//! * [`mod@run`]: the process: rounds over its own WireGuard tunnel as an
 //!   `auditor` peer (read + cosign, never append).
 //!
 //! The auditor trusts no node: entries are hashed here, checkpoints are

@@ -83,7 +83,7 @@ pub struct State {
     /// Set once the log failed verification.
     pub alarm: Option<Alarm>,
     /// Per node: the last time its whole copy was read again and checked
-    /// against the verified tree (see [`crate::run`]).
+    /// against the verified tree (see [`mod@crate::run`]).
     #[serde(default)]
     pub sweeps: std::collections::BTreeMap<String, Sweep>,
 }
