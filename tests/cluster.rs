@@ -502,4 +502,48 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
         0,
     );
     assert!(text.contains("node-2: FAILED"), "{text}");
+
+    // Kill -9 the leader: the auditors follow the new one (their
+    // cosignatures go to the leader under their own keys, redirected by
+    // followers), and a new receipt carries both cosignatures again.
+    let (old_leader, pid) = leader_pid(&dir);
+    // SAFETY: kill(2) on a pid our cluster started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let r3 = tmp.path().join("r3.tlog-proof");
+    let i = expect(
+        &nowhere,
+        &[
+            "--cluster",
+            c,
+            "append",
+            "after failover",
+            "--receipt",
+            r3.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    assert_eq!(i.trim(), "301");
+    let v = json_lines(&expect(
+        &nowhere,
+        &[
+            "verify",
+            "--trust",
+            trust.to_str().unwrap(),
+            r3.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+        0,
+    ))
+    .remove(0);
+    assert_eq!(v["cosignatures"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        !v["signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == old_leader.as_str()),
+        "{v}"
+    );
 }

@@ -36,6 +36,8 @@ use crate::state::{Alarm, Cosigned, State, Sweep};
 
 /// Most entries verified per step (one consistency proof each).
 pub const STEP: u64 = 1 << 20;
+/// How long a node that failed to serve is read last.
+pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Entries of a node's whole copy re-read per round.
 pub const SWEEP_PER_ROUND: u64 = 65_536;
 /// The shortest pause between two rounds.
@@ -98,6 +100,7 @@ pub async fn run(
         client,
         auditor,
         turn: 0,
+        suspect: Default::default(),
         sweep: None,
         sweep_turn: 0,
     };
@@ -140,6 +143,8 @@ struct Rounds {
     cosigner: Cosigner,
     /// Which node reads first this round.
     turn: usize,
+    /// Nodes that failed to answer, and until when they are read last.
+    suspect: std::collections::HashMap<String, std::time::Instant>,
     /// The re-read of one node's copy in progress.
     sweep: Option<Sweeping>,
     /// Which node is swept next.
@@ -213,6 +218,26 @@ impl Rounds {
         if self.auditor.size() == 0 {
             return;
         }
+        let now = std::time::Instant::now();
+        if let Some(sw) = &self.sweep {
+            if self.suspect.get(&sw.node).is_some_and(|t| *t > now) {
+                // Failed lately: its re-read waits for its next turn.
+                self.sweep = None;
+                self.sweep_turn = self.sweep_turn.wrapping_add(1);
+                return;
+            }
+        }
+        if self.sweep.is_none() {
+            // The next node in turn that did not fail lately.
+            let n = self.cfg.nodes.len();
+            let Some(k) = (0..n).find(|k| {
+                let node = &self.cfg.nodes[(self.sweep_turn + k) % n];
+                self.suspect.get(node).is_none_or(|t| *t <= now)
+            }) else {
+                return;
+            };
+            self.sweep_turn = self.sweep_turn.wrapping_add(k);
+        }
         let sw = self.sweep.get_or_insert_with(|| {
             let node = self.cfg.nodes[self.sweep_turn % self.cfg.nodes.len()].clone();
             let fresh = Auditor::new(&self.cfg.trust, self.cfg.max_payload, Frontier::new(), 0);
@@ -262,6 +287,9 @@ impl Rounds {
             ));
         }
         let ok = failed.is_none();
+        if !ok {
+            self.suspect.insert(sw.node.clone(), now + SUSPECT_FOR);
+        }
         match failed {
             Some(why) => self.incident(state, Some(&sw.node), why),
             None => {
@@ -296,11 +324,12 @@ impl Rounds {
         };
         let n = self.cfg.nodes.len();
         let mut evidence = Vec::new();
-        for k in 0..n {
-            let node = self.cfg.nodes[(self.turn + k) % n].clone();
+        for node in self.order() {
             let pending = match self.fetch(&node, to).await {
                 Fetched::Ok(p) => p,
                 Fetched::Failed(why) => {
+                    self.suspect
+                        .insert(node.clone(), std::time::Instant::now() + SUSPECT_FOR);
                     self.incident(state, Some(&node), why);
                     continue;
                 }
@@ -329,6 +358,18 @@ impl Rounds {
             None,
             format!("no node served entries {from}..{to} that verify"),
         ))
+    }
+
+    /// The nodes in this round's turn, those that failed lately last.
+    fn order(&self) -> Vec<String> {
+        let n = self.cfg.nodes.len();
+        let now = std::time::Instant::now();
+        let mut v: Vec<_> = (0..n)
+            .map(|k| self.cfg.nodes[(self.turn + k) % n].clone())
+            .collect();
+        // Stable: the turn order holds within each group.
+        v.sort_by_key(|node| self.suspect.get(node).is_some_and(|t| *t > now));
+        v
     }
 
     /// Reads entries up to `to` from `node` and checks each one.

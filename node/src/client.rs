@@ -502,11 +502,16 @@ impl Client {
 
     /// Canonical bytes of the entries from `start` on, as many as one
     /// answer holds (at most `max`; at least one). `node`: ask that node
-    /// only; otherwise any node, retried.
+    /// only, once, for at most the attempt time (3 s at least); otherwise
+    /// any node, retried.
     pub async fn entries(&self, node: Option<&str>, start: u64, max: u32) -> Result<Vec<Vec<u8>>> {
         let call = Call::Entries { start, max };
         let r = match node {
-            Some(n) => self.call_node(n, call).await?,
+            // A dead node must not hold the caller for the whole deadline.
+            Some(n) => {
+                let within = self.attempt.max(Duration::from_secs(3)).min(self.timeout);
+                self.call_node_within(n, call, within).await?
+            }
             None => self.call(call).await?,
         };
         match r {

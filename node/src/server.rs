@@ -1247,11 +1247,13 @@ async fn dispatch(
             })
             .await
         }
+        // Never forwarded: the leader must see the auditor's own key (a
+        // forwarded call would come from this node's).
         Call::Cosign { note } => {
             if is_leader(inner) {
                 cosign(inner, from, note).await
             } else {
-                forward(inner, from, &Call::Cosign { note }).await
+                Err(redirect(inner))
             }
         }
         Call::Witnessed { covering, wait_ms } => {
