@@ -461,27 +461,43 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
     for n in 1..=2 {
         let (s, code) = auditor_status(&dir, n);
         assert_eq!(code, 0, "{s}");
-        assert_eq!(s["incidents"].as_array().unwrap().len(), 0, "{s}");
         assert!(s["cosigned"]["size"].as_u64().unwrap() >= 301, "{s}");
+        // (Incidents may come from a slow moment on a busy machine; none
+        // is about a replica's bytes.)
+        let bad = s["incidents"].as_array().unwrap().iter().any(|i| {
+            let d = i["detail"].as_str().unwrap_or("");
+            d.contains("orrupt") || d.contains("another root") || d.contains("bad entry")
+        });
+        assert!(!bad, "{s}");
     }
 
     // Rot one byte of node-2's first sealed segment (entry "audited 017").
+    // In place, one byte, as rot would: node-2 keeps the file mapped.
     let seg = dir.join("node-2/data/ledger/segments/00000000000000000000.seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
     let at = bytes
         .windows(11)
         .position(|w| w == b"audited 017")
         .expect("the entry in the segment");
-    bytes[at + 8] ^= 0x01;
-    std::fs::write(&seg, &bytes).unwrap();
-    wait_auditors(&dir, "name node-2 in an incident", |s| {
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[bytes[at + 8] ^ 0x01], (at + 8) as u64)
+            .unwrap();
+    }
+    wait_auditors(&dir, "name node-2's entry 17 in an incident", |s| {
         s["sweeps"]["node-2"]["ok"] == false
-            && s["incidents"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|i| i["node"] == "node-2")
+            && s["incidents"].as_array().unwrap().iter().any(|i| {
+                i["node"] == "node-2" && i["detail"].as_str().unwrap_or("").contains("entry 17")
+            })
     });
+    let node2: i32 = std::fs::read_to_string(dir.join("node-2/node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only checks that our node-2 still runs.
+    assert_eq!(unsafe { libc::kill(node2, 0) }, 0, "node-2 died");
     // One replica's rot is not the log's fault: no alarm, still healthy,
     // and the other nodes' copies still check out.
     for n in 1..=2 {
@@ -509,12 +525,18 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
     let (old_leader, pid) = leader_pid(&dir);
     // SAFETY: kill(2) on a pid our cluster started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    // An election, a checkpoint and both auditors noticing the new leader
+    // take a few seconds: give this client a longer deadline.
+    let slow = dir.join("client-slow.toml");
+    let mut text = std::fs::read_to_string(dir.join("client.toml")).unwrap();
+    text.push_str("timeout_ms = 45000\n");
+    std::fs::write(&slow, text).unwrap();
     let r3 = tmp.path().join("r3.tlog-proof");
     let i = expect(
         &nowhere,
         &[
             "--cluster",
-            c,
+            slow.to_str().unwrap(),
             "append",
             "after failover",
             "--receipt",

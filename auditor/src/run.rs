@@ -38,8 +38,10 @@ use crate::state::{Alarm, Cosigned, State, Sweep};
 pub const STEP: u64 = 1 << 20;
 /// How long a node that failed to serve is read last.
 pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-/// Entries of a node's whole copy re-read per round.
+/// Entries of a node's whole copy re-read per round (at most).
 pub const SWEEP_PER_ROUND: u64 = 65_536;
+/// Bytes of a node's whole copy re-read per round (about; at least one read).
+pub const SWEEP_BYTES_PER_ROUND: usize = 16 << 20;
 /// The shortest pause between two rounds.
 pub const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -108,7 +110,12 @@ pub async fn run(
     let outcome = loop {
         let result = tokio::select! {
             biased;
-            _ = &mut shutdown => break Ok(()),
+                        _ = &mut shutdown => {
+                if let Err(e) = state.save(&r.cfg.state_dir) {
+                    tracing::error!(%e, "cannot save the auditor state");
+                }
+                break Ok(());
+            }
             res = r.round(&mut state) => res,
         };
         state.rounds += 1;
@@ -179,18 +186,23 @@ impl Rounds {
         if latest.note.is_empty() {
             return Ok(());
         }
-        state.log_size_seen = state.log_size_seen.max(latest.size);
+        // The size the voters signed, never the answer's own size field.
+        let Some((size, _)) = dlog_ledger::store::parse_checkpoint_body(&latest.note) else {
+            self.incident(state, None, "a checkpoint that does not parse".into());
+            return Ok(());
+        };
+        state.log_size_seen = state.log_size_seen.max(size);
         let mut witnessable = None;
-        if latest.size < self.auditor.size() {
+        if size < self.auditor.size() {
             // A replica behind the others: still one tree, or evidence.
-            match self.older(&latest.note, latest.size).await {
+            match self.older(&latest.note, size).await {
                 Ok(w) => witnessable = Some(w),
                 Err(Step::Alarm(a)) => return Err(self.alarm(state, a, &latest.note)),
                 Err(Step::Incident(node, why)) => self.incident(state, node.as_deref(), why),
             }
         }
-        while self.auditor.size() < latest.size {
-            match self.step(state, &latest.note, latest.size).await {
+        while self.auditor.size() < size {
+            match self.step(state, &latest.note, size).await {
                 Ok(w) => witnessable = w.or(witnessable),
                 Err(Step::Alarm(a)) => return Err(self.alarm(state, a, &latest.note)),
                 Err(Step::Incident(node, why)) => {
@@ -199,7 +211,7 @@ impl Rounds {
                 }
             }
         }
-        if self.auditor.size() == latest.size && witnessable.is_none() {
+        if self.auditor.size() == size && witnessable.is_none() {
             witnessable = self.auditor.check_older(&latest.note, &[]).ok();
         }
         self.turn = self.turn.wrapping_add(1);
@@ -207,6 +219,13 @@ impl Rounds {
             Some(w) if state.cosigned.as_ref().is_none_or(|c| c.size < w.size()) => Some(w),
             _ => None,
         };
+        // Nothing is cosigned before the tree it was checked against is on
+        // disk: a restarted auditor must never verify (and cosign) a fork of
+        // what it cosigned before.
+        if let Err(e) = state.save(&self.cfg.state_dir) {
+            self.incident(state, None, format!("not cosigning: {e}"));
+            return Ok(());
+        }
         self.cosign(state, target).await?;
         self.sweep_step(state).await;
         Ok(())
@@ -250,15 +269,17 @@ impl Rounds {
         });
         let end = sw.target.min(sw.pending.size() + SWEEP_PER_ROUND);
         let mut failed = None;
-        while failed.is_none() && sw.pending.size() < end {
+        let mut bytes = 0usize;
+        while failed.is_none() && sw.pending.size() < end && bytes < SWEEP_BYTES_PER_ROUND {
             let want = (end - sw.pending.size()).min(self.cfg.batch.into()) as u32;
             match self
                 .client
-                .entries(Some(&sw.node), sw.pending.size(), want)
+                .entries(Some(&sw.node), sw.pending.size(), want, true)
                 .await
             {
                 Ok(entries) => {
                     for e in &entries {
+                        bytes += e.len();
                         if let Err(e) = sw.pending.push(e) {
                             failed = Some(format!("re-reading its copy: {e}"));
                             break;
@@ -315,19 +336,24 @@ impl Rounds {
     ) -> Result<Option<Witnessable>, Step> {
         let from = self.auditor.size();
         let to = size.min(from + STEP);
-        let proof = if to < size {
-            self.client.consistency_proof(to, size).await.map_err(|e| {
-                Step::Incident(None, format!("consistency proof {to} → {size}: {e}"))
-            })?
-        } else {
-            Vec::new()
-        };
         let n = self.cfg.nodes.len();
         let mut evidence = Vec::new();
         for node in self.order() {
-            let pending = match self.fetch(&node, to).await {
-                Fetched::Ok(p) => p,
-                Fetched::Failed(why) => {
+            // Entries and proof from the same node: one bad replica (a
+            // rotted entry or proof node) cannot pass for the log's fault.
+            let fetched = match self.fetch(&node, to).await {
+                Fetched::Ok(p) if to < size => self
+                    .client
+                    .consistency_proof_at(Some(&node), to, size)
+                    .await
+                    .map(|proof| (p, proof))
+                    .map_err(|e| format!("consistency proof {to} → {size}: {e}")),
+                Fetched::Ok(p) => Ok((p, Vec::new())),
+                Fetched::Failed(why) => Err(why),
+            };
+            let (pending, proof) = match fetched {
+                Ok(x) => x,
+                Err(why) => {
                     self.suspect
                         .insert(node.clone(), std::time::Instant::now() + SUSPECT_FOR);
                     self.incident(state, Some(&node), why);
@@ -377,7 +403,7 @@ impl Rounds {
         let mut p = self.auditor.begin();
         while p.size() < to {
             let want = (to - p.size()).min(self.cfg.batch.into()) as u32;
-            let entries = match self.client.entries(Some(node), p.size(), want).await {
+            let entries = match self.client.entries(Some(node), p.size(), want, false).await {
                 Ok(e) => e,
                 Err(e) => {
                     return Fetched::Failed(format!("reading entries from {}: {e}", p.size()))
@@ -392,26 +418,50 @@ impl Rounds {
         Fetched::Ok(p)
     }
 
-    /// Checks a checkpoint no larger than the verified tree.
+    /// Checks a checkpoint no larger than the verified tree, with a
+    /// consistency proof from each node in turn until one proves it; it is
+    /// evidence against the log only if every node's proof fails.
     async fn older(&self, note: &str, size: u64) -> Result<Witnessable, Step> {
-        let have = self.auditor.size();
-        let proof = if size == have {
-            Vec::new()
-        } else {
-            self.client
-                .consistency_proof(size, have)
-                .await
-                .map_err(|e| {
-                    Step::Incident(None, format!("consistency proof {size} → {have}: {e}"))
-                })?
-        };
-        self.auditor.check_older(note, &proof).map_err(|e| {
+        let classify = |e: crate::audit::AuditError| {
             if e.is_evidence() {
                 Step::Alarm(e.to_string())
             } else {
                 Step::Incident(None, e.to_string())
             }
-        })
+        };
+        let have = self.auditor.size();
+        if size == have {
+            return self.auditor.check_older(note, &[]).map_err(classify);
+        }
+        let nodes = self.order();
+        let mut evidence = Vec::new();
+        let mut last = String::new();
+        for node in &nodes {
+            let proof = match self
+                .client
+                .consistency_proof_at(Some(node), size, have)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    last = format!("{node}: consistency proof {size} → {have}: {e}");
+                    continue;
+                }
+            };
+            match self.auditor.check_older(note, &proof) {
+                Ok(w) => return Ok(w),
+                Err(e) if e.is_evidence() => evidence.push(format!("{node}: {e}")),
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        if evidence.len() == nodes.len() {
+            return Err(Step::Alarm(evidence.join("; ")));
+        }
+        let why = evidence.first().unwrap_or(&last);
+        Err(Step::Incident(
+            None,
+            format!("no node proved the checkpoint of size {size} consistent: {why}"),
+        ))
     }
 
     /// Submits a cosignature of `target` (if any); joins the witnessed
@@ -426,7 +476,7 @@ impl Rounds {
             // Nothing new of our own: help complete the witnessed checkpoint.
             match self.client.witnessed().await {
                 Ok(w) if !w.note.is_empty() && !self.cosigned_by_me(&w.note) => {
-                    next = self.joinable(state, &w.note, w.size).await?;
+                    next = self.joinable(state, &w.note).await?;
                 }
                 Ok(_) => {}
                 Err(e) => self.incident(state, None, format!("no witnessed checkpoint: {e}")),
@@ -450,10 +500,10 @@ impl Rounds {
                     return Ok(());
                 }
                 Ok((current, false)) => {
-                    let size =
-                        dlog_ledger::store::parse_checkpoint_body(&current).map_or(0, |x| x.0);
-                    tracing::debug!(size, "asked to cosign the witnessed checkpoint");
-                    next = self.joinable(state, &current, size).await?;
+                    tracing::debug!("asked to cosign the witnessed checkpoint");
+                    if !self.cosigned_by_me(&current) {
+                        next = self.joinable(state, &current).await?;
+                    }
                 }
                 Err(e) => {
                     self.incident(
@@ -474,8 +524,15 @@ impl Rounds {
         &self,
         state: &mut State,
         note: &str,
-        size: u64,
     ) -> Result<Option<Witnessable>, AuditorError> {
+        let Some((size, _)) = dlog_ledger::store::parse_checkpoint_body(note) else {
+            self.incident(
+                state,
+                None,
+                "a witnessed checkpoint that does not parse".into(),
+            );
+            return Ok(None);
+        };
         if size > self.auditor.size() {
             return Ok(None);
         }

@@ -365,10 +365,32 @@ impl Client {
 
     /// Consistency proof between two sizes.
     pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>> {
-        match self.call(Call::Consistency { old, new }).await? {
+        self.consistency_proof_at(None, old, new).await
+    }
+
+    /// Consistency proof between two sizes from `node` (once, within the
+    /// attempt time, 3 s at least), or from any node.
+    pub async fn consistency_proof_at(
+        &self,
+        node: Option<&str>,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<[u8; 32]>> {
+        let call = Call::Consistency { old, new };
+        let r = match node {
+            Some(n) => self.call_node_within(n, call, self.per_node()).await?,
+            None => self.call(call).await?,
+        };
+        match r {
             Reply::Proof(p) => Ok(p),
             r => Err(unexpected(r)),
         }
+    }
+
+    /// How long one call to one named node may take before the caller
+    /// moves on (a dead node must not hold it for the whole deadline).
+    fn per_node(&self) -> Duration {
+        self.attempt.max(Duration::from_secs(3)).min(self.timeout)
     }
 
     /// The latest majority-signed checkpoint; `linearizable` runs ReadIndex on the leader.
@@ -403,6 +425,16 @@ impl Client {
                         .verify_checkpoint(&note)
                         .map_err(|e| NodeError::Verify(e.to_string()))?;
                 }
+                // The size the note says (signed), not the answer's field.
+                let size = if note.is_empty() {
+                    size
+                } else {
+                    dlog_ledger::store::parse_checkpoint_body(&note)
+                        .ok_or_else(|| {
+                            NodeError::Verify("a checkpoint that does not parse".into())
+                        })?
+                        .0
+                };
                 Ok(ServedCheckpoint {
                     note,
                     size,
@@ -503,15 +535,18 @@ impl Client {
     /// Canonical bytes of the entries from `start` on, as many as one
     /// answer holds (at most `max`; at least one). `node`: ask that node
     /// only, once, for at most the attempt time (3 s at least); otherwise
-    /// any node, retried.
-    pub async fn entries(&self, node: Option<&str>, start: u64, max: u32) -> Result<Vec<Vec<u8>>> {
-        let call = Call::Entries { start, max };
+    /// any node, retried. `local`: from the answering node's own copy, never
+    /// forwarded to the leader.
+    pub async fn entries(
+        &self,
+        node: Option<&str>,
+        start: u64,
+        max: u32,
+        local: bool,
+    ) -> Result<Vec<Vec<u8>>> {
+        let call = Call::Entries { start, max, local };
         let r = match node {
-            // A dead node must not hold the caller for the whole deadline.
-            Some(n) => {
-                let within = self.attempt.max(Duration::from_secs(3)).min(self.timeout);
-                self.call_node_within(n, call, within).await?
-            }
+            Some(n) => self.call_node_within(n, call, self.per_node()).await?,
             None => self.call(call).await?,
         };
         match r {

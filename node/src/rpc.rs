@@ -149,6 +149,10 @@ pub enum Call {
         start: u64,
         /// Most entries wanted (at most [`MAX_ENTRIES_PER_CALL`]).
         max: u32,
+        /// Answer from this replica's own copy only: a replica that does not
+        /// hold `start` refuses instead of forwarding to the leader (an
+        /// auditor re-reading one node's copy).
+        local: bool,
     },
     /// An auditor's witness cosignature (auditor): `note` is a checkpoint
     /// signed by a quorum of voters plus the caller's cosignature line. The
@@ -172,7 +176,7 @@ pub enum Call {
 /// Most entries one [`Call::Entries`] answers.
 pub const MAX_ENTRIES_PER_CALL: u32 = 16_384;
 /// Most entry bytes one [`Call::Entries`] answers (one entry always fits).
-pub const MAX_ENTRIES_BYTES: usize = 4 << 20;
+pub const MAX_ENTRIES_BYTES: usize = 1 << 20;
 
 /// Serde for a snapshot chunk with its data as one byte string: the same
 /// bytes as openraft's derived encoding in bincode, without visiting the

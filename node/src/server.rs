@@ -1227,10 +1227,9 @@ async fn dispatch(
             stored_checkpoint(inner, false)
         }
         Call::Status => Ok(Reply::Status(status(inner))),
-        Call::Entries { start, max } => {
+        Call::Entries { start, max, local } => {
             let max = max.clamp(1, MAX_ENTRIES_PER_CALL);
-            let call = Call::Entries { start, max };
-            read(inner, from, call, start.saturating_add(1), |l| {
+            let range = move |l: &dlog_ledger::Ledger| {
                 let end = l.size().min(start.saturating_add(max.into()));
                 // Out of range: the ledger's own error says so.
                 let mut out = vec![serde_bytes::ByteBuf::from(l.entry(start)?)];
@@ -1244,8 +1243,14 @@ async fn dispatch(
                     out.push(serde_bytes::ByteBuf::from(e));
                 }
                 Ok(Reply::Entries(out))
-            })
-            .await
+            };
+            if local {
+                let g = inner.sm.lock();
+                serving(&g)?;
+                return range(g.ledger().map_err(internal)?).map_err(bad);
+            }
+            let call = Call::Entries { start, max, local };
+            read(inner, from, call, start.saturating_add(1), range).await
         }
         // Never forwarded: the leader must see the auditor's own key (a
         // forwarded call would come from this node's).
@@ -1301,7 +1306,8 @@ async fn dispatch(
     }
 }
 
-/// How long a witnessed checkpoint gathers cosignatures before a newer
+/// How long after its last change a witnessed checkpoint keeps gathering
+/// cosignatures before a newer
 /// one may replace it while it lacks some auditor's (see [`crate::witness`]).
 const JOIN_WINDOW: Duration = Duration::from_secs(10);
 
@@ -1319,6 +1325,16 @@ async fn cosign(
         ));
     };
     let mut seen = inner.witness_seen.lock().await;
+    // A leader just elected may not have applied the witnessed checkpoint
+    // its predecessor committed: merge against the latest one.
+    inner
+        .raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| match e.forward_to_leader() {
+            Some(_) => redirect(inner),
+            None => internal(e),
+        })?;
     let current = inner.sm.lock().witnessed().map(str::to_string);
     let current_size = current
         .as_deref()
@@ -1338,6 +1354,12 @@ async fn cosign(
             return Ok(Reply::Cosigned {
                 note: w,
                 accepted: false,
+            })
+        }
+        crate::witness::Merge::Already(w) => {
+            return Ok(Reply::Cosigned {
+                note: w,
+                accepted: true,
             })
         }
         crate::witness::Merge::Accept(w) => w,
@@ -1367,9 +1389,9 @@ async fn cosign(
         })
         .await
         .map_err(|e| write_err(inner, e))?;
-    if current_size != Some(size) {
-        *seen = Some((size, Instant::now()));
-    }
+    // The join window runs from the last change: while auditors keep
+    // joining, the witnessed checkpoint stays open for the rest.
+    *seen = Some((size, Instant::now()));
     tracing::info!(auditor = %from.name, size, time = sub.time, "cosignature added to the witnessed checkpoint");
     Ok(Reply::Cosigned {
         note: merged,

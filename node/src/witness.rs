@@ -30,6 +30,9 @@ pub enum Merge {
     Accept(String),
     /// Keep the current one; the caller should cosign it instead.
     Join(String),
+    /// The current one already carries the caller's cosignature of this
+    /// checkpoint: nothing to commit.
+    Already(String),
 }
 
 /// A submission that cannot be merged (a bad request).
@@ -91,30 +94,44 @@ pub fn merge(
     let submission = Submission { checkpoint, time };
     let size = submission.checkpoint.size;
 
+    // A stored note that does not verify (it never should: every merge
+    // checks what it adds) is treated as none, so whatever is accepted
+    // verifies as a whole.
     let current = current.and_then(|c| {
+        voters_only.verify_checkpoint(c).ok()?;
         let n = SignedNote::parse(c).ok()?;
         let cp = Checkpoint::parse_body(&n.text).ok()?;
         Some((c, n, cp))
     });
+    let mine = |s: &NoteSignature| s.name == caller && s.key_id == auditor.key_id();
     let decision = match current {
-        Some((_, mut w, cp)) if cp.size == size => {
+        Some((c, w, cp)) if cp.size == size => {
             if w.text != text {
                 return Err(WitnessError::Conflict(size));
             }
-            w.signatures
-                .retain(|s| !(s.name == caller && s.key_id == auditor.key_id()));
-            w.add_signature(line);
-            Merge::Accept(w.to_string())
+            if w.signatures.iter().any(mine) {
+                // It verified as a whole, so that line is valid: nothing to add.
+                Merge::Already(c.to_string())
+            } else {
+                let mut w = SignedNote {
+                    signatures: trusted_lines(trust, &w.text, &w.signatures, true),
+                    text: w.text,
+                };
+                w.add_signature(line);
+                Merge::Accept(w.to_string())
+            }
         }
         Some((c, _, cp)) if cp.size > size => Merge::Join(c.to_string()),
-        Some((c, _, _)) if current_open && !complete(trust, c) => Merge::Join(c.to_string()),
+        Some((c, w, _)) if current_open && !settled(trust, c, w.signatures.iter().any(mine)) => {
+            Merge::Join(c.to_string())
+        }
         _ => {
-            // A new witnessed checkpoint: the voters' signatures as
-            // submitted (the trust file's and any other node's), and the
-            // caller's cosignature, none of another auditor's.
+            // A new witnessed checkpoint: the trust file's voter signatures
+            // as submitted (verified, one per key) and the caller's
+            // cosignature; nothing else, so it stays small and verifies.
             let mut w = SignedNote {
+                signatures: trusted_lines(trust, &text, &note.signatures, false),
                 text,
-                signatures: voter_lines(trust, &note.signatures),
             };
             w.add_signature(line);
             Merge::Accept(w.to_string())
@@ -123,17 +140,38 @@ pub fn merge(
     Ok((decision, submission))
 }
 
-/// Signature lines that are not by a trust-file auditor key.
-fn voter_lines(trust: &TrustPolicy, sigs: &[NoteSignature]) -> Vec<NoteSignature> {
+/// The lines of `sigs` that verify under a trust-file voter key (and, with
+/// `cosigners`, a trust-file auditor key), one per key, in note order.
+fn trusted_lines(
+    trust: &TrustPolicy,
+    text: &str,
+    sigs: &[NoteSignature],
+    cosigners: bool,
+) -> Vec<NoteSignature> {
+    let mut seen = std::collections::HashSet::new();
     sigs.iter()
         .filter(|s| {
-            !trust
-                .auditors
+            let voter = trust
+                .voters
                 .iter()
-                .any(|a| a.name() == s.name && a.key_id() == s.key_id)
+                .any(|v| v.name() == s.name && v.key_id() == s.key_id && v.verify(text, s));
+            let auditor = cosigners
+                && trust.auditors.iter().any(|a| {
+                    a.name() == s.name && a.key_id() == s.key_id && a.verify(text, s).is_some()
+                });
+            (voter || auditor) && seen.insert((s.name.clone(), s.key_id))
         })
         .cloned()
         .collect()
+}
+
+/// Whether a newer cosignature may replace the witnessed checkpoint `note`
+/// even within its join window: every auditor cosigned it, or it has the
+/// trust file's required cosignatures and the caller's among them (so a
+/// dead auditor does not hold every receipt for the whole window).
+fn settled(trust: &TrustPolicy, note: &str, caller_in_it: bool) -> bool {
+    complete(trust, note)
+        || (caller_in_it && trust.cosignatures > 0 && trust.verify_checkpoint(note).is_ok())
 }
 
 /// Whether every auditor of the trust file cosigned `note` (validly).
@@ -186,6 +224,7 @@ mod tests {
         match m {
             Merge::Accept(n) => n,
             Merge::Join(n) => panic!("told to join {n}"),
+            Merge::Already(n) => panic!("already in {n}"),
         }
     }
 
@@ -241,20 +280,57 @@ mod tests {
     }
 
     #[test]
-    fn a_second_cosignature_by_the_same_auditor_replaces_its_first() {
+    fn a_second_cosignature_by_the_same_auditor_changes_nothing() {
         let t = trust();
         let w = accepted(
             merge(&t, "auditor-1", &submit(10, &[1], 5), None, false)
                 .unwrap()
                 .0,
         );
+        let (m, _) = merge(&t, "auditor-1", &submit(10, &[1], 9), Some(&w), true).unwrap();
+        assert_eq!(m, Merge::Already(w));
+    }
+
+    #[test]
+    fn junk_lines_never_reach_the_witnessed_note() {
+        let t = trust();
+        let body = Checkpoint::new("dlog/t", 10, [10; 32]).unwrap().to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        n.add_signature(voter(2).sign(&body));
+        n.add_signature(voter(2).sign(&body));
+        let stranger = NoteSigner::new("someone", SigningKey::from_bytes(&[55; 32])).unwrap();
+        for _ in 0..20 {
+            n.add_signature(stranger.sign(&body));
+        }
+        n.add_signature(auditor(1).cosign(&body, 5));
         let w = accepted(
-            merge(&t, "auditor-1", &submit(10, &[1], 9), Some(&w), true)
+            merge(&t, "auditor-1", &n.to_string(), None, false)
                 .unwrap()
                 .0,
         );
-        let v = t.verify_checkpoint(&w).unwrap();
-        assert_eq!(v.cosignatures(), &[("auditor-1".to_string(), 9)]);
+        assert_eq!(SignedNote::parse(&w).unwrap().signatures.len(), 3, "{w}");
+    }
+
+    #[test]
+    fn with_the_required_cosignatures_a_newer_one_may_replace_it_early() {
+        let mut t = trust();
+        t.cosignatures = 1;
+        let w = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        // auditor-1 moves on although auditor-2 (maybe dead) never joined.
+        let next = accepted(
+            merge(&t, "auditor-1", &submit(20, &[1], 6), Some(&w), true)
+                .unwrap()
+                .0,
+        );
+        assert_eq!(size_of(&next), 20);
+        // auditor-2 is still asked to join an open one it is missing.
+        let (m, _) = merge(&t, "auditor-2", &submit(30, &[2], 7), Some(&next), true).unwrap();
+        assert_eq!(m, Merge::Join(next));
     }
 
     #[test]
@@ -325,6 +401,30 @@ mod tests {
             merge(&t, "auditor-2", &n.to_string(), Some(&w), true).unwrap_err(),
             WitnessError::Conflict(10)
         );
+    }
+
+    #[test]
+    fn a_damaged_stored_note_is_replaced_not_extended() {
+        // Found by the witness_merge fuzz target: a stored note with a bad
+        // cosignature line was extended, and the result did not verify.
+        let t = trust();
+        let w = accepted(
+            merge(&t, "auditor-2", &submit(10, &[2], 5), None, false)
+                .unwrap()
+                .0,
+        );
+        let at = w.rfind("— auditor-2 ").unwrap() + "— auditor-2 ".len() + 20;
+        let mut bad = w.into_bytes();
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert!(t.verify_checkpoint(&bad).is_err());
+        let m = accepted(
+            merge(&t, "auditor-1", &submit(10, &[1], 6), Some(&bad), true)
+                .unwrap()
+                .0,
+        );
+        let v = t.verify_checkpoint(&m).unwrap();
+        assert_eq!(v.cosignatures(), &[("auditor-1".to_string(), 6)]);
     }
 
     proptest::proptest! {
