@@ -79,17 +79,24 @@ pub fn merge(
         .map_err(|e| WitnessError::Untrusted(e.to_string()))?;
     let checkpoint = verified.checkpoint().clone();
     let text = verified.body().to_string();
-    let auditor = trust
+    // Every trust-file key of that name (a rotation may list two).
+    let keys: Vec<_> = trust
         .auditors
         .iter()
-        .find(|a| a.name() == caller)
-        .ok_or_else(|| WitnessError::UnknownAuditor(caller.to_string()))?;
+        .filter(|a| a.name() == caller)
+        .collect();
+    if keys.is_empty() {
+        return Err(WitnessError::UnknownAuditor(caller.to_string()));
+    }
     let note = SignedNote::parse(submitted).map_err(|e| WitnessError::Untrusted(e.to_string()))?;
-    let (line, time) = note
+    let (line, time, auditor) = note
         .signatures
         .iter()
-        .filter(|s| s.name == caller && s.key_id == auditor.key_id())
-        .find_map(|s| auditor.verify(&text, s).map(|t| (s.clone(), t)))
+        .filter(|s| s.name == caller)
+        .find_map(|s| {
+            let key = keys.iter().find(|k| k.key_id() == s.key_id)?;
+            key.verify(&text, s).map(|t| (s.clone(), t, *key))
+        })
         .ok_or_else(|| WitnessError::NoCosignature(caller.to_string()))?;
     let submission = Submission { checkpoint, time };
     let size = submission.checkpoint.size;
