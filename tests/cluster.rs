@@ -517,7 +517,10 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
         None,
         0,
     );
-    assert!(text.contains("node-2: FAILED"), "{text}");
+    assert!(
+        text.contains("node-2: ") && text.contains("FAILED"),
+        "{text}"
+    );
 
     // Kill -9 the leader: the auditors follow the new one (their
     // cosignatures go to the leader under their own keys, redirected by

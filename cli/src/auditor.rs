@@ -97,9 +97,9 @@ pub fn auditor(cmd: AuditorCmd) -> Result<ExitCode> {
                 );
                 for (node, sw) in &state.sweeps {
                     println!(
-                        "re-read   {node}: {} of {} entries ({} s ago)",
-                        if sw.ok { "all good" } else { "FAILED" },
+                        "re-read   {node}: {} entries, {} ({} s ago)",
                         sw.size,
+                        if sw.ok { "all good" } else { "FAILED" },
                         now.saturating_sub(sw.time)
                     );
                 }
