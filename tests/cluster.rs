@@ -341,6 +341,27 @@ fn auditor_status(dir: &Path, n: u32) -> (serde_json::Value, i32) {
     (v, out.status.code().unwrap_or(-1))
 }
 
+/// `dlog --cluster CLIENT append TEXT --receipt OUT`, then `dlog verify
+/// --trust TRUST OUT --json`: the index printed and the verification.
+fn append_verified(
+    client: &Path,
+    trust: &Path,
+    text: &str,
+    out: &Path,
+) -> (String, serde_json::Value) {
+    let nowhere = out.with_extension("nowhere");
+    let (c, r) = (client.to_str().unwrap(), out.to_str().unwrap());
+    let i = expect(
+        &nowhere,
+        &["--cluster", c, "append", text, "--receipt", r],
+        None,
+        0,
+    );
+    let t = trust.to_str().unwrap();
+    let v = expect(&nowhere, &["verify", "--trust", t, r, "--json"], None, 0);
+    (i.trim().to_string(), json_lines(&v).remove(0))
+}
+
 /// Waits (bounded) until `check` holds for both auditors' statuses.
 fn wait_auditors(dir: &Path, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
     let end = Instant::now() + Duration::from_secs(60);
@@ -393,33 +414,8 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
         0,
     );
     let r = tmp.path().join("r.tlog-proof");
-    let i = expect(
-        &nowhere,
-        &[
-            "--cluster",
-            c,
-            "append",
-            "last",
-            "--receipt",
-            r.to_str().unwrap(),
-        ],
-        None,
-        0,
-    );
-    assert_eq!(i.trim(), "300");
-    let v = json_lines(&expect(
-        &nowhere,
-        &[
-            "verify",
-            "--trust",
-            trust.to_str().unwrap(),
-            r.to_str().unwrap(),
-            "--json",
-        ],
-        None,
-        0,
-    ))
-    .remove(0);
+    let (i, v) = append_verified(&dir.join("client.toml"), &trust, "last", &r);
+    assert_eq!(i, "300");
     let mut names: Vec<_> = v["cosignatures"]
         .as_array()
         .unwrap()
@@ -535,33 +531,8 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
     text.push_str("timeout_ms = 45000\n");
     std::fs::write(&slow, text).unwrap();
     let r3 = tmp.path().join("r3.tlog-proof");
-    let i = expect(
-        &nowhere,
-        &[
-            "--cluster",
-            slow.to_str().unwrap(),
-            "append",
-            "after failover",
-            "--receipt",
-            r3.to_str().unwrap(),
-        ],
-        None,
-        0,
-    );
-    assert_eq!(i.trim(), "301");
-    let v = json_lines(&expect(
-        &nowhere,
-        &[
-            "verify",
-            "--trust",
-            trust.to_str().unwrap(),
-            r3.to_str().unwrap(),
-            "--json",
-        ],
-        None,
-        0,
-    ))
-    .remove(0);
+    let (i, v) = append_verified(&slow, &trust, "after failover", &r3);
+    assert_eq!(i, "301");
     assert_eq!(v["cosignatures"].as_array().unwrap().len(), 2, "{v}");
     assert!(
         !v["signers"]

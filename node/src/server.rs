@@ -1028,6 +1028,20 @@ fn write_err(inner: &Inner, e: RaftError<NodeId, ClientWriteError<NodeId, BasicN
     }
 }
 
+/// Leader: a ReadIndex round, after which everything committed before the
+/// call is applied here. Not the leader: a refusal that names it.
+async fn leader_barrier(inner: &Inner) -> std::result::Result<(), RpcError> {
+    inner
+        .raft
+        .ensure_linearizable()
+        .await
+                .map(|_| ())
+        .map_err(|e| match e.forward_to_leader() {
+            Some(_) => redirect(inner),
+            None => internal(e),
+        })
+}
+
 /// How long a membership call waits for an earlier change to commit.
 const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(10);
 
@@ -1049,14 +1063,7 @@ where
         >,
     >,
 {
-    inner
-        .raft
-        .ensure_linearizable()
-        .await
-        .map_err(|e| match e.forward_to_leader() {
-            Some(_) => redirect(inner),
-            None => internal(e),
-        })?;
+    leader_barrier(inner).await?;
     let end = Instant::now() + MEMBERSHIP_SETTLE;
     loop {
         match op().await {
@@ -1327,14 +1334,7 @@ async fn cosign(
     let mut seen = inner.witness_seen.lock().await;
     // A leader just elected may not have applied the witnessed checkpoint
     // its predecessor committed: merge against the latest one.
-    inner
-        .raft
-        .ensure_linearizable()
-        .await
-        .map_err(|e| match e.forward_to_leader() {
-            Some(_) => redirect(inner),
-            None => internal(e),
-        })?;
+    leader_barrier(inner).await?;
     let current = inner.sm.lock().witnessed().map(str::to_string);
     let current_size = current
         .as_deref()
