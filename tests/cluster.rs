@@ -542,4 +542,76 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
             .any(|s| s == old_leader.as_str()),
         "{v}"
     );
+
+    // A replica forged consistently: entry 40's payload changed, its frame
+    // CRC and its leaf and parent hashes in the segment's node file
+    // recomputed, so the node's own checks pass and it serves the forged
+    // entry. Only the auditors' recomputation from the entries can tell;
+    // they name the node.
+    let forged = ["node-3", "node-1"]
+        .into_iter()
+        .find(|n| *n != old_leader)
+        .unwrap();
+    forge_entry(&dir.join(forged).join("data/ledger/segments"), 40, 6);
+    wait_auditors(&dir, "name the forged copy", |s| {
+        s["sweeps"][forged]["ok"] == false
+            && s["incidents"].as_array().unwrap().iter().any(|i| {
+                i["node"] == forged && i["detail"].as_str().unwrap_or("").contains("another root")
+            })
+    });
+    for n in 1..=2 {
+        let (s, code) = auditor_status(&dir, n);
+        assert_eq!(code, 0, "{s}");
+        assert!(s["alarm"].is_null(), "{s}");
+    }
+}
+
+/// Rewrites entry `index` of segment 0 (2^`bits` entries, sealed) in
+/// `segments` so that the node's own checks still pass: one payload byte,
+/// the frame CRC, and the leaf and every parent hash in the `.tree` file.
+fn forge_entry(segments: &Path, index: u64, bits: u32) {
+    use dlog_crypto::{Blake3Hasher, TreeHasher};
+    use std::os::unix::fs::FileExt;
+    let seg = segments.join("00000000000000000000.seg");
+    let tree = segments.join("00000000000000000000.tree");
+    let bytes = std::fs::read(&seg).unwrap();
+    let payload = format!("audited {index:03}");
+    let p = bytes
+        .windows(payload.len())
+        .position(|w| w == payload.as_bytes())
+        .expect("the entry in the segment");
+    // frame := len u32 | crc u32 | entry; entry := 14-byte header | payload
+    let entry_at = p - 14;
+    let frame_at = entry_at - 8;
+    let len = u32::from_be_bytes(bytes[frame_at..frame_at + 4].try_into().unwrap()) as usize;
+    let mut entry = bytes[entry_at..entry_at + len].to_vec();
+    entry[14 + 8] = b'X';
+    let crc = dlog_ledger::segment::frame_crc(index, &entry);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&crc.to_be_bytes(), (frame_at + 4) as u64)
+        .unwrap();
+    f.write_all_at(&entry, entry_at as u64).unwrap();
+    // .tree: every level of the segment, leaves first, 32 bytes a node.
+    let mut nodes = std::fs::read(&tree).unwrap();
+    let at = |level: u32, i: u64| -> usize {
+        let before: u64 = (0..level).map(|l| (1u64 << bits) >> l).sum();
+        ((before + i) * 32) as usize
+    };
+    let mut i = index;
+    let leaf = Blake3Hasher::hash_leaf(&entry);
+    nodes[at(0, i)..at(0, i) + 32].copy_from_slice(&leaf);
+    for level in 1..=bits {
+        i >>= 1;
+        let l: [u8; 32] = nodes[at(level - 1, 2 * i)..at(level - 1, 2 * i) + 32]
+            .try_into()
+            .unwrap();
+        let r: [u8; 32] = nodes[at(level - 1, 2 * i + 1)..at(level - 1, 2 * i + 1) + 32]
+            .try_into()
+            .unwrap();
+        let h = Blake3Hasher::hash_children(&l, &r);
+        nodes[at(level, i)..at(level, i) + 32].copy_from_slice(&h);
+    }
+    assert_eq!(nodes.len(), at(bits, 0) + 32, "the .tree layout");
+    let t = std::fs::OpenOptions::new().write(true).open(&tree).unwrap();
+    t.write_all_at(&nodes, 0).unwrap();
 }

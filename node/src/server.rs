@@ -1035,7 +1035,7 @@ async fn leader_barrier(inner: &Inner) -> std::result::Result<(), RpcError> {
         .raft
         .ensure_linearizable()
         .await
-                .map(|_| ())
+        .map(|_| ())
         .map_err(|e| match e.forward_to_leader() {
             Some(_) => redirect(inner),
             None => internal(e),
