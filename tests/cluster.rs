@@ -454,6 +454,15 @@ fn auditors_cosign_receipts_and_catch_a_flipped_byte() {
                 .iter()
                 .all(|n| s["sweeps"][n]["ok"] == true && s["sweeps"][n]["size"] == 301)
     });
+    let st = json_lines(&expect(&dir, &["cluster", "status", "--json"], None, 0)).remove(0);
+    let auditors = st["auditors"].as_array().unwrap();
+    assert_eq!(auditors.len(), 2, "{st}");
+    assert!(
+        auditors
+            .iter()
+            .all(|a| a["verified"] == 301 && a["alarm"].is_null()),
+        "{st}"
+    );
     for n in 1..=2 {
         let (s, code) = auditor_status(&dir, n);
         assert_eq!(code, 0, "{s}");

@@ -55,7 +55,8 @@ pub enum ClusterCmd {
     },
     /// Stop the cluster's node processes.
     Down,
-    /// Every node's role, term, applied index, sizes and health; exit 1 without a leader.
+    /// Every node's role, term, applied index, sizes and health, and every
+    /// auditor's progress; exit 1 without a leader or on an auditor's alarm.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -210,11 +211,63 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                     }
                 }
             }
+            // Auditors, from their state files (they serve nothing).
+            let mut auditors = Vec::new();
+            let mut alarm = false;
+            for adir in cluster::auditor_dirs(dir)? {
+                let name = adir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                match dlog_auditor::State::load(&adir.join("state")) {
+                    Ok(Some(st)) => {
+                        alarm |= st.alarm.is_some();
+                        let health = match &st.alarm {
+                            Some(a) => format!("ALARM: {}", a.detail),
+                            None => "healthy".to_string(),
+                        };
+                        if !json {
+                            println!(
+                                "{name:<10} auditor   verified {:<8} cosigned {:<10} incidents {:<4} {health}",
+                                st.size,
+                                st.cosigned.as_ref().map_or(0, |c| c.size),
+                                st.incidents.len(),
+                            );
+                        }
+                        auditors.push(serde_json::json!({
+                            "name": name,
+                            "verified": st.size,
+                            "cosigned": st.cosigned.as_ref().map(|c| c.size),
+                            "incidents": st.incidents.len(),
+                            "alarm": st.alarm.as_ref().map(|a| a.detail.clone()),
+                        }));
+                    }
+                    Ok(None) => {
+                        if !json {
+                            println!("{name:<10} auditor   no state yet");
+                        }
+                        auditors.push(serde_json::json!({"name": name, "verified": 0}));
+                    }
+                    Err(e) => {
+                        if !json {
+                            println!("{name:<10} auditor   unreadable state: {e}");
+                        }
+                        auditors.push(serde_json::json!({"name": name, "error": e.to_string()}));
+                    }
+                }
+            }
             if json {
-                println!("{}", serde_json::json!({"leader": leader, "nodes": rows}));
+                println!(
+                    "{}",
+                    serde_json::json!({"leader": leader, "nodes": rows, "auditors": auditors})
+                );
             }
             if !leader {
                 eprintln!("dlog: the cluster has no leader");
+                return Ok(ExitCode::from(1));
+            }
+            if alarm {
+                eprintln!("dlog: an auditor raised an alarm (dlog auditor status --config ...)");
                 return Ok(ExitCode::from(1));
             }
         }
