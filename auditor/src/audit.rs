@@ -17,7 +17,7 @@
 //! every two checkpoints it cosigns are consistent with each other.
 
 use dlog_crypto::hash::{Blake3Hasher, Hash, TreeHasher};
-use dlog_crypto::note::{Cosigner, SignedNote};
+use dlog_crypto::note::{Cosigner, NoteSignature, SignedNote};
 use dlog_crypto::tree::verify_consistency;
 use dlog_crypto::trust::TrustPolicy;
 
@@ -87,6 +87,17 @@ pub enum AuditError {
         index: u64,
         /// What is wrong.
         detail: String,
+    },
+    /// An entry's payload is over the payload limit this auditor was given
+    /// (`max_payload` in auditor.toml; it must match the log's).
+    #[error("entry {index}: payload of {len} bytes is over the limit of {max} (auditor.toml: max_payload)")]
+    TooLarge {
+        /// Leaf index.
+        index: u64,
+        /// Payload length.
+        len: usize,
+        /// The limit.
+        max: u32,
     },
     /// An entry's timestamp is before the previous entry's (DESIGN §2).
     #[error("entry {index}: timestamp {timestamp_ns} ns is before the previous entry's {previous_ns} ns")]
@@ -185,6 +196,8 @@ pub struct Witnessable {
     body: String,
     note: String,
     size: u64,
+    /// The note's lines that verify under a trust-file key, one per key.
+    lines: Vec<NoteSignature>,
 }
 
 impl Witnessable {
@@ -198,12 +211,19 @@ impl Witnessable {
         &self.note
     }
 
-    /// The note plus `cosigner`'s cosignature at `unix_seconds` (any earlier
-    /// line of the same key is dropped).
+    /// The checkpoint with the lines that verified under the trust file
+    /// (no padding a node may have added) and `cosigner`'s cosignature at
+    /// `unix_seconds` (any earlier line of the same name is dropped).
     pub fn cosign(&self, cosigner: &Cosigner, unix_seconds: u64) -> String {
-        let mut n = SignedNote::parse(&self.note).expect("parsed when it was checked");
-        n.signatures
-            .retain(|s| !(s.name == cosigner.name() && s.key_id == cosigner.key_id()));
+        let mut n = SignedNote {
+            text: self.body.clone(),
+            signatures: self
+                .lines
+                .iter()
+                .filter(|s| s.name != cosigner.name())
+                .cloned()
+                .collect(),
+        };
         n.add_signature(cosigner.cosign(&self.body, unix_seconds));
         n.to_string()
     }
@@ -253,15 +273,41 @@ impl Auditor {
         }
     }
 
+    /// The size of a checkpoint signed by the trust file's voter quorum.
+    pub fn signed_size(&self, note: &str) -> Result<u64, AuditError> {
+        Ok(self.verify_note(note)?.0.size)
+    }
+
     fn verify_note(
         &self,
         note: &str,
-    ) -> Result<(dlog_crypto::note::Checkpoint, String), AuditError> {
+    ) -> Result<(dlog_crypto::note::Checkpoint, String, Vec<NoteSignature>), AuditError> {
         let v = self
             .voters
             .verify_checkpoint(note)
             .map_err(|e| AuditError::Untrusted(e.to_string()))?;
-        Ok((v.checkpoint().clone(), v.body().to_string()))
+        let body = v.body().to_string();
+        let parsed = SignedNote::parse(note).map_err(|e| AuditError::Untrusted(e.to_string()))?;
+        // It verified as a whole: every line under a trust-file key is valid.
+        let mut seen = std::collections::HashSet::new();
+        let lines = parsed
+            .signatures
+            .into_iter()
+            .filter(|s| {
+                let known = self
+                    .voters
+                    .voters
+                    .iter()
+                    .any(|k| k.name() == s.name && k.key_id() == s.key_id)
+                    || self
+                        .voters
+                        .auditors
+                        .iter()
+                        .any(|k| k.name() == s.name && k.key_id() == s.key_id);
+                known && seen.insert((s.name.clone(), s.key_id))
+            })
+            .collect();
+        Ok((v.checkpoint().clone(), body, lines))
     }
 
     /// Checks `pending` against a voter-signed checkpoint and, if it holds,
@@ -275,7 +321,7 @@ impl Auditor {
         note: &str,
         proof: &[Hash],
     ) -> Result<Option<Witnessable>, AuditError> {
-        let (cp, body) = self.verify_note(note)?;
+        let (cp, body, lines) = self.verify_note(note)?;
         let ours = pending.tree.root();
         let size = pending.tree.size();
         if cp.size < size {
@@ -308,6 +354,7 @@ impl Auditor {
             body,
             note: note.to_string(),
             size,
+            lines,
         }))
     }
 
@@ -316,7 +363,7 @@ impl Auditor {
     /// This is how a checkpoint others cosigned, or an older one a lagging
     /// replica serves, is checked: a fork shows up here.
     pub fn check_older(&self, note: &str, proof: &[Hash]) -> Result<Witnessable, AuditError> {
-        let (cp, body) = self.verify_note(note)?;
+        let (cp, body, lines) = self.verify_note(note)?;
         let size = self.tree.size();
         if cp.size > size {
             return Err(AuditError::Ahead {
@@ -334,6 +381,7 @@ impl Auditor {
             body,
             note: note.to_string(),
             size: cp.size,
+            lines,
         })
     }
 }
@@ -356,11 +404,11 @@ impl Pending {
         let (_, timestamp_ns, payload) =
             dlog_ledger::entry::decode_ref(entry).map_err(|e| bad(e.to_string()))?;
         if payload.len() > self.max_payload as usize {
-            return Err(bad(format!(
-                "payload of {} bytes is over the log's limit of {}",
-                payload.len(),
-                self.max_payload
-            )));
+            return Err(AuditError::TooLarge {
+                index,
+                len: payload.len(),
+                max: self.max_payload,
+            });
         }
         if timestamp_ns < self.last_timestamp_ns {
             return Err(AuditError::TimeBackwards {
@@ -537,7 +585,7 @@ mod tests {
             payload: vec![0; 17],
         }
         .encode();
-        assert!(matches!(p.push(&big), Err(AuditError::BadEntry { .. })));
+        assert!(matches!(p.push(&big), Err(AuditError::TooLarge { .. })));
         let mut reserved = entry(1);
         reserved[1] = 7;
         assert!(matches!(
@@ -562,6 +610,29 @@ mod tests {
             .encode(),
         );
         assert!(matches!(e, Err(AuditError::TimeBackwards { index: 1, .. })));
+    }
+
+    #[test]
+    fn a_cosignature_carries_only_lines_that_verified() {
+        let (entries, tree) = log(2);
+        let mut a = Auditor::new(&trust(), 1 << 20, Frontier::new(), 0);
+        let mut p = a.begin();
+        for e in &entries {
+            p.push(e).unwrap();
+        }
+        let body = Checkpoint::new("dlog/t", 2, tree.root()).unwrap().to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(voter(1).sign(&body));
+        let stranger = NoteSigner::new("padding", SigningKey::from_bytes(&[66; 32])).unwrap();
+        for _ in 0..50 {
+            n.add_signature(stranger.sign(&body));
+        }
+        n.add_signature(voter(3).sign(&body));
+        let w = a.commit(p, &n.to_string(), &[]).unwrap().unwrap();
+        let c = Cosigner::new("auditor-1", SigningKey::from_bytes(&[9; 32])).unwrap();
+        let out = SignedNote::parse(&w.cosign(&c, 1)).unwrap();
+        let names: Vec<_> = out.signatures.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["node-1", "node-3", "auditor-1"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! wg_key = "wg.key"           # WireGuard + ML-KEM key (role auditor in peers.toml)
 //! key = "auditor.key"         # ed25519 cosigning key (dlog keys format), named `name`
 //! peers = "../peers.toml"
-//! nodes = ["node-1", "node-2", "node-3"]
+//! nodes = ["node-1", "node-2", "node-3"]   # every voter: an alarm needs all to fail
 //! trust = "../trust.toml"     # must list this auditor's cosigner key
 //! state_dir = "state"
 //! poll_ms = 1000              # longest wait for a new checkpoint between rounds
@@ -111,6 +111,11 @@ impl AuditorConfig {
         };
         if t.nodes.is_empty() {
             return Err(err(file, "nodes", "lists no node"));
+        }
+        // An alarm needs every listed node to fail: each must count once.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = t.nodes.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(err(file, "nodes", format!("lists {dup:?} twice")));
         }
         let key_path = rel(&t.key);
         let key_text = std::fs::read_to_string(&key_path)

@@ -26,7 +26,7 @@
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dlog_crypto::note::{Cosigner, SignedNote};
+use dlog_crypto::note::Cosigner;
 use dlog_node::client::Client;
 
 use crate::audit::Frontier;
@@ -166,10 +166,11 @@ struct Sweeping {
     pending: Pending,
 }
 
-/// A step's entries from one node, or why that node could not give them.
+/// A step's entries from one node, or why that node could not give them
+/// (`true`: it served an entry that breaks the entry rules).
 enum Fetched {
     Ok(Pending),
-    Failed(String),
+    Failed(String, bool),
 }
 
 impl Rounds {
@@ -187,9 +188,13 @@ impl Rounds {
             return Ok(());
         }
         // The size the voters signed, never the answer's own size field.
-        let Some((size, _)) = dlog_ledger::store::parse_checkpoint_body(&latest.note) else {
-            self.incident(state, None, "a checkpoint that does not parse".into());
-            return Ok(());
+        let size = match self.auditor.signed_size(&latest.note) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("a checkpoint the trust file refuses: {e}");
+                self.incident(state, None, why);
+                return Ok(());
+            }
         };
         state.log_size_seen = state.log_size_seen.max(size);
         let mut witnessable = None;
@@ -338,6 +343,7 @@ impl Rounds {
         let to = size.min(from + STEP);
         let n = self.cfg.nodes.len();
         let mut evidence = Vec::new();
+        let mut bad_entries = Vec::new();
         for node in self.order() {
             // Entries and proof from the same node: one bad replica (a
             // rotted entry or proof node) cannot pass for the log's fault.
@@ -349,7 +355,12 @@ impl Rounds {
                     .map(|proof| (p, proof))
                     .map_err(|e| format!("consistency proof {to} → {size}: {e}")),
                 Fetched::Ok(p) => Ok((p, Vec::new())),
-                Fetched::Failed(why) => Err(why),
+                Fetched::Failed(why, rule) => {
+                    if rule {
+                        bad_entries.push(format!("{node}: {why}"));
+                    }
+                    Err(why)
+                }
             };
             let (pending, proof) = match fetched {
                 Ok(x) => x,
@@ -372,13 +383,23 @@ impl Rounds {
                     self.incident(state, Some(&node), format!("served entries {from}..{to} that do not match the signed checkpoint: {e}"));
                     evidence.push(e.to_string());
                 }
-                Err(e) => return Err(Step::Incident(Some(node), e.to_string())),
+                // Not about this node's copy (a checkpoint the trust file
+                // refuses, or one behind the entries).
+                Err(e) => return Err(Step::Incident(None, e.to_string())),
             }
         }
         if evidence.len() == n {
             // Every replica serves the same thing, and it is not what the
             // voters signed.
             return Err(Step::Alarm(evidence.swap_remove(0)));
+        }
+        if bad_entries.len() == n {
+            // Every replica holds an entry that breaks the log's rules,
+            // under a checkpoint the voters signed.
+            return Err(Step::Alarm(format!(
+                "every replica serves an entry that breaks the entry rules: {}",
+                bad_entries.join("; ")
+            )));
         }
         Err(Step::Incident(
             None,
@@ -403,15 +424,21 @@ impl Rounds {
         let mut p = self.auditor.begin();
         while p.size() < to {
             let want = (to - p.size()).min(self.cfg.batch.into()) as u32;
-            let entries = match self.client.entries(Some(node), p.size(), want, false).await {
+            let entries = match self.client.entries(Some(node), p.size(), want, true).await {
                 Ok(e) => e,
                 Err(e) => {
-                    return Fetched::Failed(format!("reading entries from {}: {e}", p.size()))
+                    return Fetched::Failed(
+                        format!("reading entries from {}: {e}", p.size()),
+                        false,
+                    )
                 }
             };
             for e in &entries {
                 if let Err(e) = p.push(e) {
-                    return Fetched::Failed(format!("served a bad entry: {e}"));
+                    // Over the limit given in auditor.toml: maybe this
+                    // auditor's setting, never evidence against the log.
+                    let rule = !matches!(e, crate::audit::AuditError::TooLarge { .. });
+                    return Fetched::Failed(format!("served a bad entry: {e}"), rule);
                 }
             }
         }
@@ -525,13 +552,13 @@ impl Rounds {
         state: &mut State,
         note: &str,
     ) -> Result<Option<Witnessable>, AuditorError> {
-        let Some((size, _)) = dlog_ledger::store::parse_checkpoint_body(note) else {
-            self.incident(
-                state,
-                None,
-                "a witnessed checkpoint that does not parse".into(),
-            );
-            return Ok(None);
+        let size = match self.auditor.signed_size(note) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("a witnessed checkpoint the trust file refuses: {e}");
+                self.incident(state, None, why);
+                return Ok(None);
+            }
         };
         if size > self.auditor.size() {
             return Ok(None);
@@ -546,11 +573,15 @@ impl Rounds {
         }
     }
 
+    /// Whether `note` carries a valid cosignature by this auditor's name
+    /// (under any of its trust-file keys).
     fn cosigned_by_me(&self, note: &str) -> bool {
-        SignedNote::parse(note).is_ok_and(|n| {
-            n.signatures
+        let mut any = self.cfg.trust.clone();
+        any.cosignatures = 0;
+        any.verify_checkpoint(note).is_ok_and(|v| {
+            v.cosignatures()
                 .iter()
-                .any(|s| s.name == self.cosigner.name() && s.key_id == self.cosigner.key_id())
+                .any(|(n, _)| n == self.cosigner.name())
         })
     }
 

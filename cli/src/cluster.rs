@@ -219,7 +219,12 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
-                match dlog_auditor::State::load(&adir.join("state")) {
+                let loaded = dlog_auditor::AuditorConfig::load(&adir.join("auditor.toml"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        dlog_auditor::State::load(&c.state_dir).map_err(|e| e.to_string())
+                    });
+                match loaded {
                     Ok(Some(st)) => {
                         alarm |= st.alarm.is_some();
                         let health = match &st.alarm {
@@ -249,8 +254,9 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                         auditors.push(serde_json::json!({"name": name, "verified": 0}));
                     }
                     Err(e) => {
+                        alarm = true;
                         if !json {
-                            println!("{name:<10} auditor   unreadable state: {e}");
+                            println!("{name:<10} auditor   unreadable: {e}");
                         }
                         auditors.push(serde_json::json!({"name": name, "error": e.to_string()}));
                     }
@@ -267,7 +273,7 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             if alarm {
-                eprintln!("dlog: an auditor raised an alarm (dlog auditor status --config ...)");
+                eprintln!("dlog: an auditor raised an alarm or cannot be read (dlog auditor status --config ...)");
                 return Ok(ExitCode::from(1));
             }
         }

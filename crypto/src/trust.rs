@@ -304,8 +304,8 @@ impl TrustPolicy {
     /// Verifies a signed checkpoint note under this policy.
     ///
     /// The note must parse, its body must be a checkpoint of this origin, at
-    /// least `quorum` distinct voters must have signed it, and at least
-    /// `cosignatures` distinct auditors must have cosigned it. Signatures by
+    /// least `quorum` distinct voters (by name) must have signed it, and at least
+    /// `cosignatures` distinct auditors (by name) must have cosigned it. Signatures by
     /// unknown keys are ignored; a signature that names a known key (name and
     /// key id) but does not verify is an error, as in the Go reference
     /// implementation: it means the note was altered.
@@ -323,8 +323,10 @@ impl TrustPolicy {
                 got: checkpoint.origin,
             });
         }
-        let mut voter_seen = vec![false; self.voters.len()];
-        let mut auditor_seen = vec![false; self.auditors.len()];
+        // Counted by name: a voter or auditor listed with two keys (a key
+        // rotation) still counts once.
+        let mut voter_seen = HashSet::new();
+        let mut auditor_seen = HashSet::new();
         let mut signers = Vec::new();
         let mut cosignatures = Vec::new();
         for sig in &parsed.signatures {
@@ -338,8 +340,7 @@ impl TrustPolicy {
                         name: sig.name.clone(),
                     });
                 }
-                if !voter_seen[i] {
-                    voter_seen[i] = true;
+                if voter_seen.insert(sig.name.as_str()) {
                     signers.push(sig.name.clone());
                 }
             } else if let Some(i) = self
@@ -352,8 +353,7 @@ impl TrustPolicy {
                         name: sig.name.clone(),
                     });
                 };
-                if !auditor_seen[i] {
-                    auditor_seen[i] = true;
+                if auditor_seen.insert(sig.name.as_str()) {
                     cosignatures.push((sig.name.clone(), time));
                 }
             }
@@ -453,6 +453,42 @@ mod tests {
             SigningKey::from_bytes(&[100 + i; 32]),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn two_keys_of_one_name_count_once() {
+        // A rotation lists a voter or an auditor under two keys: still one.
+        let old = signer(1);
+        let new = NoteSigner::new("node-1", SigningKey::from_bytes(&[201; 32])).unwrap();
+        let a_old = auditor(1);
+        let a_new = Cosigner::new("auditor-1", SigningKey::from_bytes(&[202; 32])).unwrap();
+        let p = TrustPolicy::new(
+            "dlog/t",
+            vec![old.verifier(), new.verifier(), signer(2).verifier()],
+            2,
+            vec![a_old.verifier(), a_new.verifier(), auditor(2).verifier()],
+            2,
+        )
+        .unwrap();
+        let body = Checkpoint::new("dlog/t", 1, [1; 32]).unwrap().to_body();
+        let mut n = SignedNote::new(body.clone()).unwrap();
+        n.add_signature(old.sign(&body));
+        n.add_signature(new.sign(&body));
+        n.add_signature(a_old.cosign(&body, 1));
+        n.add_signature(a_new.cosign(&body, 2));
+        assert!(matches!(
+            p.verify_checkpoint(&n.to_string()),
+            Err(TrustError::Quorum { .. })
+        ));
+        n.add_signature(signer(2).sign(&body));
+        assert!(matches!(
+            p.verify_checkpoint(&n.to_string()),
+            Err(TrustError::Cosignatures { .. })
+        ));
+        n.add_signature(auditor(2).cosign(&body, 3));
+        let v = p.verify_checkpoint(&n.to_string()).unwrap();
+        assert_eq!(v.signers(), &["node-1".to_string(), "node-2".to_string()]);
+        assert_eq!(v.cosignatures().len(), 2);
     }
 
     fn policy(quorum: usize, cosignatures: usize) -> TrustPolicy {

@@ -1262,11 +1262,19 @@ async fn dispatch(
         // Never forwarded: the leader must see the auditor's own key (a
         // forwarded call would come from this node's).
         Call::Cosign { note } => {
-            if is_leader(inner) {
-                cosign(inner, from, note).await
-            } else {
-                Err(redirect(inner))
+            if !is_leader(inner) {
+                return Err(redirect(inner));
             }
+            // Bounded: a leader cut off from its majority must not hold the
+            // merge lock (and every later cosignature) until the partition heals.
+            tokio::time::timeout(COSIGN_TIMEOUT, cosign(inner, from, note))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RpcError::new(
+                        ErrorCode::NoLeader,
+                        "the cosignature was not committed in time; retry",
+                    ))
+                })
         }
         Call::Witnessed { covering, wait_ms } => {
             let mut rx = inner.sm.watch_witnessed();
@@ -1317,6 +1325,8 @@ async fn dispatch(
 /// cosignatures before a newer
 /// one may replace it while it lacks some auditor's (see [`crate::witness`]).
 const JOIN_WINDOW: Duration = Duration::from_secs(10);
+/// Longest a cosignature may take on the leader (barrier, merge, commit).
+const COSIGN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Leader: merges an auditor's cosignature into the witnessed checkpoint
 /// and commits the result through Raft, after checking the checkpoint's

@@ -89,13 +89,13 @@ pub fn merge(
         return Err(WitnessError::UnknownAuditor(caller.to_string()));
     }
     let note = SignedNote::parse(submitted).map_err(|e| WitnessError::Untrusted(e.to_string()))?;
-    let (line, time, auditor) = note
+    let (line, time) = note
         .signatures
         .iter()
         .filter(|s| s.name == caller)
         .find_map(|s| {
             let key = keys.iter().find(|k| k.key_id() == s.key_id)?;
-            key.verify(&text, s).map(|t| (s.clone(), t, *key))
+            key.verify(&text, s).map(|t| (s.clone(), t))
         })
         .ok_or_else(|| WitnessError::NoCosignature(caller.to_string()))?;
     let submission = Submission { checkpoint, time };
@@ -110,7 +110,8 @@ pub fn merge(
         let cp = Checkpoint::parse_body(&n.text).ok()?;
         Some((c, n, cp))
     });
-    let mine = |s: &NoteSignature| s.name == caller && s.key_id == auditor.key_id();
+    // By name: under any of its keys (a rotation), the caller counts once.
+    let mine = |s: &NoteSignature| s.name == caller;
     let decision = match current {
         Some((c, w, cp)) if cp.size == size => {
             if w.text != text {
