@@ -194,7 +194,6 @@ pub struct Pending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witnessable {
     body: String,
-    note: String,
     size: u64,
     /// The note's lines that verify under a trust-file key, one per key.
     lines: Vec<NoteSignature>,
@@ -204,11 +203,6 @@ impl Witnessable {
     /// Its tree size.
     pub fn size(&self) -> u64 {
         self.size
-    }
-
-    /// The note as it was checked (voter signatures, maybe cosignatures).
-    pub fn note(&self) -> &str {
-        &self.note
     }
 
     /// The checkpoint with the lines that verified under the trust file
@@ -271,6 +265,14 @@ impl Auditor {
             last_timestamp_ns: self.last_timestamp_ns,
             max_payload: self.max_payload,
         }
+    }
+
+    /// Whether `note` passes the voter quorum and carries a valid
+    /// cosignature under `name` (any of that name's trust-file keys).
+    pub fn cosigned_by(&self, note: &str, name: &str) -> bool {
+        self.voters
+            .verify_checkpoint(note)
+            .is_ok_and(|v| v.cosignatures().iter().any(|(n, _)| n == name))
     }
 
     /// The size of a checkpoint signed by the trust file's voter quorum.
@@ -350,12 +352,7 @@ impl Auditor {
         }
         self.tree = pending.tree;
         self.last_timestamp_ns = pending.last_timestamp_ns;
-        Ok((cp.size == size).then(|| Witnessable {
-            body,
-            note: note.to_string(),
-            size,
-            lines,
-        }))
+        Ok((cp.size == size).then_some(Witnessable { body, size, lines }))
     }
 
     /// Checks a voter-signed checkpoint no larger than the verified tree:
@@ -379,7 +376,6 @@ impl Auditor {
             })?;
         Ok(Witnessable {
             body,
-            note: note.to_string(),
             size: cp.size,
             lines,
         })

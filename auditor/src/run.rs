@@ -576,13 +576,7 @@ impl Rounds {
     /// Whether `note` carries a valid cosignature by this auditor's name
     /// (under any of its trust-file keys).
     fn cosigned_by_me(&self, note: &str) -> bool {
-        let mut any = self.cfg.trust.clone();
-        any.cosignatures = 0;
-        any.verify_checkpoint(note).is_ok_and(|v| {
-            v.cosignatures()
-                .iter()
-                .any(|(n, _)| n == self.cosigner.name())
-        })
+        self.auditor.cosigned_by(note, self.cosigner.name())
     }
 
     fn incident(&self, state: &mut State, node: Option<&str>, detail: String) {
@@ -607,13 +601,4 @@ enum Step {
     Alarm(String),
     /// Not evidence: a node or the network (node name if one).
     Incident(Option<String>, String),
-}
-
-impl std::fmt::Debug for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Step::Alarm(a) => write!(f, "alarm: {a}"),
-            Step::Incident(n, w) => write!(f, "incident ({n:?}): {w}"),
-        }
-    }
 }

@@ -70,6 +70,9 @@ pub struct Client {
     timeout: Duration,
     attempt: Duration,
     trust: Option<TrustPolicy>,
+    /// `trust` without its cosignature requirement: what every checkpoint
+    /// must meet (auditors cosign only the witnessed one).
+    voter_trust: Option<TrustPolicy>,
     session: Session,
 }
 
@@ -192,6 +195,10 @@ impl Client {
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
             attempt: cfg.attempt,
+            voter_trust: trust.clone().map(|mut t| {
+                t.cosignatures = 0;
+                t
+            }),
             trust,
             session: Session::new()?,
         })
@@ -414,26 +421,28 @@ impl Client {
                 applied,
                 behind_ms,
             } => {
-                if let (Some(t), false) = (&self.trust, note.is_empty()) {
-                    let mut policy = t.clone();
-                    if !witnessed {
-                        // Voters sign every checkpoint; auditors cosign the
-                        // witnessed one (`witnessed_covering`).
-                        policy.cosignatures = 0;
-                    }
-                    policy
-                        .verify_checkpoint(&note)
-                        .map_err(|e| NodeError::Verify(e.to_string()))?;
-                }
                 // The size the note says (signed), not the answer's field.
-                let size = if note.is_empty() {
-                    size
+                let policy = if witnessed {
+                    &self.trust
                 } else {
-                    dlog_ledger::store::parse_checkpoint_body(&note)
-                        .ok_or_else(|| {
-                            NodeError::Verify("a checkpoint that does not parse".into())
-                        })?
-                        .0
+                    &self.voter_trust
+                };
+                let size = match (policy, note.is_empty()) {
+                    (_, true) => size,
+                    (Some(policy), false) => {
+                        policy
+                            .verify_checkpoint(&note)
+                            .map_err(|e| NodeError::Verify(e.to_string()))?
+                            .checkpoint()
+                            .size
+                    }
+                    (None, false) => {
+                        dlog_ledger::store::parse_checkpoint_body(&note)
+                            .ok_or_else(|| {
+                                NodeError::Verify("a checkpoint that does not parse".into())
+                            })?
+                            .0
+                    }
                 };
                 Ok(ServedCheckpoint {
                     note,
