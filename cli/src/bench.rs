@@ -74,7 +74,8 @@ impl Report {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of sorted durations, in microseconds (0 when empty).
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -82,7 +83,8 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (upper middle) of `v`, 0 when empty.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         0.0
@@ -298,7 +300,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         let before = ledger.size();
         while start.elapsed() < w {
             let t = Instant::now();
-            ledger.append(crate::local::now_ns(), &batch)?;
+            ledger.append(dlog_ledger::now_ns(), &batch)?;
             lat.push(t.elapsed());
         }
         Ok((ledger.size() - before) as f64 / start.elapsed().as_secs_f64())
@@ -336,7 +338,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     // Fill up to the requested size for the proof benchmark.
     while ledger.size() < a.entries {
         let n = (a.entries - ledger.size()).min(a.batch as u64) as usize;
-        ledger.append(crate::local::now_ns(), &batch[..n])?;
+        ledger.append(dlog_ledger::now_ns(), &batch[..n])?;
     }
     let size = ledger.size();
     drop(ledger);
@@ -430,7 +432,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     // pause while the baseline window runs.
     let gc = Arc::new(GroupCommit::new(
         Ledger::open(&dir, OpenMode::ReadWrite)?,
-        crate::local::now_ns,
+        dlog_ledger::now_ns,
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(true));

@@ -13,6 +13,7 @@
 //! SIGINT/SIGTERM; the temporary directory is removed unless `--keep`.
 
 use crate::bench::BenchArgs;
+use crate::bench::{median, pct};
 use crate::bench_etcd::{self, EtcdCluster};
 use anyhow::{anyhow, bail, Context, Result};
 use dlog_ledger::EntryKind;
@@ -46,14 +47,6 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Whether SIGINT or SIGTERM arrived; long loops stop early when it did.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
 }
 
 #[derive(Clone, Copy)]
@@ -707,11 +700,6 @@ fn start_etcd(o: &ClusterOpts, dir: &Path, t: &mut Table) -> Result<Option<EtcdC
         );
     }
     Ok(Some(etcd))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Both sides of one comparison: `workers` single-entry DLog appenders and

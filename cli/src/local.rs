@@ -6,8 +6,7 @@ use dlog_crypto::note::{Checkpoint, NoteSigner, SignedNote};
 use dlog_crypto::trust::TrustPolicy;
 use dlog_ledger::{Appended, CreateOptions, Ledger, OpenMode};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 
 /// Node signing key file inside the data directory.
@@ -15,39 +14,14 @@ pub const KEY_FILE: &str = "node.key";
 /// Trust file inside the data directory.
 pub const TRUST_FILE: &str = "trust.toml";
 
-/// Writes a secret file with mode 0600, durably.
+/// Writes a secret file with mode 0600, durably (refuses to overwrite).
 pub fn write_secret(path: &Path, text: &str) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(dlog_ledger::fsutil::write_secret(path, text.as_bytes())?)
 }
 
 /// Reads a secret file, refusing one that group or others can read.
 pub fn read_secret(path: &Path) -> Result<String> {
-    let meta =
-        fs::metadata(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "key file {} has mode {mode:04o}; it must not be readable by group or others (chmod 600)",
-            path.display()
-        );
-    }
-    fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))
-}
-
-/// Unix time in nanoseconds.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    Ok(dlog_ledger::fsutil::read_secret(path)?)
 }
 
 /// A local log opened for use by one CLI command.
@@ -167,7 +141,7 @@ impl LocalLog {
 
     /// Appends a batch durably.
     pub fn append(&mut self, items: &[(dlog_ledger::EntryKind, &[u8])]) -> Result<Appended> {
-        Ok(self.ledger.append(now_ns(), items)?)
+        Ok(self.ledger.append(dlog_ledger::now_ns(), items)?)
     }
 }
 

@@ -394,8 +394,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log.checkpoint()?
             };
             if json {
-                let root = dlog_ledger::store::parse_checkpoint_body(&cp.note)
-                    .map(|(_, r)| B64.encode(r))
+                let root = dlog_crypto::note::Checkpoint::from_note(&cp.note)
+                    .map(|c| B64.encode(c.root))
                     .unwrap_or_default();
                 println!(
                     "{}",

@@ -272,6 +272,14 @@ impl Checkpoint {
         s
     }
 
+    /// Parses the checkpoint body of a note, signed (the text before the
+    /// blank line) or bare, with the strict [`Checkpoint::parse_body`].
+    /// Signatures are not looked at: verify them with a trust policy.
+    pub fn from_note(note: &str) -> Result<Self, NoteError> {
+        let body = note.find("\n\n").map_or(note, |i| &note[..=i]);
+        Checkpoint::parse_body(body)
+    }
+
     /// Parses a checkpoint body strictly: every line ends in a newline, the
     /// size is decimal with no sign and no leading zero (except `0`), the root
     /// is canonical standard base64 of exactly 32 bytes, extension lines are
@@ -488,20 +496,105 @@ impl fmt::Display for SignedNote {
     }
 }
 
-/// Signs notes with an Ed25519 key (signed-note key type `0x01`).
+/// What [`NoteSigner`] and [`Cosigner`] share: a checked key name, an
+/// Ed25519 key and its key id for one signed-note key type. Only the
+/// message signed and the signature field differ between the two.
 #[derive(Clone)]
-pub struct NoteSigner {
+struct KeyCore {
     name: String,
     key: SigningKey,
+    alg: u8,
     key_id: [u8; 4],
 }
 
-impl fmt::Debug for NoteSigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoteSigner")
+impl KeyCore {
+    fn new(name: String, key: SigningKey, alg: u8) -> Self {
+        let key_id = key_id(&name, alg, key.verifying_key().as_bytes());
+        KeyCore {
+            name,
+            key,
+            alg,
+            key_id,
+        }
+    }
+
+    fn vkey(&self) -> String {
+        format_vkey(&self.name, self.alg, self.key.verifying_key().as_bytes())
+    }
+
+    fn public(&self) -> PublicCore {
+        PublicCore {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// A signature line whose field is `prefix || Ed25519(message)`.
+    fn sign(&self, prefix: &[u8], message: &[u8]) -> NoteSignature {
+        let mut signature = Vec::with_capacity(prefix.len() + 64);
+        signature.extend_from_slice(prefix);
+        signature.extend_from_slice(&self.key.sign(message).to_bytes());
+        NoteSignature {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            signature,
+        }
+    }
+
+    fn debug(&self, f: &mut fmt::Formatter<'_>, what: &str) -> fmt::Result {
+        f.debug_struct(what)
             .field("name", &self.name)
             .field("key_id", &hex4(&self.key_id))
             .finish_non_exhaustive()
+    }
+}
+
+/// What [`NoteVerifier`] and [`CosignatureVerifier`] share: a key name, its
+/// key id and the Ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PublicCore {
+    name: String,
+    key_id: [u8; 4],
+    key: VerifyingKey,
+}
+
+impl PublicCore {
+    fn from_vkey(vkey: &str, alg: u8) -> Result<Self, NoteError> {
+        let (name, key_id, key) = parse_vkey(vkey, alg)?;
+        Ok(PublicCore { name, key_id, key })
+    }
+
+    /// The 64-byte Ed25519 signature of `sig` after `prefix_len` bytes, when
+    /// `sig` is of this key (same name and key id) and of that exact length.
+    fn signature_of<'a>(
+        &self,
+        sig: &'a NoteSignature,
+        prefix_len: usize,
+    ) -> Option<(&'a [u8], Signature)> {
+        if sig.name != self.name
+            || sig.key_id != self.key_id
+            || sig.signature.len() != prefix_len + 64
+        {
+            return None;
+        }
+        let (prefix, bytes) = sig.signature.split_at(prefix_len);
+        let bytes: [u8; 64] = bytes.try_into().ok()?;
+        Some((prefix, Signature::from_bytes(&bytes)))
+    }
+
+    fn verifies(&self, message: &[u8], sig: &Signature) -> bool {
+        self.key.verify_strict(message, sig).is_ok()
+    }
+}
+
+/// Signs notes with an Ed25519 key (signed-note key type `0x01`).
+#[derive(Clone)]
+pub struct NoteSigner(KeyCore);
+
+impl fmt::Debug for NoteSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.debug(f, "NoteSigner")
     }
 }
 
@@ -515,91 +608,71 @@ impl NoteSigner {
 
     /// A signer whose name was already checked.
     pub(crate) fn new_checked(name: String, key: SigningKey) -> Self {
-        let key_id = key_id(&name, ALG_ED25519, key.verifying_key().as_bytes());
-        NoteSigner { name, key, key_id }
+        NoteSigner(KeyCore::new(name, key, ALG_ED25519))
     }
 
     /// The key name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// First 4 bytes of `SHA-256(name || 0x0A || 0x01 || public key)`.
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.0.key_id
     }
 
     /// The matching verifier.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
+        NoteVerifier(self.0.public())
     }
 
     /// The C2SP verifier key: `<name>+<hex key id>+<base64(0x01 || public key)>`.
     pub fn vkey(&self) -> String {
-        format_vkey(&self.name, ALG_ED25519, self.key.verifying_key().as_bytes())
+        self.0.vkey()
     }
 
     /// Signs the note text (the bytes before the blank line).
     pub fn sign(&self, text: &str) -> NoteSignature {
-        NoteSignature {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            signature: self.key.sign(text.as_bytes()).to_bytes().to_vec(),
-        }
+        self.0.sign(&[], text.as_bytes())
     }
 }
 
 /// Verifies Ed25519 signed-note signatures of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoteVerifier {
-    name: String,
-    key_id: [u8; 4],
-    key: VerifyingKey,
-}
+pub struct NoteVerifier(PublicCore);
 
 impl NoteVerifier {
     /// Parses a C2SP vkey of type `0x01`, checking its key id.
     pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {
-        let (name, key_id, key) = parse_vkey(vkey, ALG_ED25519)?;
-        Ok(NoteVerifier { name, key_id, key })
+        PublicCore::from_vkey(vkey, ALG_ED25519).map(NoteVerifier)
     }
 
     /// The key name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The key id.
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.0.key_id
     }
 
     /// The Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.to_bytes()
+        self.0.key.to_bytes()
     }
 
     /// The vkey string this verifier was built from (canonical form).
     pub fn to_vkey(&self) -> String {
-        format_vkey(&self.name, ALG_ED25519, self.key.as_bytes())
+        format_vkey(&self.0.name, ALG_ED25519, self.0.key.as_bytes())
     }
 
     /// True when `sig` is this key's valid signature over `text`. A signature
     /// of another key (name or key id differs) is `false`.
     pub fn verify(&self, text: &str, sig: &NoteSignature) -> bool {
-        if sig.name != self.name || sig.key_id != self.key_id {
-            return false;
-        }
-        let Ok(bytes) = <[u8; 64]>::try_from(sig.signature.as_slice()) else {
-            return false;
-        };
-        self.key
-            .verify_strict(text.as_bytes(), &Signature::from_bytes(&bytes))
-            .is_ok()
+        self.0
+            .signature_of(sig, 0)
+            .is_some_and(|(_, s)| self.0.verifies(text.as_bytes(), &s))
     }
 }
 
@@ -615,18 +688,11 @@ fn cosigned_message(text: &str, time: u64) -> Vec<u8> {
 
 /// Adds witness cosignatures (C2SP tlog-cosignature/v1, key type `0x04`).
 #[derive(Clone)]
-pub struct Cosigner {
-    name: String,
-    key: SigningKey,
-    key_id: [u8; 4],
-}
+pub struct Cosigner(KeyCore);
 
 impl fmt::Debug for Cosigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cosigner")
-            .field("name", &self.name)
-            .field("key_id", &hex4(&self.key_id))
-            .finish_non_exhaustive()
+        self.0.debug(f, "Cosigner")
     }
 }
 
@@ -640,104 +706,78 @@ impl Cosigner {
 
     /// A cosigner whose name was already checked.
     pub(crate) fn new_checked(name: String, key: SigningKey) -> Self {
-        let key_id = key_id(&name, ALG_COSIGNATURE_V1, key.verifying_key().as_bytes());
-        Cosigner { name, key, key_id }
+        Cosigner(KeyCore::new(name, key, ALG_COSIGNATURE_V1))
     }
 
     /// The key name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// First 4 bytes of `SHA-256(name || 0x0A || 0x04 || public key)`.
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.0.key_id
     }
 
     /// The matching verifier.
     pub fn verifier(&self) -> CosignatureVerifier {
-        CosignatureVerifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
+        CosignatureVerifier(self.0.public())
     }
 
     /// The C2SP verifier key: `<name>+<hex key id>+<base64(0x04 || public key)>`.
     pub fn vkey(&self) -> String {
-        format_vkey(
-            &self.name,
-            ALG_COSIGNATURE_V1,
-            self.key.verifying_key().as_bytes(),
-        )
+        self.0.vkey()
     }
 
     /// Cosigns the note text at `unix_seconds`. The signature field is
     /// `timestamp:u64 big-endian || Ed25519 signature` over
     /// `"cosignature/v1\ntime <unix_seconds>\n" || text`.
     pub fn cosign(&self, text: &str, unix_seconds: u64) -> NoteSignature {
-        let sig = self.key.sign(&cosigned_message(text, unix_seconds));
-        let mut signature = Vec::with_capacity(72);
-        signature.extend_from_slice(&unix_seconds.to_be_bytes());
-        signature.extend_from_slice(&sig.to_bytes());
-        NoteSignature {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            signature,
-        }
+        self.0.sign(
+            &unix_seconds.to_be_bytes(),
+            &cosigned_message(text, unix_seconds),
+        )
     }
 }
 
 /// Verifies tlog-cosignature/v1 cosignatures of one witness key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CosignatureVerifier {
-    name: String,
-    key_id: [u8; 4],
-    key: VerifyingKey,
-}
+pub struct CosignatureVerifier(PublicCore);
 
 impl CosignatureVerifier {
     /// Parses a C2SP vkey of type `0x04`, checking its key id.
     pub fn from_vkey(vkey: &str) -> Result<Self, NoteError> {
-        let (name, key_id, key) = parse_vkey(vkey, ALG_COSIGNATURE_V1)?;
-        Ok(CosignatureVerifier { name, key_id, key })
+        PublicCore::from_vkey(vkey, ALG_COSIGNATURE_V1).map(CosignatureVerifier)
     }
 
     /// The key name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The key id.
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.0.key_id
     }
 
     /// The Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.to_bytes()
+        self.0.key.to_bytes()
     }
 
     /// The canonical vkey string.
     pub fn to_vkey(&self) -> String {
-        format_vkey(&self.name, ALG_COSIGNATURE_V1, self.key.as_bytes())
+        format_vkey(&self.0.name, ALG_COSIGNATURE_V1, self.0.key.as_bytes())
     }
 
     /// The cosignature's timestamp (Unix seconds) when `sig` is this key's
     /// valid cosignature over `text`; `None` otherwise.
     pub fn verify(&self, text: &str, sig: &NoteSignature) -> Option<u64> {
-        if sig.name != self.name || sig.key_id != self.key_id || sig.signature.len() != 72 {
-            return None;
-        }
-        let time = u64::from_be_bytes(sig.signature[..8].try_into().ok()?);
-        let bytes: [u8; 64] = sig.signature[8..].try_into().ok()?;
-        self.key
-            .verify_strict(
-                &cosigned_message(text, time),
-                &Signature::from_bytes(&bytes),
-            )
-            .ok()
-            .map(|()| time)
+        let (prefix, s) = self.0.signature_of(sig, 8)?;
+        let time = u64::from_be_bytes(prefix.try_into().ok()?);
+        self.0
+            .verifies(&cosigned_message(text, time), &s)
+            .then_some(time)
     }
 }
 

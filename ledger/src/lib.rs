@@ -10,6 +10,7 @@
 pub mod commit;
 pub mod entry;
 pub mod error;
+pub mod fsutil;
 pub mod scrub;
 pub mod segment;
 pub mod store;
@@ -17,6 +18,7 @@ pub mod store;
 pub use commit::{BatchError, GroupCommit};
 pub use entry::{Entry, EntryError, EntryKind};
 pub use error::{LedgerError, Result};
+pub use fsutil::now_ns;
 pub use scrub::{Problem, ScrubReport};
 pub use store::{Appended, CreateOptions, Ledger, LogMeta, OpenMode, StoredCheckpoint};
 

@@ -255,7 +255,8 @@ fn tree_level_offset(bits: u8, level: u32) -> u64 {
     (2u64 << bits) - (2u64 << (bits as u32 - level))
 }
 
-pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
+/// Fsyncs a directory, so entries created or renamed in it are durable.
+pub fn fsync_dir(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(LedgerError::io("fsync directory", path))
@@ -1133,11 +1134,16 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LedgerError::io("read", &path)(e)),
         };
-        let (size, root) = parse_checkpoint_body(&note).ok_or_else(|| LedgerError::Config {
-            path: path.clone(),
-            detail: "not a checkpoint note (origin, size, root lines)".into(),
-        })?;
-        Ok(Some(StoredCheckpoint { size, root, note }))
+        let cp =
+            dlog_crypto::note::Checkpoint::from_note(&note).map_err(|e| LedgerError::Config {
+                path: path.clone(),
+                detail: format!("not a checkpoint note (origin, size, root lines): {e}"),
+            })?;
+        Ok(Some(StoredCheckpoint {
+            size: cp.size,
+            root: cp.root,
+            note,
+        }))
     }
 
     pub(crate) fn sealed_view(&self, s: u64) -> Option<SealedView<'_>> {
@@ -1168,14 +1174,6 @@ impl Ledger {
     pub(crate) fn segment_path(&self, s: u64, ext: &str) -> PathBuf {
         seg_path(&self.dir, s, ext)
     }
-}
-
-/// Extracts `(size, root)` from a checkpoint note (signed or bare body),
-/// with the strict C2SP checkpoint parser.
-pub fn parse_checkpoint_body(note: &str) -> Option<(u64, Hash)> {
-    let body = note.find("\n\n").map_or(note, |i| &note[..=i]);
-    let cp = dlog_crypto::note::Checkpoint::parse_body(body).ok()?;
-    Some((cp.size, cp.root))
 }
 
 fn read_u64(b: &[u8], i: usize) -> Option<u64> {

@@ -437,11 +437,11 @@ impl Client {
                             .size
                     }
                     (None, false) => {
-                        dlog_ledger::store::parse_checkpoint_body(&note)
-                            .ok_or_else(|| {
-                                NodeError::Verify("a checkpoint that does not parse".into())
+                        dlog_crypto::note::Checkpoint::from_note(&note)
+                            .map_err(|e| {
+                                NodeError::Verify(format!("a checkpoint that does not parse: {e}"))
                             })?
-                            .0
+                            .size
                     }
                 };
                 Ok(ServedCheckpoint {

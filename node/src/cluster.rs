@@ -149,17 +149,7 @@ fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> 
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(NodeError::io("create", path))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(NodeError::io("write", path))
+    Ok(dlog_ledger::fsutil::write_secret(path, text.as_bytes())?)
 }
 
 fn peer_block(

@@ -237,9 +237,7 @@ fn sio_r(e: impl std::fmt::Display) -> StorageError {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(NodeError::io("fsync directory", dir))
+    Ok(dlog_ledger::fsutil::fsync_dir(dir)?)
 }
 
 fn file_name(first: u64) -> String {

@@ -34,13 +34,7 @@ use crate::session::{Placed, SessionTag};
 use crate::state_machine::StateMachine;
 use crate::types::{CallTag, Items, NodeId, Raft, Request};
 
-/// Unix time in nanoseconds.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+use dlog_ledger::now_ns;
 
 struct Job {
     items: Items,
@@ -1284,7 +1278,7 @@ async fn dispatch(
             serving(&g)?;
             let applied = g.ledger().map_err(internal)?.size();
             let note = g.witnessed().unwrap_or_default().to_string();
-            let size = dlog_ledger::store::parse_checkpoint_body(&note).map_or(0, |(s, _)| s);
+            let size = Checkpoint::from_note(&note).map_or(0, |c| c.size);
             Ok(Reply::Checkpoint {
                 note,
                 size,
@@ -1348,8 +1342,8 @@ async fn cosign(
     let current = inner.sm.lock().witnessed().map(str::to_string);
     let current_size = current
         .as_deref()
-        .and_then(dlog_ledger::store::parse_checkpoint_body)
-        .map(|(s, _)| s);
+        .and_then(|n| Checkpoint::from_note(n).ok())
+        .map(|c| c.size);
     if let Some(size) = current_size {
         if seen.map(|(s, _)| s) != Some(size) {
             // Formed under another leader: its window starts now.

@@ -760,7 +760,7 @@ impl SmInner {
     /// replica found its own root at that size to be the same, and only if
     /// it is not older than the one kept.
     fn apply_witness(&mut self, note: &str) {
-        let Some((size, root)) = dlog_ledger::store::parse_checkpoint_body(note) else {
+        let Ok(Checkpoint { size, root, .. }) = Checkpoint::from_note(note) else {
             tracing::warn!("ignoring a malformed witnessed checkpoint record");
             return;
         };
@@ -1051,8 +1051,8 @@ fn witnessed_size(applied: &Applied) -> u64 {
     applied
         .witnessed
         .as_deref()
-        .and_then(dlog_ledger::store::parse_checkpoint_body)
-        .map_or(0, |(size, _)| size)
+        .and_then(|n| Checkpoint::from_note(n).ok())
+        .map_or(0, |c| c.size)
 }
 
 #[cfg(test)]

@@ -1,0 +1,75 @@
+//! Small durable-file helpers shared by the store, the node, the auditor and
+//! the CLI: atomic replacement, directory fsync, secret files, and the
+//! clock entry timestamps are read from.
+
+use crate::error::{LedgerError, Result};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+pub use crate::store::{fsync_dir, write_atomic};
+
+/// Creates `path` (which must not exist) with mode 0600 holding `bytes`,
+/// durably: the file and its directory are fsynced.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(LedgerError::io("create", path))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(LedgerError::io("write", path))?;
+    fsync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// Reads a secret file, refusing one that group or others may read (the
+/// error says how to fix it).
+pub fn read_secret(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).map_err(LedgerError::io("read", path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(LedgerError::Config {
+            path: path.to_path_buf(),
+            detail: format!(
+                "key file has mode {mode:04o}; it must not be readable by group or others (chmod 600)"
+            ),
+        });
+    }
+    fs::read_to_string(path).map_err(LedgerError::io("read", path))
+}
+
+/// Unix time in nanoseconds (0 before 1970): the clock a writer stamps
+/// entries with. Pure code never calls it; time is an argument there.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_0600_and_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        write_secret(&p, b"s3cret").unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        assert!(write_secret(&p, b"other").is_err());
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+}
