@@ -35,12 +35,10 @@ pub fn read_secret(path: &Path) -> Result<String> {
     let meta = fs::metadata(path).map_err(LedgerError::io("read", path))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(LedgerError::Config {
-            path: path.to_path_buf(),
-            detail: format!(
-                "key file has mode {mode:04o}; it must not be readable by group or others (chmod 600)"
-            ),
-        });
+        return Err(LedgerError::io("read key file", path)(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("mode {mode:04o}; it must not be readable by group or others (chmod 600)"),
+        )));
     }
     fs::read_to_string(path).map_err(LedgerError::io("read", path))
 }
