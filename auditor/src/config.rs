@@ -169,7 +169,7 @@ impl AuditorConfig {
             state_dir: rel(&t.state_dir),
             poll: Duration::from_millis(t.poll_ms.unwrap_or(1000)),
             listen,
-            rpc_port: t.rpc_port.unwrap_or(dlog_node::rpc::RPC_PORT),
+            rpc_port: t.rpc_port.unwrap_or(dlog_client::RPC_PORT),
             max_payload: t
                 .max_payload
                 .unwrap_or(dlog_ledger::entry::DEFAULT_MAX_PAYLOAD),
@@ -179,8 +179,8 @@ impl AuditorConfig {
     }
 
     /// The client config the auditor's tunnel uses.
-    pub fn client_config(&self) -> dlog_node::config::ClientConfig {
-        dlog_node::config::ClientConfig {
+    pub fn client_config(&self) -> dlog_client::ClientConfig {
+        dlog_client::ClientConfig {
             file: self.file.clone(),
             wg_key: self.wg_key.clone(),
             peers: self.peers.clone(),

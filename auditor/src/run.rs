@@ -26,8 +26,8 @@
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dlog_client::Client;
 use dlog_crypto::note::Cosigner;
-use dlog_node::client::Client;
 
 use crate::audit::Frontier;
 use crate::audit::{Auditor, Pending, Witnessable};

@@ -2,12 +2,10 @@
 //! (`--cluster client.toml` or `DLOG_CLUSTER`): the CLI opens its own
 //! WireGuard tunnel as a `client` peer and talks to the nodes through it.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use dlog_ledger::{Entry, EntryKind};
-use dlog_node::client::Client;
-use dlog_node::cluster::{self, ClusterSpec};
-use dlog_notary::receipt::Receipt;
+use dlog_client::Client;
+use dlog_devcluster::{self as cluster, ClusterSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -79,7 +77,7 @@ pub enum ClusterCmd {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     let workers = std::env::var("DLOG_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -301,101 +299,4 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A cluster client for the everyday verbs.
-pub struct Remote {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-}
-
-impl Remote {
-    /// Opens the tunnel described by `client.toml`.
-    pub fn open(config: &Path) -> Result<Remote> {
-        let rt = runtime()?;
-        let client = rt
-            .block_on(Client::open(config))
-            .with_context(|| format!("cannot open the cluster client {}", config.display()))?;
-        Ok(Remote { rt, client })
-    }
-
-    /// Appends a batch; returns (first index, timestamp).
-    pub fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<(u64, u64)> {
-        let a = self.rt.block_on(self.client.append(items))?;
-        Ok((a.first, a.timestamp_ns))
-    }
-
-    /// Canonical entry bytes.
-    pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
-        Ok(self.rt.block_on(self.client.get(index))?)
-    }
-
-    /// Decoded entry.
-    pub fn get(&self, index: u64) -> Result<Entry> {
-        Ok(Entry::decode(&self.entry(index)?)?)
-    }
-
-    /// Latest majority-signed checkpoint: a linearizable read, or what the
-    /// answering node holds.
-    pub fn checkpoint(&self, linearizable: bool) -> Result<dlog_node::client::ServedCheckpoint> {
-        Ok(self.rt.block_on(self.client.checkpoint(linearizable))?)
-    }
-
-    /// A receipt for `index` under a majority-signed checkpoint covering it
-    /// (or the one of `size` when given and available).
-    pub fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
-        let cp = self.rt.block_on(self.client.checkpoint_covering(index))?;
-        if let Some(s) = size {
-            if s != cp.size {
-                bail!(
-                    "a cluster serves receipts for its majority-signed checkpoints; the one covering entry {index} has size {} (asked {s})",
-                    cp.size
-                );
-            }
-        }
-        let inclusion = self
-            .rt
-            .block_on(self.client.inclusion_proof(index, cp.size))?;
-        Ok(Receipt {
-            entry: self.entry(index)?,
-            index,
-            inclusion,
-            checkpoint: cp.note,
-        })
-    }
-
-    /// Consistency proof between two sizes.
-    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>> {
-        Ok(self.rt.block_on(self.client.consistency_proof(old, new))?)
-    }
-}
-
-impl Remote {
-    /// Root of the cluster's tree at `size`, folded from entry 0 and its
-    /// inclusion proof (the leftmost path touches every right subtree).
-    pub fn root_at(&self, size: u64) -> Result<[u8; 32]> {
-        use dlog_crypto::{Blake3Hasher, TreeHasher};
-        if size == 0 {
-            return Ok(Blake3Hasher::empty_root());
-        }
-        let mut acc = Blake3Hasher::hash_leaf(&self.entry(0)?);
-        for p in self.rt.block_on(self.client.inclusion_proof(0, size))? {
-            acc = Blake3Hasher::hash_children(&acc, &p);
-        }
-        Ok(acc)
-    }
-
-    /// Consistency proof JSON from `old` to `new`, with both roots, checked
-    /// here before it is printed.
-    pub fn consistency_json(&self, old: u64, new: u64) -> Result<serde_json::Value> {
-        let proof = self.consistency(old, new)?;
-        let (old_root, new_root) = (self.root_at(old)?, self.root_at(new)?);
-        dlog_crypto::tree::verify_consistency::<dlog_crypto::Blake3Hasher>(
-            old, new, &old_root, &new_root, &proof,
-        )
-        .map_err(|e| anyhow!("the cluster's consistency proof does not verify: {e}"))?;
-        Ok(crate::backend::consistency_json(
-            old, new, &old_root, &new_root, &proof,
-        ))
-    }
 }

@@ -6,10 +6,7 @@
 mod auditor;
 mod backend;
 mod bench;
-mod bench_cluster;
-mod bench_etcd;
 mod cluster;
-mod local;
 
 /// mimalloc instead of glibc malloc: node processes allocate and free large
 /// frames and batches all the time, which glibc answers with fresh pages
@@ -18,6 +15,7 @@ mod local;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use backend::LocalLog;
 use backend::{Log, Target};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -25,7 +23,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dlog_ledger::{Entry, EntryKind, LedgerError, OpenMode};
 use dlog_notary::payload::{DigestAlg, NotaryPayload};
 use dlog_notary::receipt::Receipt;
-use local::LocalLog;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,7 +41,7 @@ struct Cli {
     /// Act on a cluster through its client config instead of a local log.
     /// `dlog bench --cluster` (no value) benchmarks a temporary 3-node cluster.
     #[arg(long, global = true, env = "DLOG_CLUSTER", num_args = 0..=1,
-          default_missing_value = bench_cluster::TEMP_CLUSTER)]
+          default_missing_value = bench::cluster::TEMP_CLUSTER)]
     cluster: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -285,7 +282,7 @@ fn main() -> ExitCode {
     };
     // `dlog bench` runs against a cluster only when asked on the command
     // line (`--cluster` without a value), never because DLOG_CLUSTER is set.
-    let temp = Path::new(bench_cluster::TEMP_CLUSTER);
+    let temp = Path::new(bench::cluster::TEMP_CLUSTER);
     if matches.value_source("cluster") != Some(clap::parser::ValueSource::CommandLine)
         && matches!(cli.cmd, Cmd::Bench(_))
     {
@@ -358,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let dir = target.local_only("init", "a cluster is created with `dlog cluster up`")?;
             let trust = LocalLog::init(dir, &origin, segment_bits, max_payload, &name)?;
-            let trust_path = dir.join(local::TRUST_FILE);
+            let trust_path = dir.join(backend::TRUST_FILE);
             if json {
                 println!(
                     "{}",
@@ -679,7 +676,7 @@ fn verify_outcome<T>(r: Result<T, dlog_notary::verify::VerifyError>) -> Result<T
 }
 
 fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {
-    let policy = local::load_trust(trust)?;
+    let policy = backend::load_trust(trust)?;
     let r = read_receipt(receipt)?;
     let v = verify_outcome(dlog_notary::verify::verify_receipt(&policy, &r))?;
     let cp = v.checkpoint();
@@ -782,7 +779,7 @@ fn notarize(
 }
 
 fn notary_verify(file: &Path, receipt: &Path, trust: &Path, json: bool) -> Result<ExitCode> {
-    let policy = local::load_trust(trust)?;
+    let policy = backend::load_trust(trust)?;
     let r = read_receipt(receipt)?;
     let v = verify_outcome(dlog_notary::verify::verify_notarized_file(
         &policy, &r, file,

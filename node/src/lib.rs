@@ -1,8 +1,6 @@
 //! DLog node: the ledger replicated with openraft, every byte over embedded WireGuard.
 #![deny(missing_docs)]
 
-pub mod client;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod failover;
@@ -17,5 +15,6 @@ pub mod state_machine;
 pub mod types;
 pub mod witness;
 
+pub use dlog_client::{client, Client};
 pub use error::{NodeError, Result};
 pub use server::{run, run_until, runtime, start, start_with, RunningNode};

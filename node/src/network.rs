@@ -14,7 +14,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 
 use crate::error::NodeError;
-use crate::rpc::{parse_code, Call, ErrorCode, Pool, Reply};
+use crate::rpc::{ErrorCode, Pool, RaftCall, RaftReply, Reply};
 use crate::types::{NodeId, TypeConfig};
 
 /// Builds one [`NetClient`] per Raft target; a node's `addr` is its peer-table name.
@@ -56,27 +56,35 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl NetClient {
-    async fn send(&self, call: Call, ttl: Duration) -> Result<Reply, NodeError> {
+    async fn send(&self, call: RaftCall, ttl: Duration) -> Result<RaftReply, dlog_client::Error> {
         let peer = self.peer.ok_or_else(|| {
-            NodeError::Protocol(format!(
+            dlog_client::Error::Protocol(format!(
                 "raft member {} ({}) is not in the peer table",
                 self.target, self.name
             ))
         })?;
-        match self.pool.call_raw(&peer, &call, ttl).await? {
-            Ok(r) => Ok(r),
-            Err(e) => Err(NodeError::Remote {
-                code: format!("{:?}", e.code),
-                message: e.message,
-            }),
+        let kind = call.kind();
+        let wire = call
+            .to_call()
+            .map_err(|e| dlog_client::Error::Protocol(e.to_string()))?;
+        drop(call);
+        match self.pool.call(&peer, &wire, ttl).await? {
+            Reply::Raft(body) => RaftReply::decode(kind, &body)
+                .map_err(|e| dlog_client::Error::Protocol(e.to_string())),
+            _ => Err(dlog_client::Error::Protocol(format!(
+                "node {} answered {} with another reply",
+                self.target,
+                kind.name()
+            ))),
         }
     }
 
-    fn map_err<E: std::error::Error>(&self, e: NodeError) -> RpcErr<E> {
+    fn map_err<E: std::error::Error>(&self, e: dlog_client::Error) -> RpcErr<E> {
+        let e = NodeError::from(e);
         match &e {
             // A diverged peer has left Raft: like a down one, openraft backs
             // off instead of resending at once.
-            NodeError::Remote { code, .. } if parse_code(code) == ErrorCode::Diverged => {
+            NodeError::Remote { code, .. } if code == &format!("{:?}", ErrorCode::Diverged) => {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             NodeError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
@@ -96,8 +104,11 @@ impl RaftNetwork<TypeConfig> for NetClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        match self.send(Call::AppendEntries(rpc), option.hard_ttl()).await {
-            Ok(Reply::AppendEntries(r)) => Ok(r),
+        match self
+            .send(RaftCall::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftReply::AppendEntries(r)) => Ok(r),
             Ok(_) => Err(unexpected(self.target, "AppendEntries")),
             Err(e) => Err(self.map_err(e)),
         }
@@ -109,10 +120,10 @@ impl RaftNetwork<TypeConfig> for NetClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         match self
-            .send(Call::InstallSnapshot(rpc), option.hard_ttl())
+            .send(RaftCall::InstallSnapshot(rpc), option.hard_ttl())
             .await
         {
-            Ok(Reply::InstallSnapshot(r)) => Ok(r),
+            Ok(RaftReply::InstallSnapshot(r)) => Ok(r),
             Ok(_) => Err(unexpected(self.target, "InstallSnapshot")),
             Err(e) => Err(self.map_err(e)),
         }
@@ -123,8 +134,8 @@ impl RaftNetwork<TypeConfig> for NetClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        match self.send(Call::Vote(rpc), option.hard_ttl()).await {
-            Ok(Reply::Vote(r)) => Ok(r),
+        match self.send(RaftCall::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftReply::Vote(r)) => Ok(r),
             Ok(_) => Err(unexpected(self.target, "Vote")),
             Err(e) => Err(self.map_err(e)),
         }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use dlog_crypto::keys::NodeKey;
 use dlog_crypto::note::{Checkpoint, NoteSignature, NoteSigner, SignedNote};
-use dlog_ledger::EntryKind;
 use dlog_wg::config::{PeerTable, Role};
 use dlog_wg::core::PeerInfo;
 use dlog_wg::frame::FrameReader;
@@ -26,9 +25,9 @@ use crate::log_store::{LogOptions, LogStore};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 use crate::network::Network;
 use crate::rpc::{
-    authorize, decode, encode_framed, Call, ErrorCode, FrameHead, NodeStatus, Pool, Reply,
-    RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS, MAX_ENTRIES_BYTES,
-    MAX_ENTRIES_PER_CALL, MAX_FRAME, PROTOCOL_VERSION,
+    authorize, decode, encode_framed, Call, ErrorCode, FrameHead, NodeStatus, Pool, RaftCall,
+    RaftReply, Reply, RequestFrame, ResponseFrame, RpcError, SharedWriter, MAX_CHECKPOINT_WAIT_MS,
+    MAX_ENTRIES_BYTES, MAX_ENTRIES_PER_CALL, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::session::{Placed, SessionTag};
 use crate::state_machine::StateMachine;
@@ -753,10 +752,7 @@ async fn serve_conn(inner: Arc<Inner>, stream: Stream) -> Result<()> {
             refuse(ErrorCode::Refused, msg).await;
             continue;
         }
-        if matches!(
-            call,
-            Call::AppendEntries(_) | Call::Vote(_) | Call::InstallSnapshot(_)
-        ) {
+        if matches!(call, Call::Raft { .. }) {
             answer(&inner, &peer, &out, head.id, call).await;
         } else {
             let permit = calls
@@ -1073,19 +1069,10 @@ where
     }
 }
 
-async fn dispatch(
-    inner: &Arc<Inner>,
-    from: &PeerInfo,
-    call: Call,
-) -> std::result::Result<Reply, RpcError> {
-    if inner.stopped.load(Ordering::Acquire) && !matches!(call, Call::Status) {
-        return Err(RpcError::new(
-            ErrorCode::Diverged,
-            "this replica diverged and left Raft; see its status",
-        ));
-    }
+/// One Raft message from a peer, handed to openraft.
+async fn raft_call(inner: &Arc<Inner>, call: RaftCall) -> std::result::Result<RaftReply, RpcError> {
     match call {
-        Call::AppendEntries(r) => {
+        RaftCall::AppendEntries(r) => {
             // Heard on arrival: a big entry's fsync must not look like silence.
             inner.contact.heard_under(&r.vote);
             let arrived = Instant::now();
@@ -1096,9 +1083,9 @@ async fn dispatch(
             if resp.is_success() {
                 inner.commit_news.heard(commit, arrived);
             }
-            Ok(Reply::AppendEntries(resp))
+            Ok(RaftReply::AppendEntries(resp))
         }
-        Call::Vote(r) => {
+        RaftCall::Vote(r) => {
             let resp = inner.raft.vote(r.clone()).await.map_err(internal)?;
             let lease = Duration::from_millis(inner.cfg.raft.election_max_ms);
             if !is_leader(inner)
@@ -1111,16 +1098,36 @@ async fn dispatch(
                         .await;
                 });
             }
-            Ok(Reply::Vote(resp))
+            Ok(RaftReply::Vote(resp))
         }
-        Call::InstallSnapshot(r) => {
+        RaftCall::InstallSnapshot(r) => {
             inner.contact.heard_under(&r.vote);
             inner
                 .raft
                 .install_snapshot(r)
                 .await
-                .map(Reply::InstallSnapshot)
+                .map(RaftReply::InstallSnapshot)
                 .map_err(internal)
+        }
+    }
+}
+
+async fn dispatch(
+    inner: &Arc<Inner>,
+    from: &PeerInfo,
+    call: Call,
+) -> std::result::Result<Reply, RpcError> {
+    if inner.stopped.load(Ordering::Acquire) && !matches!(call, Call::Status) {
+        return Err(RpcError::new(
+            ErrorCode::Diverged,
+            "this replica diverged and left Raft; see its status",
+        ));
+    }
+    match call {
+        Call::Raft { kind, body } => {
+            let call = RaftCall::decode(kind, &body).map_err(bad)?;
+            drop(body);
+            raft_call(inner, call).await?.to_reply().map_err(internal)
         }
         Call::SignCheckpoint { size, root } => sign_checkpoint(inner, from, size, root).await,
         Call::Append { items, tag } => {
@@ -1141,8 +1148,7 @@ async fn dispatch(
                     "{total} payload bytes in one call; at most {limit} (split the batch)"
                 )));
             }
-            for (k, p) in items.iter() {
-                EntryKind::from_byte(k).map_err(bad)?;
+            for (_, p) in items.iter() {
                 if p.len() > max {
                     return Err(bad(format!(
                         "payload of {} bytes exceeds the limit of {max} bytes",

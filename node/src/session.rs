@@ -37,16 +37,7 @@ pub const MAX_PENDING: usize = 1024;
 /// small; past this the least recently used sessions are dropped.
 pub const MAX_RESULTS: usize = 16_384;
 
-/// What an append carries to be applied at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SessionTag {
-    /// Random id the client chose for its session.
-    pub session: u64,
-    /// The append's number in the session, from 1.
-    pub seq: u64,
-    /// Every seq below this was acknowledged to the client.
-    pub floor: u64,
-}
+pub use dlog_client::SessionTag;
 
 /// Where an append's entries went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

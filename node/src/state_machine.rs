@@ -521,11 +521,6 @@ fn payload_bytes(entries: &[Entry]) -> usize {
         .sum()
 }
 
-/// `(kind, payload)` of a batch item (kinds were checked at the RPC).
-fn entry_kind((k, p): (u8, &[u8])) -> (EntryKind, &[u8]) {
-    (EntryKind::from_byte(k).unwrap_or(EntryKind::Data), p)
-}
-
 /// Appends `batch` as the entries `[expected, expected + len)`, skipping
 /// those the ledger already holds (a replay after a crash: the applied
 /// state is written only after a ledger sync, so it may lag the ledger).
@@ -585,7 +580,7 @@ impl SmInner {
                 timestamp_ns,
                 items,
             } => {
-                let batch: Vec<(EntryKind, &[u8])> = items.iter().map(entry_kind).collect();
+                let batch: Vec<(EntryKind, &[u8])> = items.iter().collect();
                 Ok(
                     match append_replayable(ledger, expected, *timestamp_ns, &batch)? {
                         Some(ts) => {
@@ -644,7 +639,7 @@ impl SmInner {
                     placed.push(match verdict {
                         Verdict::New => {
                             let at = batch.len() as u64;
-                            batch.extend(part.map(entry_kind));
+                            batch.extend(part);
                             let p = Placed {
                                 first: expected + at,
                                 count: batch.len() as u64 - at,

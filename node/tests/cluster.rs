@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dlog_client::{Client, ErrorCode};
+use dlog_devcluster::{self as cluster, ClusterSpec};
 use dlog_ledger::EntryKind;
-use dlog_node::client::Client;
-use dlog_node::cluster::{self, ClusterSpec};
 
 fn program() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dlog-node"))
@@ -916,7 +916,7 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     assert!(
         matches!(
             err,
-            dlog_node::NodeError::Timeout(_) | dlog_node::NodeError::Transport(_)
+            dlog_client::Error::Timeout(_) | dlog_client::Error::Transport(_)
         ),
         "{err}"
     );
@@ -1032,7 +1032,7 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
             client.call_node_within(
                 "node-1",
                 dlog_node::rpc::Call::Append {
-                    items: vec![(0, big.clone())].into(),
+                    items: vec![(EntryKind::Data, big.clone())].into(),
                     tag: None,
                 },
                 Duration::from_millis(1 + (i + round) % 4),
@@ -1044,8 +1044,8 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
             .enumerate()
         {
             match r {
-                Err(dlog_node::NodeError::Timeout(_)) => gave_up += 1,
-                Ok(_) | Err(dlog_node::NodeError::Remote { .. }) => {}
+                Err(dlog_client::Error::Timeout(_)) => gave_up += 1,
+                Ok(_) | Err(dlog_client::Error::Remote(_)) => {}
                 Err(e) => panic!("round {round} call {i}: {e}"),
             }
         }
@@ -1411,14 +1411,14 @@ async fn a_lagging_follower_forwards_reads_it_cannot_answer() {
         )
         .await;
     assert!(
-        matches!(&past, Err(dlog_node::NodeError::Remote { code, .. }) if code == "BadRequest"),
+        matches!(&past, Err(dlog_client::Error::Remote(e)) if e.code == ErrorCode::BadRequest),
         "{past:?}"
     );
     // A checkpoint read says how stale it may be: a ReadIndex round's
     // answer is current; the stalled follower's bound grows with its stall
     // (or is unknown), the healthy follower's stays small.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let behind = |r: Result<Reply, dlog_node::NodeError>| match r {
+    let behind = |r: Result<Reply, dlog_client::Error>| match r {
         Ok(Reply::Checkpoint { behind_ms, .. }) => behind_ms,
         r => panic!("{r:?}"),
     };
@@ -1798,7 +1798,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         .call_node_within(
             others[0],
             dlog_node::rpc::Call::Append {
-                items: vec![(0, b"via a follower".to_vec())].into(),
+                items: vec![(EntryKind::Data, b"via a follower".to_vec())].into(),
                 tag: None,
             },
             Duration::from_secs(5),
@@ -1806,7 +1806,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         .await;
     let took = t.elapsed();
     assert!(
-        matches!(&r, Err(dlog_node::NodeError::Remote { code, .. }) if code == "NoLeader"),
+        matches!(&r, Err(dlog_client::Error::Remote(e)) if e.code == ErrorCode::NoLeader),
         "{r:?}"
     );
     assert!(took < Duration::from_secs(2), "NoLeader after {took:?}");
@@ -1817,7 +1817,7 @@ async fn partitioned_leader_stops_acknowledging_and_its_tail_is_discarded() {
         .call_node_within(
             &lname,
             dlog_node::rpc::Call::Append {
-                items: vec![(0, lost.clone())].into(),
+                items: vec![(EntryKind::Data, lost.clone())].into(),
                 tag: None,
             },
             Duration::from_secs(3),
@@ -1891,7 +1891,7 @@ async fn a_retried_append_is_stored_once() {
         let client = &client;
         async move {
             let call = || Call::Append {
-                items: vec![(0, payload.to_vec())].into(),
+                items: vec![(EntryKind::Data, payload.to_vec())].into(),
                 tag: Some(SessionTag {
                     session: 0x5e55_1011,
                     seq,
@@ -1906,8 +1906,9 @@ async fn a_retried_append_is_stored_once() {
                 match client.call_node(&node, call()).await {
                     Ok(Reply::Appended { first, count, .. }) => return Ok((first, count)),
                     Ok(r) => panic!("unexpected answer {r:?}"),
-                    Err(dlog_node::NodeError::Remote { code, .. })
-                        if (code == "NoLeader" || code == "NotLeader") && Instant::now() < end =>
+                    Err(dlog_client::Error::Remote(e))
+                        if matches!(e.code, ErrorCode::NoLeader | ErrorCode::NotLeader)
+                            && Instant::now() < end =>
                     {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -1964,9 +1965,9 @@ async fn a_retried_append_is_stored_once() {
     assert_eq!(third.0, second.0 + 1);
     let stale = send(names[0].clone(), b"once", 1, 1).await.unwrap_err();
     match &stale {
-        dlog_node::NodeError::Remote { code, message } => {
-            assert_eq!(code, &format!("{:?}", ErrorCode::BadRequest), "{message}");
-            assert!(message.contains("floor"), "{message}");
+        dlog_client::Error::Remote(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+            assert!(e.message.contains("floor"), "{}", e.message);
         }
         e => panic!("stale copy: {e:?}"),
     }

@@ -53,7 +53,12 @@ fn lid(term: u64, index: u64) -> LogId<u64> {
 
 fn append_entry(term: u64, index: u64, ts: u64, n: usize) -> Entry {
     let items = (0..n)
-        .map(|i| (0u8, format!("entry {index}/{i}").into_bytes()))
+        .map(|i| {
+            (
+                dlog_ledger::EntryKind::Data,
+                format!("entry {index}/{i}").into_bytes(),
+            )
+        })
         .collect::<Vec<_>>()
         .into();
     Entry {
@@ -423,7 +428,10 @@ type Tag = Option<(u64, u64, u64)>;
 fn calls_entry(index: u64, calls: &[(&[u8], Tag)]) -> Entry {
     use dlog_node::session::SessionTag;
     use dlog_node::types::CallTag;
-    let items: Vec<(u8, Vec<u8>)> = calls.iter().map(|(p, _)| (0, p.to_vec())).collect();
+    let items: Vec<(dlog_ledger::EntryKind, Vec<u8>)> = calls
+        .iter()
+        .map(|(p, _)| (dlog_ledger::EntryKind::Data, p.to_vec()))
+        .collect();
     Entry {
         log_id: lid(1, index),
         payload: EntryPayload::Normal(Request::AppendCalls {

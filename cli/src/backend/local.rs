@@ -1,12 +1,13 @@
 //! The embedded single-node log: a ledger directory, its node key and trust file.
 
+use super::{consistency_json, CheckpointInfo, Log};
 use anyhow::{anyhow, bail, Context, Result};
 use dlog_crypto::keys::NodeKey;
 use dlog_crypto::note::{Checkpoint, NoteSigner, SignedNote};
 use dlog_crypto::trust::TrustPolicy;
-use dlog_ledger::{Appended, CreateOptions, Ledger, OpenMode};
+use dlog_ledger::{Appended, CreateOptions, Entry, EntryKind, Ledger, OpenMode};
+use dlog_notary::receipt::Receipt;
 use std::fs;
-
 use std::path::{Path, PathBuf};
 
 /// Node signing key file inside the data directory.
@@ -158,4 +159,88 @@ pub fn load_trust(path: &Path) -> Result<TrustPolicy> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read trust file {}", path.display()))?;
     TrustPolicy::from_toml_str(&text).map_err(|e| anyhow!("bad trust file {}: {e}", path.display()))
+}
+
+/// The embedded local log.
+impl Log for LocalLog {
+    fn append(&mut self, items: &[(EntryKind, &[u8])]) -> Result<(u64, u64)> {
+        let a = LocalLog::append(self, items)?;
+        self.sign_checkpoint()?;
+        Ok((a.first, a.timestamp_ns))
+    }
+
+    fn entry(&self, index: u64) -> Result<Entry> {
+        Ok(Entry::decode(&self.ledger.entry(index)?)?)
+    }
+
+    fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let cp = self
+            .ledger
+            .checkpoint()
+            .ok_or_else(|| anyhow!("the log has no checkpoint yet"))?;
+        Ok(CheckpointInfo {
+            size: cp.size,
+            note: cp.note.clone(),
+            log_size: self.ledger.size(),
+            behind_ms: Some(0),
+        })
+    }
+
+    fn size(&self) -> Result<u64> {
+        Ok(self.ledger.size())
+    }
+
+    fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt> {
+        let size = match size {
+            Some(s) => s,
+            None => self
+                .ledger
+                .checkpoint()
+                .map(|c| c.size)
+                .filter(|&s| s > index)
+                .unwrap_or(self.ledger.size()),
+        };
+        if index >= size {
+            bail!("entry {index} is not in a tree of size {size}");
+        }
+        Ok(Receipt {
+            entry: self.ledger.entry(index)?,
+            index,
+            inclusion: self.ledger.inclusion_proof(index, size)?,
+            checkpoint: self.note_for_size(size)?,
+        })
+    }
+
+    fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value> {
+        let to = to
+            .or(self.ledger.checkpoint().map(|c| c.size))
+            .unwrap_or(self.ledger.size());
+        let proof = self.ledger.consistency_proof(from, to)?;
+        Ok(consistency_json(
+            from,
+            to,
+            &self.ledger.root_at(from)?,
+            &self.ledger.root_at(to)?,
+            &proof,
+        ))
+    }
+}
+
+/// The embedded default: writing to a directory with no log creates one.
+pub(crate) fn open_or_init(dir: &Path) -> Result<LocalLog> {
+    if !dir.join(dlog_ledger::store::LOG_FILE).exists() && !dir.join(KEY_FILE).exists() {
+        LocalLog::init(
+            dir,
+            "dlog/local",
+            16,
+            dlog_ledger::entry::DEFAULT_MAX_PAYLOAD,
+            "node-1",
+        )?;
+        eprintln!(
+            "dlog: created a new log in {} (trust file: {})",
+            dir.display(),
+            dir.join(TRUST_FILE).display()
+        );
+    }
+    LocalLog::open(dir, OpenMode::ReadWrite)
 }

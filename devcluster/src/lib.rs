@@ -8,7 +8,7 @@
 //! D/trust.toml            origin, voter vkeys, quorum = majority
 //! D/client.toml, D/client.key    a `client` peer (append + read)
 //! D/admin.toml,  D/admin.key     an `admin` peer (membership)
-//! D/node-N/node.toml      node config (see crate::config)
+//! D/node-N/node.toml      node config (see `dlog_node::config`)
 //! D/node-N/wg.key, node.key     transport and signing keys (0600)
 //! D/node-N/data/          the node's data (created at first start)
 //! D/node-N/node.log, node.pid   written by start()
@@ -17,6 +17,9 @@
 //! D/auditor-N/state/        the auditor's state file
 //! D/auditor-N/auditor.log, auditor.pid   written by start_auditors()
 //! ```
+#![deny(missing_docs)]
+
+mod error;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -28,10 +31,9 @@ use std::time::{Duration, Instant};
 use dlog_crypto::keys::NodeKey;
 use dlog_crypto::trust::TrustPolicy;
 
-use crate::client::Client;
-use crate::error::{NodeError, Result};
-use crate::rpc::NodeStatus;
-use crate::types::NodeId;
+use dlog_client::{Client, NodeId, NodeStatus};
+
+pub use error::{Error, Result};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -85,19 +87,15 @@ pub struct ClusterLayout {
 }
 
 fn free_udp_port() -> Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(NodeError::io("bind", "127.0.0.1:0"))?;
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(Error::io("bind", "127.0.0.1:0"))?;
     Ok(s.local_addr()
-        .map_err(NodeError::io("local_addr", "udp"))?
+        .map_err(Error::io("local_addr", "udp"))?
         .port())
 }
 
 fn write_new(path: &Path, text: &str) -> Result<()> {
     if path.exists() {
-        return Err(NodeError::config(
-            path,
-            "-",
-            "exists; refusing to overwrite",
-        ));
+        return Err(Error::config(path, "-", "exists; refusing to overwrite"));
     }
     dlog_ledger::store::write_atomic(path, text.as_bytes())?;
     Ok(())
@@ -113,9 +111,9 @@ fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> 
     }
     for who in ["client", "admin"] {
         let path = dir.join(format!("{who}.toml"));
-        let text = std::fs::read_to_string(&path).map_err(NodeError::io("read", &path))?;
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
         let mut nodes = toml::from_str::<Nodes>(&text)
-            .map_err(|e| NodeError::config(&path, "nodes", e.message()))?
+            .map_err(|e| Error::config(&path, "nodes", e.message()))?
             .nodes;
         edit(&mut nodes);
         let list = nodes
@@ -128,7 +126,7 @@ fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> 
         for line in text.lines() {
             if !found && line.trim_start().starts_with("nodes") && line.contains('[') {
                 if !line.contains(']') {
-                    return Err(NodeError::config(
+                    return Err(Error::config(
                         &path,
                         "nodes",
                         "a list over several lines; edit it by hand",
@@ -141,7 +139,7 @@ fn edit_config_nodes(dir: &Path, edit: impl Fn(&mut Vec<String>)) -> Result<()> 
             }
         }
         if !found {
-            return Err(NodeError::config(&path, "nodes", "no `nodes = [...]` line"));
+            return Err(Error::config(&path, "nodes", "no `nodes = [...]` line"));
         }
         dlog_ledger::store::write_atomic(&path, out.as_bytes())?;
     }
@@ -176,22 +174,22 @@ fn peer_block(
 /// hold one already).
 pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
     if spec.nodes == 0 {
-        return Err(NodeError::config(
+        return Err(Error::config(
             dir,
             "nodes",
             "a cluster needs at least one node",
         ));
     }
     if dir.join("peers.toml").exists() {
-        return Err(NodeError::config(
+        return Err(Error::config(
             &dir.join("peers.toml"),
             "-",
             "a cluster already exists here",
         ));
     }
-    std::fs::create_dir_all(dir).map_err(NodeError::io("create directory", dir))?;
+    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let mut log_id = [0u8; 16];
-    getrandom::fill(&mut log_id).map_err(|e| NodeError::Process(format!("getrandom: {e}")))?;
+    getrandom::fill(&mut log_id).map_err(|e| Error::Process(format!("getrandom: {e}")))?;
     let log_id: String = log_id.iter().map(|b| format!("{b:02x}")).collect();
     let total = spec.nodes + spec.spare_nodes;
     let mut peers =
@@ -203,11 +201,11 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
     for i in 1..=total {
         let name = format!("node-{i}");
         let ndir = dir.join(&name);
-        std::fs::create_dir_all(&ndir).map_err(NodeError::io("create directory", &ndir))?;
+        std::fs::create_dir_all(&ndir).map_err(Error::io("create directory", &ndir))?;
         let wg = dlog_wg::keys::generate()?;
         dlog_wg::keys::write_key_file(&ndir.join("wg.key"), &wg)?;
-        let nk = NodeKey::generate(&name)
-            .map_err(|e| NodeError::Process(format!("key generation: {e}")))?;
+        let nk =
+            NodeKey::generate(&name).map_err(|e| Error::Process(format!("key generation: {e}")))?;
         write_secret(&ndir.join("node.key"), &nk.to_toml_string())?;
         let port = free_udp_port()?;
         ports.push(port);
@@ -291,11 +289,11 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
     for i in 1..=spec.auditors {
         let name = format!("auditor-{i}");
         let adir = dir.join(&name);
-        std::fs::create_dir_all(&adir).map_err(NodeError::io("create directory", &adir))?;
+        std::fs::create_dir_all(&adir).map_err(Error::io("create directory", &adir))?;
         let wg = dlog_wg::keys::generate()?;
         dlog_wg::keys::write_key_file(&adir.join("wg.key"), &wg)?;
-        let key = NodeKey::generate(&name)
-            .map_err(|e| NodeError::Process(format!("key generation: {e}")))?;
+        let key =
+            NodeKey::generate(&name).map_err(|e| Error::Process(format!("key generation: {e}")))?;
         write_secret(&adir.join("auditor.key"), &key.to_toml_string())?;
         cosigners.push(key.cosigner().verifier());
         peer_block(
@@ -327,7 +325,7 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
         cosigners,
         spec.cosignatures,
     )
-    .map_err(|e| NodeError::config(&dir.join("trust.toml"), "cosignatures", e))?;
+    .map_err(|e| Error::config(&dir.join("trust.toml"), "cosignatures", e))?;
     write_new(
         &dir.join("trust.toml"),
         &format!(
@@ -349,8 +347,8 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
 /// The node directories of a cluster, in order (`node-1`, `node-2`, ...).
 pub fn node_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<(u64, PathBuf)> = Vec::new();
-    for ent in std::fs::read_dir(dir).map_err(NodeError::io("read directory", dir))? {
-        let ent = ent.map_err(NodeError::io("read directory", dir))?;
+    for ent in std::fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
+        let ent = ent.map_err(Error::io("read directory", dir))?;
         let name = ent.file_name().to_string_lossy().to_string();
         if let Some(n) = name.strip_prefix("node-").and_then(|n| n.parse().ok()) {
             if ent.path().join("node.toml").exists() {
@@ -386,8 +384,8 @@ fn spawn(node_dir: &Path, stem: &str, program: &Path, args: &[OsString]) -> Resu
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(NodeError::io("open", &log_path))?;
-    let err = log.try_clone().map_err(NodeError::io("open", &log_path))?;
+        .map_err(Error::io("open", &log_path))?;
+    let err = log.try_clone().map_err(Error::io("open", &log_path))?;
     let child = Command::new(program)
         .args(args)
         .arg(node_dir.join(format!("{stem}.toml")))
@@ -396,7 +394,7 @@ fn spawn(node_dir: &Path, stem: &str, program: &Path, args: &[OsString]) -> Resu
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|e| NodeError::Process(format!("cannot start {}: {e}", program.display())))?;
+        .map_err(|e| Error::Process(format!("cannot start {}: {e}", program.display())))?;
     let pid = child.id();
     dlog_ledger::store::write_atomic(
         &node_dir.join(format!("{stem}.pid")),
@@ -419,8 +417,8 @@ pub fn start(dir: &Path, program: &Path, args: &[OsString]) -> Result<Vec<u32>> 
 /// The auditor directories of a cluster (`auditor-1`, `auditor-2`, ...).
 pub fn auditor_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<(u64, PathBuf)> = Vec::new();
-    for ent in std::fs::read_dir(dir).map_err(NodeError::io("read directory", dir))? {
-        let ent = ent.map_err(NodeError::io("read directory", dir))?;
+    for ent in std::fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
+        let ent = ent.map_err(Error::io("read directory", dir))?;
         let name = ent.file_name().to_string_lossy().to_string();
         if let Some(n) = name.strip_prefix("auditor-").and_then(|n| n.parse().ok()) {
             if ent.path().join("auditor.toml").exists() {
@@ -470,10 +468,10 @@ fn alive(pid: i32) -> bool {
 /// Sends `signal` to one node's process (from its pid file); `SIGKILL` for crash tests.
 pub fn signal_node(node_dir: &Path, signal: i32) -> Result<()> {
     let pid = pid_of(node_dir, "node")
-        .ok_or_else(|| NodeError::Process(format!("no pid file in {}", node_dir.display())))?;
+        .ok_or_else(|| Error::Process(format!("no pid file in {}", node_dir.display())))?;
     // SAFETY: sending a signal to a pid we started.
     if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(NodeError::Process(format!(
+        return Err(Error::Process(format!(
             "kill {pid}: {}",
             std::io::Error::last_os_error()
         )));
@@ -552,9 +550,7 @@ fn node_id(node_dir: &Path) -> Result<NodeId> {
         .unwrap_or_default();
     name.strip_prefix("node-")
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| {
-            NodeError::Process(format!("{} is not a node directory", node_dir.display()))
-        })
+        .ok_or_else(|| Error::Process(format!("{} is not a node directory", node_dir.display())))
 }
 
 /// `dlog cluster add-node`: starts the first spare node of the cluster
@@ -575,7 +571,7 @@ pub async fn add_node(
         .into_iter()
         .find(|d| d.join("spare").exists())
         .ok_or_else(|| {
-            NodeError::Process(
+            Error::Process(
                 "no spare node left: nodes are generated with the cluster (`dlog cluster up --spare N`), since every node must know every key at start".into(),
             )
         })?;
@@ -597,14 +593,15 @@ pub async fn add_node(
                 break;
             }
             if Instant::now() >= end {
-                return Err(NodeError::Timeout(format!("{name} did not catch up")));
+                return Err(Error::Timeout(format!("{name} did not catch up")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (_, leader) = wait_for_leader(admin, timeout).await?;
         let mut voters = admin.status(&leader).await?.voters;
         voters.push(id);
-        admin.change_membership(&voters).await
+        admin.change_membership(&voters).await?;
+        Ok::<_, Error>(())
     }
     .await?;
     edit_config_nodes(dir, |nodes| {
@@ -613,7 +610,7 @@ pub async fn add_node(
         }
     })
     .map_err(|e| {
-        NodeError::Process(format!(
+        Error::Process(format!(
             "{name} was added and promoted to voter, but the client configs were not updated: {e}"
         ))
     })?;
@@ -635,7 +632,8 @@ pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Durati
             .into_iter()
             .filter(|v| *v != id)
             .collect();
-        admin.change_membership(&voters).await
+        admin.change_membership(&voters).await?;
+        Ok::<_, Error>(())
     }
     .await;
     res?;
@@ -657,16 +655,16 @@ pub async fn wait_for_leader(client: &Client, timeout: Duration) -> Result<(Node
             }
         }
         if Instant::now() >= end {
-            return Err(NodeError::NoLeader(format!(
-                "none elected within {timeout:?}"
-            )));
+            return Err(Error::NoLeader(format!("none elected within {timeout:?}")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// `dlog cluster status`: every node's status (or why it did not answer).
-pub async fn status(client_config: &Path) -> Result<Vec<(String, Result<NodeStatus>)>> {
+pub async fn status(
+    client_config: &Path,
+) -> Result<Vec<(String, dlog_client::Result<NodeStatus>)>> {
     let c = Client::open(client_config).await?;
     let s = c.statuses().await;
     c.close().await;

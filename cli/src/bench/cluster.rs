@@ -12,13 +12,13 @@
 //! Every process started here is stopped by PID at the end, on error, and on
 //! SIGINT/SIGTERM; the temporary directory is removed unless `--keep`.
 
+use super::etcd::{self as bench_etcd, EtcdCluster};
 use crate::bench::BenchArgs;
 use crate::bench::{median, pct};
-use crate::bench_etcd::{self, EtcdCluster};
 use anyhow::{anyhow, bail, Context, Result};
+use dlog_client::Client;
+use dlog_devcluster::{self as cluster, ClusterSpec};
 use dlog_ledger::EntryKind;
-use dlog_node::client::Client;
-use dlog_node::cluster::{self, ClusterSpec};
 use dlog_notary::receipt::Receipt;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -2,23 +2,22 @@
 //! calls the cluster. Writes go to any node (followers forward to the
 //! leader); transient failures (no leader yet, a node down) are retried on
 //! the next node until the per-operation deadline. Appends carry a session
-//! tag, so a retry after a lost answer is stored once (see
-//! [`crate::session`]).
+//! tag, so a retry after a lost answer is stored once (the node's session
+//! table, `dlog_node::session`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use dlog_crypto::trust::TrustPolicy;
+use dlog_crypto::trust::{TrustPolicy, VerifiedCheckpoint};
 use dlog_ledger::EntryKind;
 use dlog_wg::keys::PeerKey;
 use dlog_wg::Endpoint;
 
 use crate::config::{load_peers, load_wg_key, ClientConfig};
-use crate::error::{NodeError, Result};
-use crate::rpc::{Call, ErrorCode, NodeStatus, Pool, Reply, MAX_CHECKPOINT_WAIT_MS};
-use crate::session::SessionTag;
-use crate::types::NodeId;
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::wire::{Call, ErrorCode, NodeId, NodeStatus, Reply, SessionTag, MAX_CHECKPOINT_WAIT_MS};
 
 /// How long a node that failed at the transport level is avoided; each
 /// further failure in a row doubles it, up to [`SUSPECT_MAX`].
@@ -46,16 +45,20 @@ pub struct Appended {
 }
 
 /// A checkpoint as served by the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServedCheckpoint {
-    /// The signed note.
+    /// The signed note (empty when the cluster has signed none yet).
     pub note: String,
+    /// The note, verified against the client's trust file: `Some` whenever
+    /// a trust file is configured and the note is not empty (a note that
+    /// fails to verify is an error, never handed out).
+    pub verified: Option<VerifiedCheckpoint>,
     /// Its tree size.
     pub size: u64,
     /// Entries the answering replica had applied.
     pub applied: u64,
     /// How stale it may be, in milliseconds (0 for a linearizable read;
-    /// `None`: not known). See [`crate::rpc::Reply::Checkpoint`].
+    /// `None`: not known). See [`crate::wire::Reply::Checkpoint`].
     pub behind_ms: Option<u64>,
 }
 
@@ -77,7 +80,7 @@ pub struct Client {
 }
 
 /// This client's session: every append carries a tag from it, so a retry
-/// after a lost answer is applied at most once (see [`crate::session`]).
+/// after a lost answer is applied at most once (see [`SessionTag`]).
 struct Session {
     id: u64,
     /// The next seq, and the seqs of appends still in flight.
@@ -87,7 +90,7 @@ struct Session {
 impl Session {
     fn new() -> Result<Session> {
         let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| NodeError::Process(format!("getrandom: {e}")))?;
+        getrandom::fill(&mut id).map_err(|e| Error::Process(format!("getrandom: {e}")))?;
         Ok(Session {
             id: u64::from_le_bytes(id),
             seqs: std::sync::Mutex::new((1, Default::default())),
@@ -152,7 +155,7 @@ impl Client {
         let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
         let key = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
         if peers.get(&key.public_key()).is_none() {
-            return Err(NodeError::config(
+            return Err(Error::config(
                 &cfg.file,
                 "wg_key",
                 "this key is not in the peer table",
@@ -160,9 +163,9 @@ impl Client {
         }
         let mut nodes = Vec::new();
         for n in &cfg.nodes {
-            let p = peers.by_name(n).ok_or_else(|| {
-                NodeError::config(&cfg.file, "nodes", format!("unknown peer {n:?}"))
-            })?;
+            let p = peers
+                .by_name(n)
+                .ok_or_else(|| Error::config(&cfg.file, "nodes", format!("unknown peer {n:?}")))?;
             nodes.push((n.clone(), p.public_key));
         }
         let servers = peers
@@ -186,7 +189,7 @@ impl Client {
         wcfg.connect_timeout = Duration::from_secs(3);
         let endpoint = Endpoint::bind(wcfg, cfg.listen)
             .await
-            .map_err(|e| NodeError::config(&cfg.file, "listen", e))?;
+            .map_err(|e| Error::config(&cfg.file, "listen", e))?;
         Ok(Client {
             pool: Pool::new(endpoint, cfg.rpc_port),
             nodes,
@@ -222,7 +225,7 @@ impl Client {
     /// One call, retried on other nodes for transient failures until the deadline.
     pub async fn call(&self, call: Call) -> Result<Reply> {
         let deadline = Instant::now() + self.timeout;
-        let mut last = NodeError::NoLeader("no node answered".into());
+        let mut last = Error::NoLeader("no node answered".into());
         let mut backoff = Duration::from_millis(20);
         loop {
             let i = self.pick();
@@ -325,13 +328,13 @@ impl Client {
             .iter()
             .find(|n| n.0 == name)
             .map(|n| n.1)
-            .ok_or_else(|| NodeError::Protocol(format!("unknown node {name}")))?;
+            .ok_or_else(|| Error::Protocol(format!("unknown node {name}")))?;
         self.pool.call(&peer, &call, timeout).await
     }
 
     /// Appends entries; returns once a majority has them durably and they are applied.
     pub async fn append(&self, items: &[(EntryKind, &[u8])]) -> Result<Appended> {
-        let items = items.iter().map(|(k, p)| (k.to_byte(), *p)).collect();
+        let items = items.iter().map(|(k, p)| (*k, *p)).collect();
         // Retries inside `call` resend the same tag: applied at most once.
         let in_flight = self.session.start();
         match self
@@ -427,25 +430,24 @@ impl Client {
                 } else {
                     &self.voter_trust
                 };
-                let size = match (policy, note.is_empty()) {
-                    (_, true) => size,
+                let (size, verified) = match (policy, note.is_empty()) {
+                    (_, true) => (size, None),
                     (Some(policy), false) => {
-                        policy
+                        let v = policy
                             .verify_checkpoint(&note)
-                            .map_err(|e| NodeError::Verify(e.to_string()))?
-                            .checkpoint()
-                            .size
+                            .map_err(|e| Error::Verify(e.to_string()))?;
+                        (v.checkpoint().size, Some(v))
                     }
                     (None, false) => {
-                        dlog_crypto::note::Checkpoint::from_note(&note)
-                            .map_err(|e| {
-                                NodeError::Verify(format!("a checkpoint that does not parse: {e}"))
-                            })?
-                            .size
+                        let cp = dlog_crypto::note::Checkpoint::from_note(&note).map_err(|e| {
+                            Error::Verify(format!("a checkpoint that does not parse: {e}"))
+                        })?;
+                        (cp.size, None)
                     }
                 };
                 Ok(ServedCheckpoint {
                     note,
+                    verified,
                     size,
                     applied,
                     behind_ms,
@@ -510,7 +512,7 @@ impl Client {
             match self.served_as(reply, witnessed) {
                 Ok(cp) if cp.size > index => return Ok(cp),
                 Ok(_) => {}
-                Err(NodeError::Verify(_)) if witnessed && Instant::now() < deadline => {
+                Err(Error::Verify(_)) if witnessed && Instant::now() < deadline => {
                     // It covers the entry but lacks auditors' cosignatures
                     // (they join one at a time): look again shortly. A
                     // forged one fails the same way until the deadline.
@@ -524,9 +526,7 @@ impl Client {
                 } else {
                     "no checkpoint"
                 };
-                return Err(NodeError::Timeout(format!(
-                    "{what} covers entry {index} yet"
-                )));
+                return Err(Error::Timeout(format!("{what} covers entry {index} yet")));
             }
         }
     }
@@ -630,6 +630,6 @@ fn is_append(c: &Call) -> bool {
     matches!(c, Call::Append { .. })
 }
 
-fn unexpected(r: Reply) -> NodeError {
-    NodeError::Protocol(format!("unexpected reply {r:?}"))
+fn unexpected(r: Reply) -> Error {
+    Error::Protocol(format!("unexpected reply {r:?}"))
 }

@@ -156,7 +156,7 @@ impl EtcdCluster {
                 Ok(()) => return Ok(()),
                 Err(e) => e.to_string(),
             };
-            if crate::bench_cluster::interrupted() {
+            if super::cluster::interrupted() {
                 bail!("interrupted");
             }
             if Instant::now() >= end {
@@ -306,7 +306,7 @@ pub fn puts(
             let deadline = warm_end + window;
             let mut lat = Vec::new();
             let mut n = 0u64;
-            while Instant::now() < deadline && !crate::bench_cluster::interrupted() {
+            while Instant::now() < deadline && !super::cluster::interrupted() {
                 let key = B64.encode(format!("bench/{workers}/{w}/{n}"));
                 let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
                 let t = Instant::now();
@@ -337,7 +337,7 @@ pub fn puts(
     if let Some(e) = err {
         return Err(e);
     }
-    if crate::bench_cluster::interrupted() {
+    if super::cluster::interrupted() {
         bail!("interrupted");
     }
     lat.sort();

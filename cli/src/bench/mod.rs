@@ -6,6 +6,9 @@
 //! and of the subject, and report medians of the per-window ratio, so a
 //! neighbour's burst of disk or CPU use hits both sides of a ratio alike.
 
+pub(crate) mod cluster;
+mod etcd;
+
 use anyhow::{Context, Result};
 use clap::Args;
 use dlog_crypto::tree;
@@ -177,9 +180,9 @@ pub fn run(a: &BenchArgs, cluster: bool) -> Result<ExitCode> {
         if !(a.warmup >= 0.0 && a.warmup.is_finite()) {
             anyhow::bail!("--warmup must be a number of seconds");
         }
-        return crate::bench_cluster::run(
+        return cluster::run(
             a,
-            &crate::bench_cluster::ClusterOpts {
+            &cluster::ClusterOpts {
                 in_flight: a.in_flight,
                 warmup: Duration::from_secs_f64(a.warmup),
                 keep: a.keep,

@@ -1,0 +1,135 @@
+//! `client.toml`, and the loaders of the files a client and a node both
+//! read (peer table, WireGuard key, trust file). Relative paths are
+//! relative to the directory of the file that names them. Errors name the
+//! file and the field.
+//!
+//! ```toml
+//! wg_key = "client.key"
+//! peers = "peers.toml"
+//! nodes = ["node-1", "node-2", "node-3"]
+//! trust = "trust.toml"            # optional: verify checkpoints
+//! rpc_port = 7000                 # optional
+//! timeout_ms = 15000              # optional, per operation (all retries)
+//! attempt_ms = 1500               # optional, one attempt on one node
+//! # listen = "127.0.0.1:0"        # optional UDP bind address
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::wire::RPC_PORT;
+
+/// `p`, relative to `base` unless it is absolute.
+pub fn rel(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads a config file, naming it on error.
+pub fn read(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|e| Error::config(file, "-", format!("cannot read: {e}")))
+}
+
+/// Extracts the field name from a toml error message when it names one.
+pub fn toml_err(file: &Path, e: toml::de::Error) -> Error {
+    let msg = e.message().to_string();
+    let field = msg
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "-".into());
+    Error::config(file, &field, e.to_string().trim())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientToml {
+    wg_key: PathBuf,
+    peers: PathBuf,
+    nodes: Vec<String>,
+    trust: Option<PathBuf>,
+    rpc_port: Option<u16>,
+    timeout_ms: Option<u64>,
+    attempt_ms: Option<u64>,
+    listen: Option<String>,
+}
+
+/// A parsed `client.toml`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The file.
+    pub file: PathBuf,
+    /// WireGuard key file of the client.
+    pub wg_key: PathBuf,
+    /// Peer table.
+    pub peers: PathBuf,
+    /// Node names to call, in order of preference.
+    pub nodes: Vec<String>,
+    /// Trust file, to verify checkpoints.
+    pub trust: Option<PathBuf>,
+    /// Node service port.
+    pub rpc_port: u16,
+    /// Per-operation deadline.
+    pub timeout: std::time::Duration,
+    /// Longest single attempt on one node before trying the next.
+    pub attempt: std::time::Duration,
+    /// UDP bind address.
+    pub listen: SocketAddr,
+}
+
+impl ClientConfig {
+    /// Reads and checks a client config file.
+    pub fn load(file: &Path) -> Result<ClientConfig> {
+        let text = read(file)?;
+        let t: ClientToml = toml::from_str(&text).map_err(|e| toml_err(file, e))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        if t.nodes.is_empty() {
+            return Err(Error::config(file, "nodes", "lists no node"));
+        }
+        let listen_s = t.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let listen = listen_s
+            .parse()
+            .map_err(|e| Error::config(file, "listen", format!("{listen_s:?}: {e}")))?;
+        Ok(ClientConfig {
+            file: file.to_path_buf(),
+            wg_key: rel(base, &t.wg_key),
+            peers: rel(base, &t.peers),
+            nodes: t.nodes,
+            trust: t.trust.map(|p| rel(base, &p)),
+            rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
+            timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
+            attempt: std::time::Duration::from_millis(t.attempt_ms.unwrap_or(1_500)),
+            listen,
+        })
+    }
+}
+
+/// Loads a dlog-wg peer table, naming the file on error.
+pub fn load_peers(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::config::PeerTable> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::config(from, field, format!("cannot read {}: {e}", file.display())))?;
+    dlog_wg::config::PeerTable::from_toml_str(&text).map_err(|e| Error::config(file, "peer", e))
+}
+
+/// Loads a dlog-wg key file, naming the config field on error.
+pub fn load_wg_key(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::keys::KeyFile> {
+    dlog_wg::keys::load_key_file(file)
+        .map_err(|e| Error::config(from, field, format!("{}: {e}", file.display())))
+}
+
+/// Loads a trust file, naming the config file and field on error.
+pub fn load_trust(
+    file: &Path,
+    from: &Path,
+    field: &str,
+) -> Result<dlog_crypto::trust::TrustPolicy> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::config(from, field, format!("{}: {e}", file.display())))?;
+    dlog_crypto::trust::TrustPolicy::from_toml_str(&text).map_err(|e| Error::config(file, "-", e))
+}
