@@ -52,8 +52,14 @@ use serde::Deserialize;
 use crate::error::{NodeError, Result};
 use crate::state_machine::LogShape;
 use crate::types::NodeId;
+pub use dlog_client::config::{load_peers, load_trust, load_wg_key, ClientConfig};
 use dlog_client::config::{read, rel, toml_err};
 use dlog_client::RPC_PORT;
+use dlog_crypto::keys::NodeKey;
+use dlog_crypto::note::NoteSigner;
+use dlog_crypto::trust::TrustPolicy;
+use dlog_wg::config::{PeerTable, Role};
+use dlog_wg::keys::KeyFile;
 
 /// One initial cluster member.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -341,4 +347,126 @@ impl NodeConfig {
     }
 }
 
-pub use dlog_client::config::{load_peers, load_trust, load_wg_key, ClientConfig};
+/// The files a node config names, loaded and checked against the config
+/// and each other (see [`NodeConfig::validate`]).
+#[derive(Debug)]
+pub struct NodeFiles {
+    /// The peer table.
+    pub peers: PeerTable,
+    /// This node's WireGuard key (its public key is this node's entry).
+    pub wg_key: KeyFile,
+    /// This node's checkpoint signer (named as this node).
+    pub signer: NoteSigner,
+    /// The trust file, if the config names one (for this log's origin).
+    pub trust: Option<TrustPolicy>,
+}
+
+impl NodeConfig {
+    /// Loads the files the config names and checks them: this node is a
+    /// voter or learner of the peer table under its WireGuard key, every
+    /// initial member is in the peer table, the signing key is this node's
+    /// and readable by its owner only, and the trust file is this log's.
+    /// Errors name the config file and the field to fix.
+    pub fn validate(&self) -> Result<NodeFiles> {
+        let cfg = self;
+        let peers = load_peers(&cfg.peers, &cfg.file, "peers")?;
+        let wg = load_wg_key(&cfg.wg_key, &cfg.file, "wg_key")?;
+        let me = peers.by_name(&cfg.name).ok_or_else(|| {
+            NodeError::config(
+                &cfg.file,
+                "name",
+                format!(
+                    "{:?} is not in the peer table {}",
+                    cfg.name,
+                    cfg.peers.display()
+                ),
+            )
+        })?;
+        if me.public_key != wg.public_key() {
+            return Err(NodeError::config(
+                &cfg.file,
+                "wg_key",
+                format!(
+                    "public key does not match the peer table entry {:?}",
+                    cfg.name
+                ),
+            ));
+        }
+        if !matches!(me.role, Role::Voter | Role::Learner) {
+            return Err(NodeError::config(
+                &cfg.file,
+                "name",
+                format!(
+                    "peer {:?} has role {:?}, not voter or learner",
+                    cfg.name, me.role
+                ),
+            ));
+        }
+        for m in &cfg.cluster.members {
+            if peers.by_name(&m.name).is_none() {
+                return Err(NodeError::config(
+                    &cfg.file,
+                    "cluster.members",
+                    format!("unknown peer {:?}", m.name),
+                ));
+            }
+        }
+        let signer = load_node_key(cfg)?.note_signer();
+        let trust = match &cfg.trust {
+            None => None,
+            Some(p) => {
+                let t = load_trust(p, &cfg.file, "trust")?;
+                if t.origin != cfg.log.origin {
+                    return Err(NodeError::config(
+                        &cfg.file,
+                        "trust",
+                        format!(
+                            "trust origin {:?} is not log.origin {:?}",
+                            t.origin, cfg.log.origin
+                        ),
+                    ));
+                }
+                Some(t)
+            }
+        };
+        Ok(NodeFiles {
+            peers,
+            wg_key: wg,
+            signer,
+            trust,
+        })
+    }
+}
+
+fn load_node_key(cfg: &NodeConfig) -> Result<NodeKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = &cfg.node_key;
+    let meta = std::fs::metadata(p)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(NodeError::config(
+            &cfg.file,
+            "node_key",
+            format!("{} is readable by group or others (chmod 600)", p.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    let key = NodeKey::from_toml_str(&text)
+        .map_err(|e| NodeError::config(&cfg.file, "node_key", format!("{}: {e}", p.display())))?;
+    // Signatures are matched to the voter whose tunnel carried them by name.
+    let signer = key.note_signer();
+    if signer.name() != cfg.name {
+        return Err(NodeError::config(
+            &cfg.file,
+            "node_key",
+            format!(
+                "{} is the key of {:?}, not of this node {:?}",
+                p.display(),
+                signer.name(),
+                cfg.name
+            ),
+        ));
+    }
+    Ok(key)
+}

@@ -17,4 +17,6 @@ pub mod witness;
 
 pub use dlog_client::{client, Client};
 pub use error::{NodeError, Result};
-pub use server::{run, run_until, runtime, start, start_with, RunningNode};
+#[cfg(feature = "test-support")]
+pub use server::faults::start_with;
+pub use server::{run, run_until, runtime, start, RunningNode};

@@ -119,6 +119,7 @@ struct FlushHold {
 }
 
 impl FlushHold {
+    #[cfg(feature = "test-support")]
     fn set(&self, on: bool) {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = on;
         self.released.notify_all();
@@ -219,6 +220,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// The flusher's hold switch (fault injection, feature `test-support`).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
     hold: Arc<FlushHold>,
 }
 
@@ -484,6 +487,7 @@ impl LogStore {
     /// Fault injection for tests: while `on`, no append becomes durable (the
     /// flusher holds its fsyncs and callbacks back, as a stalled disk would);
     /// `false` lets everything held go through, in order.
+    #[cfg(feature = "test-support")]
     pub fn hold_flushes(&self, on: bool) {
         self.hold.set(on);
     }
