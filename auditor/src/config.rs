@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dlog_client::config::TrustFileError;
 use dlog_crypto::keys::NodeKey;
 use dlog_crypto::trust::TrustPolicy;
 use serde::Deserialize;
@@ -134,10 +135,10 @@ impl AuditorConfig {
             ));
         }
         let trust_path = rel(&t.trust);
-        let trust_text = std::fs::read_to_string(&trust_path)
-            .map_err(|e| err(file, "trust", format!("{}: {e}", trust_path.display())))?;
-        let trust =
-            TrustPolicy::from_toml_str(&trust_text).map_err(|e| err(&trust_path, "-", e))?;
+        let trust = dlog_client::config::read_trust(&trust_path).map_err(|e| match e {
+            TrustFileError::Read(e) => err(file, "trust", format!("{}: {e}", trust_path.display())),
+            TrustFileError::Parse(e) => err(&trust_path, "-", e),
+        })?;
         let mine = key.cosigner().verifier();
         if !trust.auditors.iter().any(|a| a == &mine) {
             return Err(err(

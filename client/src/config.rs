@@ -123,13 +123,34 @@ pub fn load_wg_key(file: &Path, from: &Path, field: &str) -> Result<dlog_wg::key
         .map_err(|e| Error::config(from, field, format!("{}: {e}", file.display())))
 }
 
+/// Why a trust file could not be loaded: reading it, or what it says.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustFileError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not a valid trust file.
+    #[error("{0}")]
+    Parse(#[source] dlog_crypto::trust::TrustError),
+}
+
+/// Reads and parses a trust file: the one loader every DLog program uses
+/// (each wraps the error in its own terms).
+pub fn read_trust(
+    file: &Path,
+) -> std::result::Result<dlog_crypto::trust::TrustPolicy, TrustFileError> {
+    let text = std::fs::read_to_string(file).map_err(TrustFileError::Read)?;
+    dlog_crypto::trust::TrustPolicy::from_toml_str(&text).map_err(TrustFileError::Parse)
+}
+
 /// Loads a trust file, naming the config file and field on error.
 pub fn load_trust(
     file: &Path,
     from: &Path,
     field: &str,
 ) -> Result<dlog_crypto::trust::TrustPolicy> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::config(from, field, format!("{}: {e}", file.display())))?;
-    dlog_crypto::trust::TrustPolicy::from_toml_str(&text).map_err(|e| Error::config(file, "-", e))
+    read_trust(file).map_err(|e| match e {
+        TrustFileError::Read(e) => Error::config(from, field, format!("{}: {e}", file.display())),
+        TrustFileError::Parse(e) => Error::config(file, "-", e),
+    })
 }

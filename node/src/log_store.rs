@@ -239,10 +239,6 @@ fn sio_r(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_logs(AnyError::error(e.to_string())).into()
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    Ok(dlog_ledger::fsutil::fsync_dir(dir)?)
-}
-
 fn file_name(first: u64) -> String {
     format!("log-{first:020}.dat")
 }
@@ -583,7 +579,7 @@ impl Inner {
         if self.opts.preallocate {
             preallocate(&file, &path, self.opts.file_bytes);
         }
-        fsync_dir(&self.dir)?;
+        dlog_ledger::fsutil::fsync_dir(&self.dir)?;
         self.files.push(LogFile {
             first: first_idx,
             path,
@@ -647,7 +643,7 @@ impl Inner {
             preallocate(&f.file, &f.path, self.opts.file_bytes);
         }
         f.file.sync_all().map_err(NodeError::io("fsync", &f.path))?;
-        fsync_dir(&self.dir)?;
+        dlog_ledger::fsutil::fsync_dir(&self.dir)?;
         for (_, slot) in self.entries.split_off(&index) {
             if slot.entry.is_some() {
                 self.cached_bytes -= slot.len;
@@ -677,7 +673,7 @@ impl Inner {
             for f in self.files.drain(..) {
                 fs::remove_file(&f.path).map_err(NodeError::io("remove", &f.path))?;
             }
-            fsync_dir(&self.dir)?;
+            dlog_ledger::fsutil::fsync_dir(&self.dir)?;
             self.last_idx = None;
             return Ok(());
         }

@@ -15,16 +15,6 @@ pub const KEY_FILE: &str = "node.key";
 /// Trust file inside the data directory.
 pub const TRUST_FILE: &str = "trust.toml";
 
-/// Writes a secret file with mode 0600, durably (refuses to overwrite).
-pub fn write_secret(path: &Path, text: &str) -> Result<()> {
-    Ok(dlog_ledger::fsutil::write_secret(path, text.as_bytes())?)
-}
-
-/// Reads a secret file, refusing one that group or others can read.
-pub fn read_secret(path: &Path) -> Result<String> {
-    Ok(dlog_ledger::fsutil::read_secret(path)?)
-}
-
 /// A local log opened for use by one CLI command.
 pub struct LocalLog {
     /// The ledger.
@@ -52,7 +42,7 @@ impl LocalLog {
         if key_path.exists() {
             bail!("{} exists; refusing to overwrite a key", key_path.display());
         }
-        write_secret(&key_path, &key.to_toml_string())?;
+        dlog_ledger::fsutil::write_secret(&key_path, key.to_toml_string().as_bytes())?;
         let signer = key.note_signer();
         let trust = TrustPolicy::new(origin, vec![signer.verifier()], 1, Vec::new(), 0)
             .map_err(|e| anyhow!("bad origin or key name: {e}"))?;
@@ -148,7 +138,7 @@ impl LocalLog {
 
 fn load_signer(dir: &Path) -> Result<NoteSigner> {
     let path = dir.join(KEY_FILE);
-    let text = read_secret(&path)?;
+    let text = dlog_ledger::fsutil::read_secret(&path)?;
     let key = NodeKey::from_toml_str(&text)
         .map_err(|e| anyhow!("bad key file {}: {e}", path.display()))?;
     Ok(key.note_signer())
@@ -156,9 +146,13 @@ fn load_signer(dir: &Path) -> Result<NoteSigner> {
 
 /// Reads and parses a trust file.
 pub fn load_trust(path: &Path) -> Result<TrustPolicy> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read trust file {}", path.display()))?;
-    TrustPolicy::from_toml_str(&text).map_err(|e| anyhow!("bad trust file {}: {e}", path.display()))
+    use dlog_client::config::{read_trust, TrustFileError};
+    read_trust(path).map_err(|e| match e {
+        TrustFileError::Read(e) => {
+            anyhow::Error::new(e).context(format!("cannot read trust file {}", path.display()))
+        }
+        TrustFileError::Parse(e) => anyhow!("bad trust file {}: {e}", path.display()),
+    })
 }
 
 /// The embedded local log.
