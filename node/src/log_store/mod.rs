@@ -39,19 +39,22 @@
 //! the bound a node's memory grew by the whole log (45 MB/s per node in the
 //! cluster benchmark).
 
+mod flusher;
+mod record;
+
+use crate::error::{NodeError, Result};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use flusher::{spawn_flusher, FlushHold, FlushJob};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
+use record::{approx_record_len, encode_record, read_small, scan_records, write_small};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
-
-use crate::error::{NodeError, Result};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How the Raft log lays out its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +79,6 @@ impl Default for LogOptions {
     }
 }
 
-/// Largest record accepted when reading back (a batch is bounded far below).
-const MAX_RECORD: u32 = 256 << 20;
-const RECORD_HEADER: usize = 8;
-
 struct LogFile {
     first: u64,
     path: PathBuf,
@@ -100,80 +99,6 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> bool {
             false
         }
     }
-}
-
-/// Appended records waiting for their fsync.
-struct FlushJob {
-    /// The file written to, and its path (`None` for an empty append, which
-    /// still reports in order).
-    file: Option<(Arc<File>, PathBuf)>,
-    callback: LogFlushed<TypeConfig>,
-}
-
-/// Fault injection: while set, the flusher holds every fsync (and so every
-/// callback) back, as a disk that stalls would.
-#[derive(Default)]
-struct FlushHold {
-    held: Mutex<bool>,
-    released: Condvar,
-}
-
-impl FlushHold {
-    #[cfg(feature = "test-support")]
-    fn set(&self, on: bool) {
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = on;
-        self.released.notify_all();
-    }
-
-    fn wait_released(&self) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        while *held {
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Starts the flusher thread: one `fdatasync` per file for everything queued,
-/// then every callback in order.
-fn spawn_flusher(dir: &Path, hold: Arc<FlushHold>) -> Result<std::sync::mpsc::Sender<FlushJob>> {
-    let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
-    std::thread::Builder::new()
-        .name("dlog-raft-flush".into())
-        .spawn(move || {
-            // A failed fsync fails every later job too, empty ones included:
-            // after one, Linux may report a later fsync of the same pages as
-            // a success although they were lost, and an empty append is how
-            // a stepping-down leader waits for its own appends.
-            let mut failed: Option<String> = None;
-            while let Ok(first) = rx.recv() {
-                hold.wait_released();
-                let mut jobs = vec![first];
-                jobs.extend(rx.try_iter());
-                let mut synced: Vec<&Arc<File>> = Vec::new();
-                let was_failed = failed.is_some();
-                for (file, path) in jobs.iter().filter_map(|j| j.file.as_ref()) {
-                    if failed.is_some() || synced.iter().any(|f| Arc::ptr_eq(f, file)) {
-                        continue;
-                    }
-                    match file.sync_data() {
-                        Ok(()) => synced.push(file),
-                        Err(e) => failed = Some(format!("fsync {}: {e}", path.display())),
-                    }
-                }
-                if let (false, Some(why)) = (was_failed, &failed) {
-                    tracing::error!(error = %why, "raft log fsync failed; every later append fails");
-                }
-                for j in jobs {
-                    let res = match &failed {
-                        None => Ok(()),
-                        Some(why) => Err(std::io::Error::other(why.clone())),
-                    };
-                    j.callback.log_io_completed(res);
-                }
-            }
-        })
-        .map_err(NodeError::io("spawn raft log flusher for", dir))?;
-    Ok(tx)
 }
 
 /// Where an entry's record is, and the entry while it is cached.
@@ -243,23 +168,6 @@ fn file_name(first: u64) -> String {
     format!("log-{first:020}.dat")
 }
 
-/// Appends one record to `out` (the entry is encoded in place, after a
-/// header filled in once its length is known).
-fn encode_record(out: &mut Vec<u8>, entry: &Entry) -> Result<()> {
-    let at = out.len();
-    out.extend_from_slice(&[0; RECORD_HEADER]);
-    bincode::serialize_into(&mut *out, entry).map_err(|e| NodeError::Protocol(e.to_string()))?;
-    let body = &out[at + RECORD_HEADER..];
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|&l| l <= MAX_RECORD)
-        .ok_or_else(|| NodeError::Protocol(format!("a {} B Raft entry", body.len())))?;
-    let crc = crc32c::crc32c(body);
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    out[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
-}
-
 /// Drops the decoded entries of the oldest cached slots (from `from` on)
 /// until `bytes` is within `budget`; the newest entry stays.
 fn evict(entries: &mut BTreeMap<u64, Slot>, from: &mut u64, bytes: &mut u64, budget: u64) {
@@ -280,60 +188,6 @@ fn evict(entries: &mut BTreeMap<u64, Slot>, from: &mut u64, bytes: &mut u64, bud
         next = i + 1;
     }
     *from = next;
-}
-
-/// A guess at an entry's record length, to size the write buffer.
-fn approx_record_len(e: &Entry) -> usize {
-    const OVERHEAD: usize = 64;
-    let items = match &e.payload {
-        openraft::EntryPayload::Normal(r) => r.items(),
-        _ => None,
-    };
-    RECORD_HEADER + OVERHEAD + items.map_or(0, |i| i.payload_bytes() + 30 * i.len())
-}
-
-/// Scans record bytes; returns the entries with their offsets and record
-/// lengths, and the valid length.
-fn scan_records(bytes: &[u8]) -> (Vec<(u64, u64, Entry)>, u64) {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while bytes.len() - off >= RECORD_HEADER {
-        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4 bytes"));
-        let crc = u32::from_be_bytes(bytes[off + 4..off + 8].try_into().expect("4 bytes"));
-        // A zero length is where a preallocated file's unused zeros begin.
-        if len == 0 || len > MAX_RECORD || bytes.len() - off - RECORD_HEADER < len as usize {
-            break;
-        }
-        let body = &bytes[off + RECORD_HEADER..off + RECORD_HEADER + len as usize];
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
-        let Ok(entry) = bincode::deserialize::<Entry>(body) else {
-            break;
-        };
-        out.push((off as u64, (RECORD_HEADER + len as usize) as u64, entry));
-        off += RECORD_HEADER + len as usize;
-    }
-    (out, off as u64)
-}
-
-fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| NodeError::RaftStore {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(NodeError::io("read", path)(e)),
-    }
-}
-
-fn write_small<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
-    let b = serde_json::to_vec(v).map_err(|e| NodeError::Protocol(e.to_string()))?;
-    dlog_ledger::store::write_atomic(path, &b)?;
-    Ok(())
 }
 
 impl LogStore {
