@@ -191,6 +191,7 @@ impl AuditorConfig {
             timeout: self.timeout,
             attempt: Duration::from_millis(1500).min(self.timeout),
             listen: self.listen,
+            mtu: dlog_client::config::DEFAULT_MTU,
         }
     }
 }

@@ -184,7 +184,7 @@ impl Client {
             Some(p) => Some(crate::config::load_trust(p, &cfg.file, "trust")?),
         };
         let mut wcfg = dlog_wg::config::Config::new(key, peers);
-        wcfg.mtu = 65_000;
+        wcfg.mtu = cfg.mtu;
         wcfg.socket_buffer = 1 << 20;
         wcfg.connect_timeout = Duration::from_secs(3);
         let endpoint = Endpoint::bind(wcfg, cfg.listen)

@@ -12,6 +12,7 @@
 //! timeout_ms = 15000              # optional, per operation (all retries)
 //! attempt_ms = 1500               # optional, one attempt on one node
 //! # listen = "127.0.0.1:0"        # optional UDP bind address
+//! # mtu = 1420                     # optional tunnel MTU (default 65000; see `ClientConfig::mtu`)
 //! ```
 
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ struct ClientToml {
     timeout_ms: Option<u64>,
     attempt_ms: Option<u64>,
     listen: Option<String>,
+    mtu: Option<usize>,
 }
 
 /// A parsed `client.toml`.
@@ -81,7 +83,14 @@ pub struct ClientConfig {
     pub attempt: std::time::Duration,
     /// UDP bind address.
     pub listen: SocketAddr,
+    /// The tunnel's MTU: [`DEFAULT_MTU`] (loopback, LAN), or 1420 across a
+    /// WAN, a smaller path MTU or a traffic shaper (as the nodes' own).
+    pub mtu: usize,
 }
+
+/// The tunnel MTU nodes and clients use unless their config says
+/// otherwise: one datagram carries a whole frame on loopback or a LAN.
+pub const DEFAULT_MTU: usize = 65_000;
 
 impl ClientConfig {
     /// Reads and checks a client config file.
@@ -106,6 +115,10 @@ impl ClientConfig {
             timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
             attempt: std::time::Duration::from_millis(t.attempt_ms.unwrap_or(1_500)),
             listen,
+            mtu: match t.mtu.unwrap_or(DEFAULT_MTU) {
+                m @ 576..=65_000 => m,
+                _ => return Err(Error::config(file, "mtu", "must be in 576..=65000")),
+            },
         })
     }
 }

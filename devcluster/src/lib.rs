@@ -53,6 +53,9 @@ pub struct ClusterSpec {
     pub auditors: usize,
     /// Auditor cosignatures the trust file requires (at most `auditors`).
     pub cosignatures: usize,
+    /// Tunnel MTU written into every node and client config (`None`: the
+    /// default, for loopback).
+    pub mtu: Option<usize>,
 }
 
 impl Default for ClusterSpec {
@@ -65,6 +68,7 @@ impl Default for ClusterSpec {
             snapshot_every: None,
             auditors: 0,
             cosignatures: 0,
+            mtu: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
             workers = workers_per_node(total),
         );
         let mut cfg = cfg;
+        if let Some(m) = spec.mtu {
+            cfg = cfg.replacen("workers = ", &format!("mtu = {m}\nworkers = "), 1);
+        }
         if let Some(n) = spec.snapshot_every {
             let _ = write!(cfg, "\n[raft]\nsnapshot_every = {n}\n");
         }
@@ -276,7 +283,8 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
             &dir.join(format!("{who}.toml")),
             &format!(
                 "# DLog {who} config: `dlog --cluster {who}.toml ...`\n\
-                 wg_key = \"{who}.key\"\npeers = \"peers.toml\"\nnodes = [{nodes_list}]\ntrust = \"trust.toml\"\n"
+                 wg_key = \"{who}.key\"\npeers = \"peers.toml\"\nnodes = [{nodes_list}]\ntrust = \"trust.toml\"\n{mtu}",
+                mtu = spec.mtu.map(|m| format!("mtu = {m}\n")).unwrap_or_default(),
             ),
         )?;
     }

@@ -15,6 +15,7 @@
 //! rpc_port = 7000                 # tunnel port of the node service (optional)
 //! # metrics = "127.0.0.1:9101"    # optional, loopback only
 //! # workers = 1                    # async worker threads (default: one per core)
+//! # mtu = 1420                     # tunnel MTU (default 65000: loopback, LAN; see `NodeConfig::mtu`)
 //! trust = "../trust.toml"         # optional: check voter signatures before committing a checkpoint
 //!
 //! [log]                           # identical on every node of the cluster
@@ -52,7 +53,7 @@ use serde::Deserialize;
 use crate::error::{NodeError, Result};
 use crate::state_machine::LogShape;
 use crate::types::NodeId;
-pub use dlog_client::config::{load_peers, load_trust, load_wg_key, ClientConfig};
+pub use dlog_client::config::{load_peers, load_trust, load_wg_key, ClientConfig, DEFAULT_MTU};
 use dlog_client::config::{read, rel, toml_err};
 use dlog_client::RPC_PORT;
 use dlog_crypto::keys::NodeKey;
@@ -180,6 +181,7 @@ struct NodeToml {
     rpc_port: Option<u16>,
     metrics: Option<String>,
     workers: Option<usize>,
+    mtu: Option<usize>,
     trust: Option<PathBuf>,
     log: LogSection,
     #[serde(default)]
@@ -216,6 +218,12 @@ pub struct NodeConfig {
     /// Async worker threads; `None` is one per core. Nodes that share a
     /// machine (`dlog cluster up`) get that machine's cores divided among them.
     pub workers: Option<usize>,
+    /// The tunnel's MTU (inner packet size). 65000 by default: on loopback
+    /// or a LAN, the kernel fragments the large datagrams and one packet
+    /// carries a whole frame. Across a WAN, a link with a smaller path MTU
+    /// or a traffic shaper (which drops datagrams larger than its burst),
+    /// set 1420, WireGuard's usual value.
+    pub mtu: usize,
     /// Trust file: with it, the leader checks each voter signature before
     /// it puts a checkpoint through Raft.
     pub trust: Option<PathBuf>,
@@ -306,6 +314,10 @@ impl NodeConfig {
                 "max_entries and in_flight must be > 0",
             ));
         }
+        let mtu = t.mtu.unwrap_or(DEFAULT_MTU);
+        if !(576..=65_000).contains(&mtu) {
+            return Err(NodeError::config(file, "mtu", "must be in 576..=65000"));
+        }
         if t.workers == Some(0) {
             return Err(NodeError::config(file, "workers", "must be at least 1"));
         }
@@ -328,6 +340,7 @@ impl NodeConfig {
             rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
             metrics,
             workers: t.workers,
+            mtu,
             trust: t.trust.map(|p| rel(base, &p)),
             log: t.log,
             cluster: t.cluster,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod link;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

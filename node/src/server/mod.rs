@@ -225,7 +225,7 @@ async fn boot(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Result<RunningN
     )?;
     let peers = Arc::new(peers);
     let mut wcfg = dlog_wg::config::Config::new(wg, (*peers).clone());
-    wcfg.mtu = 65_000;
+    wcfg.mtu = cfg.mtu;
     wcfg.socket_buffer = 1 << 20;
     wcfg.connect_timeout = Duration::from_secs(5);
     let endpoint = Endpoint::bind_with(wcfg, cfg.listen, netem)
@@ -246,7 +246,9 @@ async fn boot(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Result<RunningN
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
         // With batches of at most `batch.max_bytes`, one AppendEntries stays
-        // well under the frame limit and the heartbeat-long RPC timeout.
+        // well under the frame limit; on a slow link the network sends fewer
+        // (`crate::link`), and `install_snapshot_timeout` is the outer bound
+        // of one that carries entries (vendor/openraft/DLOG-PATCH.md).
         max_payload_entries: 16,
         ..Default::default()
     }
@@ -255,7 +257,11 @@ async fn boot(cfg: NodeConfig, netem: Option<dlog_wg::Netem>) -> Result<RunningN
     let raft = Raft::new(
         cfg.id,
         Arc::new(rc),
-        Network::new(pool.clone(), peers.clone()),
+        Network::new(
+            pool.clone(),
+            peers.clone(),
+            Duration::from_millis(cfg.raft.heartbeat_ms),
+        ),
         log.clone(),
         sm.clone(),
     )

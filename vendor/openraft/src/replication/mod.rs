@@ -452,7 +452,16 @@ where
             self.config.heartbeat_interval
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        // DLOG-PATCH: only a request without entries (a heartbeat) must end
+        // within the heartbeat interval. One that carries entries may take
+        // longer on a slow link; the network sizes it to what the link
+        // delivers and gives it a deadline that grows with its bytes, within
+        // this outer bound (the install-snapshot timeout).
+        let the_timeout = if payload.entries.is_empty() {
+            Duration::from_millis(self.config.heartbeat_interval)
+        } else {
+            Duration::from_millis(self.config.heartbeat_interval.max(self.config.install_snapshot_timeout))
+        };
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
