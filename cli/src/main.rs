@@ -63,6 +63,10 @@ enum Cmd {
         /// Name of the node's signing key (appears in checkpoints).
         #[arg(long, default_value = "node-1")]
         name: String,
+        /// The Merkle tree's hash: blake3, or sha256 (RFC 6962, verifiable by
+        /// C2SP tools and Go's sumdb/tlog). Chosen once, for the log's life.
+        #[arg(long, default_value = "blake3")]
+        hash: dlog_crypto::HashAlg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -351,10 +355,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             segment_bits,
             max_payload,
             name,
+            hash,
             json,
         } => {
             let dir = target.local_only("init", "a cluster is created with `dlog cluster up`")?;
-            let trust = LocalLog::init(dir, &origin, segment_bits, max_payload, &name)?;
+            let trust = LocalLog::init(dir, &origin, segment_bits, max_payload, &name, hash)?;
             let trust_path = dir.join(backend::TRUST_FILE);
             if json {
                 println!(

@@ -1,9 +1,11 @@
 //! Tree hash functions with RFC 9162 domain separation.
 //!
 //! A leaf is hashed as `H(0x00 || entry)` and an interior node as
-//! `H(0x01 || left || right)`; the empty tree's root is `H("")`. DLog uses
-//! BLAKE3-256 ([`Blake3Hasher`]); [`Sha256Hasher`] exists so the same tree
-//! code can be checked against RFC 6962 / RFC 9162 SHA-256 behaviour.
+//! `H(0x01 || left || right)`; the empty tree's root is `H("")`. A log's
+//! tree hashes with BLAKE3-256 ([`Blake3Hasher`], the default) or with
+//! SHA-256 ([`Sha256Hasher`]: RFC 6962 exactly, what C2SP tools and Go's
+//! `sumdb/tlog` verify); [`HashAlg`] is that choice at run time. The
+//! segment chain hash ([`chain_hash`]) is DLog's own and always BLAKE3.
 
 /// A 32-byte hash: a leaf hash, an interior node or a tree root.
 pub type Hash = [u8; 32];
@@ -90,6 +92,74 @@ impl TreeHasher for Sha256Hasher {
     }
 }
 
+/// The hash function of a log's Merkle tree, chosen once when the log is
+/// created (its metadata and its trust file say which). Spelled
+/// `"blake3"` or `"sha256"` in files; absent means BLAKE3.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlg {
+    /// BLAKE3-256 (the default).
+    #[default]
+    Blake3,
+    /// SHA-256, RFC 6962.
+    Sha256,
+}
+
+impl HashAlg {
+    /// The name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlg::Blake3 => "blake3",
+            HashAlg::Sha256 => "sha256",
+        }
+    }
+
+    /// Root of the empty tree.
+    pub fn empty_root(self) -> Hash {
+        match self {
+            HashAlg::Blake3 => Blake3Hasher::empty_root(),
+            HashAlg::Sha256 => Sha256Hasher::empty_root(),
+        }
+    }
+
+    /// `H(0x00 || data)`.
+    #[inline]
+    pub fn hash_leaf(self, data: &[u8]) -> Hash {
+        match self {
+            HashAlg::Blake3 => Blake3Hasher::hash_leaf(data),
+            HashAlg::Sha256 => Sha256Hasher::hash_leaf(data),
+        }
+    }
+
+    /// `H(0x01 || left || right)`.
+    #[inline]
+    pub fn hash_children(self, left: &Hash, right: &Hash) -> Hash {
+        match self {
+            HashAlg::Blake3 => Blake3Hasher::hash_children(left, right),
+            HashAlg::Sha256 => Sha256Hasher::hash_children(left, right),
+        }
+    }
+}
+
+impl std::fmt::Display for HashAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for HashAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HashAlg, String> {
+        match s {
+            "blake3" => Ok(HashAlg::Blake3),
+            "sha256" => Ok(HashAlg::Sha256),
+            other => Err(format!("unknown tree hash {other:?} (blake3 or sha256)")),
+        }
+    }
+}
+
 /// Segment chain hash: `H(0x02 || segment:u64be || root || prev)` (DESIGN §4).
 ///
 /// `prev` is the chain hash of the previous segment, 32 zero bytes for segment 0.
@@ -105,6 +175,29 @@ pub fn chain_hash(segment: u64, root: &Hash, prev: &Hash) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_alg_names_round_trip_and_dispatch() {
+        for alg in [HashAlg::Blake3, HashAlg::Sha256] {
+            assert_eq!(alg.name().parse::<HashAlg>().unwrap(), alg);
+        }
+        assert!("sha-256".parse::<HashAlg>().unwrap_err().contains("sha256"));
+        assert_eq!(HashAlg::default(), HashAlg::Blake3);
+        assert_eq!(
+            HashAlg::Sha256.hash_leaf(b"x"),
+            Sha256Hasher::hash_leaf(b"x")
+        );
+        assert_eq!(
+            HashAlg::Blake3.hash_leaf(b"x"),
+            Blake3Hasher::hash_leaf(b"x")
+        );
+        let (l, r) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(
+            HashAlg::Sha256.hash_children(&l, &r),
+            Sha256Hasher::hash_children(&l, &r)
+        );
+        assert_eq!(HashAlg::Sha256.empty_root(), Sha256Hasher::empty_root());
+    }
 
     #[test]
     fn rfc6962_sha256_vectors() {

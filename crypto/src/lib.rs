@@ -17,7 +17,7 @@ pub mod note;
 pub mod tree;
 pub mod trust;
 
-pub use hash::{Blake3Hasher, Hash, Sha256Hasher, TreeHasher};
+pub use hash::{Blake3Hasher, Hash, HashAlg, Sha256Hasher, TreeHasher};
 pub use keys::{KeyError, NodeKey};
 pub use note::{
     Checkpoint, CosignatureVerifier, Cosigner, NoteError, NoteSignature, NoteSigner, NoteVerifier,

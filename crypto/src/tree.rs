@@ -11,7 +11,7 @@
 //! Node coordinates: the perfect node `(level, index)` covers the leaves
 //! `[index · 2^level, (index + 1) · 2^level)`.
 
-use crate::hash::{Hash, TreeHasher};
+use crate::hash::{Blake3Hasher, Hash, HashAlg, Sha256Hasher, TreeHasher};
 use std::marker::PhantomData;
 
 /// Why a proof could not be built or did not verify.
@@ -640,5 +640,147 @@ mod tests {
 
     fn hex(h: &Hash) -> String {
         h.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A [`MemoryTree`] whose hash is chosen at run time ([`HashAlg`]).
+#[derive(Debug, Clone)]
+pub enum AlgTree {
+    /// BLAKE3.
+    Blake3(MemoryTree<Blake3Hasher>),
+    /// SHA-256.
+    Sha256(MemoryTree<Sha256Hasher>),
+}
+
+macro_rules! each_tree {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            AlgTree::Blake3($t) => $e,
+            AlgTree::Sha256($t) => $e,
+        }
+    };
+}
+
+impl AlgTree {
+    /// An empty tree hashing with `alg`.
+    pub fn new(alg: HashAlg) -> AlgTree {
+        match alg {
+            HashAlg::Blake3 => AlgTree::Blake3(MemoryTree::new()),
+            HashAlg::Sha256 => AlgTree::Sha256(MemoryTree::new()),
+        }
+    }
+
+    /// A tree over the given leaf hashes.
+    pub fn from_leaves(alg: HashAlg, leaves: impl IntoIterator<Item = Hash>) -> AlgTree {
+        let mut t = AlgTree::new(alg);
+        for l in leaves {
+            t.push(l);
+        }
+        t
+    }
+
+    /// The tree's hash.
+    pub fn alg(&self) -> HashAlg {
+        match self {
+            AlgTree::Blake3(_) => HashAlg::Blake3,
+            AlgTree::Sha256(_) => HashAlg::Sha256,
+        }
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> u64 {
+        each_tree!(self, t => t.len())
+    }
+
+    /// True when the tree has no leaves.
+    pub fn is_empty(&self) -> bool {
+        each_tree!(self, t => t.is_empty())
+    }
+
+    /// See [`MemoryTree::push`].
+    pub fn push(&mut self, leaf: Hash) {
+        each_tree!(self, t => t.push(leaf))
+    }
+
+    /// See [`MemoryTree::truncate`].
+    pub fn truncate(&mut self, size: u64) {
+        each_tree!(self, t => t.truncate(size))
+    }
+
+    /// See [`MemoryTree::node`].
+    pub fn node(&self, level: u32, index: u64) -> Option<Hash> {
+        each_tree!(self, t => t.node(level, index))
+    }
+
+    /// See [`MemoryTree::leaves`].
+    pub fn leaves(&self) -> &[Hash] {
+        each_tree!(self, t => t.leaves())
+    }
+
+    /// See [`MemoryTree::level`].
+    pub fn level(&self, level: u32) -> &[Hash] {
+        each_tree!(self, t => t.level(level))
+    }
+
+    /// See [`MemoryTree::root`].
+    pub fn root(&self) -> Hash {
+        each_tree!(self, t => t.root())
+    }
+
+    /// See [`MemoryTree::root_at`].
+    pub fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
+        each_tree!(self, t => t.root_at(size))
+    }
+
+    /// See [`MemoryTree::inclusion_proof`].
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        each_tree!(self, t => t.inclusion_proof(index, size))
+    }
+
+    /// See [`MemoryTree::consistency_proof`].
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
+        each_tree!(self, t => t.consistency_proof(old, new))
+    }
+}
+
+/// [`hash_subtree`] with the hash chosen at run time.
+pub fn hash_subtree_with<E>(
+    alg: HashAlg,
+    subtree: Subtree,
+    node: impl FnMut(u32, u64) -> Result<Hash, E>,
+) -> Result<Hash, E> {
+    match alg {
+        HashAlg::Blake3 => hash_subtree::<Blake3Hasher, E>(subtree, node),
+        HashAlg::Sha256 => hash_subtree::<Sha256Hasher, E>(subtree, node),
+    }
+}
+
+/// [`verify_inclusion`] with the hash chosen at run time.
+pub fn verify_inclusion_with(
+    alg: HashAlg,
+    leaf_hash: &Hash,
+    index: u64,
+    size: u64,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), ProofError> {
+    match alg {
+        HashAlg::Blake3 => verify_inclusion::<Blake3Hasher>(leaf_hash, index, size, proof, root),
+        HashAlg::Sha256 => verify_inclusion::<Sha256Hasher>(leaf_hash, index, size, proof, root),
+    }
+}
+
+/// [`verify_consistency`] with the hash chosen at run time.
+pub fn verify_consistency_with(
+    alg: HashAlg,
+    old: u64,
+    new: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
+    match alg {
+        HashAlg::Blake3 => verify_consistency::<Blake3Hasher>(old, new, old_root, new_root, proof),
+        HashAlg::Sha256 => verify_consistency::<Sha256Hasher>(old, new, old_root, new_root, proof),
     }
 }

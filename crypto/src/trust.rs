@@ -159,6 +159,10 @@ struct TrustFile {
     auditors: Vec<String>,
     #[serde(default)]
     cosignatures: usize,
+    /// The log's tree hash; absent means BLAKE3 (files written before the
+    /// choice existed).
+    #[serde(default)]
+    hash: crate::hash::HashAlg,
 }
 
 /// Who must sign a checkpoint of one log, and how many.
@@ -174,9 +178,18 @@ pub struct TrustPolicy {
     pub auditors: Vec<CosignatureVerifier>,
     /// Distinct auditor cosignatures required.
     pub cosignatures: usize,
+    /// The log's Merkle tree hash: what a verifier recomputes roots and
+    /// checks proofs with (`hash = "sha256"` in the file; BLAKE3 when absent).
+    pub hash: crate::hash::HashAlg,
 }
 
 impl TrustPolicy {
+    /// The same policy for a log whose tree hashes with `hash`.
+    pub fn with_hash(mut self, hash: crate::hash::HashAlg) -> Self {
+        self.hash = hash;
+        self
+    }
+
     /// A policy, checked like a trust file: origin valid, quorum in
     /// `1..=voters`, cosignatures at most the auditors, no key listed twice.
     pub fn new(
@@ -192,6 +205,7 @@ impl TrustPolicy {
             quorum,
             auditors,
             cosignatures,
+            hash: crate::hash::HashAlg::default(),
         };
         policy.check()?;
         Ok(policy)
@@ -260,13 +274,14 @@ impl TrustPolicy {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        TrustPolicy::new(
+        Ok(TrustPolicy::new(
             file.origin,
             voters,
             file.quorum,
             auditors,
             file.cosignatures,
-        )
+        )?
+        .with_hash(file.hash))
     }
 
     /// The trust file text, with the field names of DESIGN §6.
@@ -277,6 +292,7 @@ impl TrustPolicy {
             quorum: self.quorum,
             auditors: self.auditors.iter().map(|v| v.to_vkey()).collect(),
             cosignatures: self.cosignatures,
+            hash: self.hash,
         };
         // Hand-written so that the field order and comments are stable.
         let mut s = String::new();
@@ -298,6 +314,12 @@ impl TrustPolicy {
         let _ = writeln!(s, "]");
         let _ = writeln!(s, "# auditor cosignatures required");
         let _ = writeln!(s, "cosignatures = {}", file.cosignatures);
+        if file.hash != crate::hash::HashAlg::default() {
+            // Written only when not the default, so files of BLAKE3 logs
+            // stay as they were.
+            let _ = writeln!(s, "# the log's Merkle tree hash (RFC 6962 when sha256)");
+            let _ = writeln!(s, "hash = {}", q(file.hash.name()));
+        }
         s
     }
 
@@ -535,6 +557,18 @@ mod tests {
         let m = TrustPolicy::from_toml_str(&minimal).unwrap();
         assert!(m.auditors.is_empty());
         assert_eq!(m.cosignatures, 0);
+        // No hash line: BLAKE3, and a BLAKE3 policy writes none.
+        assert_eq!(m.hash, crate::hash::HashAlg::Blake3);
+        assert!(!text.contains("hash ="));
+        let sha = p.clone().with_hash(crate::hash::HashAlg::Sha256);
+        let text = sha.to_toml_string();
+        assert!(text.contains("\nhash = \"sha256\"\n"), "{text}");
+        assert_eq!(TrustPolicy::from_toml_str(&text).unwrap(), sha);
+        let bad = format!("{minimal}hash = \"md5\"\n");
+        assert!(matches!(
+            TrustPolicy::from_toml_str(&bad),
+            Err(TrustError::Toml(_))
+        ));
     }
 
     #[test]

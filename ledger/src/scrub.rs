@@ -4,8 +4,8 @@ use crate::error::Result;
 use crate::segment::{self, SegmentError, Tail};
 use crate::store::Ledger;
 use dlog_crypto::hash::chain_hash;
-use dlog_crypto::tree::MemoryTree;
-use dlog_crypto::{Blake3Hasher, Hash};
+use dlog_crypto::tree::AlgTree;
+use dlog_crypto::Hash;
 use std::path::PathBuf;
 
 /// One problem found by scrub.
@@ -84,7 +84,7 @@ impl Ledger {
             report.segments += 1;
             report.bytes += (seg.len() + idx.len() + tree.len()) as u64;
             let first = s << bits;
-            match segment::scan(seg, max_entry, min_ts) {
+            match segment::scan_with(self.meta().hash, seg, max_entry, min_ts) {
                 Err(e) => push(blame(&e), &seg_file, e.to_string()),
                 Ok(scan) => {
                     report.entries += scan.offsets.len() as u64;
@@ -118,7 +118,7 @@ impl Ledger {
                     }
                     let tree_file = self.segment_path(s, "tree");
                     let rebuilt =
-                        MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
+                        AlgTree::from_leaves(self.meta().hash, scan.leaves.iter().copied());
                     let mut node_at = 0usize;
                     for level in 0..=bits as u32 {
                         for i in 0..(1u64 << (bits as u32 - level)) {
@@ -165,7 +165,7 @@ impl Ledger {
                 let bytes = &bytes[..(len as usize).min(bytes.len())];
                 report.bytes += bytes.len() as u64;
                 let first = s << bits;
-                match segment::scan(bytes, max_entry, min_ts) {
+                match segment::scan_with(self.meta().hash, bytes, max_entry, min_ts) {
                     Err(e) => report.problems.push(Problem {
                         segment: s,
                         entry: blame(&e),

@@ -298,7 +298,22 @@ pub struct Scan {
 /// write); a bad frame followed by the next valid frame is damage and an error.
 /// `min_timestamp` is the last timestamp of the previous segment.
 pub fn scan(bytes: &[u8], max_entry: u32, min_timestamp: u64) -> Result<Scan, SegmentError> {
-    use dlog_crypto::{Blake3Hasher, TreeHasher};
+    scan_with(
+        dlog_crypto::HashAlg::Blake3,
+        bytes,
+        max_entry,
+        min_timestamp,
+    )
+}
+
+/// [`scan`] for a log whose tree hashes with `alg` (the leaf hashes in
+/// [`Scan::leaves`] are its).
+pub fn scan_with(
+    alg: dlog_crypto::HashAlg,
+    bytes: &[u8],
+    max_entry: u32,
+    min_timestamp: u64,
+) -> Result<Scan, SegmentError> {
     let header = SegmentHeader::decode(bytes)?;
     let capacity = header.capacity();
     let first = header.first_index();
@@ -325,7 +340,7 @@ pub fn scan(bytes: &[u8], max_entry: u32, min_timestamp: u64) -> Result<Scan, Se
                 last_ts = ts;
                 last_timestamp = Some(ts);
                 offsets.push(off as u64);
-                leaves.push(Blake3Hasher::hash_leaf(entry));
+                leaves.push(alg.hash_leaf(entry));
                 off = next;
             }
             Frame::End => break Tail::Clean,

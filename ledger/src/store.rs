@@ -17,8 +17,8 @@ use crate::entry::{self, EntryKind};
 use crate::error::{LedgerError, Result};
 use crate::segment::{self, Frame, SegmentFooter, SegmentHeader, Tail, FOOTER_LEN, HEADER_LEN};
 use dlog_crypto::hash::chain_hash;
-use dlog_crypto::tree::{self, MemoryTree, Subtree};
-use dlog_crypto::{Blake3Hasher, Hash, TreeHasher};
+use dlog_crypto::tree::{self, AlgTree, Subtree};
+use dlog_crypto::{Hash, HashAlg};
 use memmap2::Mmap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -47,6 +47,14 @@ pub struct LogMeta {
     pub segment_bits: u8,
     /// Largest payload accepted, in bytes.
     pub max_payload: u32,
+    /// The Merkle tree's hash; absent in logs made before the choice
+    /// existed, which are BLAKE3.
+    #[serde(default, skip_serializing_if = "is_blake3")]
+    pub hash: HashAlg,
+}
+
+fn is_blake3(h: &HashAlg) -> bool {
+    *h == HashAlg::Blake3
 }
 
 /// Options for [`Ledger::create`].
@@ -61,6 +69,9 @@ pub struct CreateOptions {
     /// Log identity; `None` draws a random one. Replicas of one log share it,
     /// so their segment files are byte-identical.
     pub log_id: Option<[u8; 16]>,
+    /// The Merkle tree's hash (default BLAKE3; SHA-256 makes the tree
+    /// RFC 6962 exactly).
+    pub hash: HashAlg,
 }
 
 impl Default for CreateOptions {
@@ -70,6 +81,7 @@ impl Default for CreateOptions {
             segment_bits: 16,
             max_payload: entry::DEFAULT_MAX_PAYLOAD,
             log_id: None,
+            hash: HashAlg::default(),
         }
     }
 }
@@ -124,7 +136,7 @@ pub(crate) struct OpenView<'a> {
     pub path: &'a Path,
     pub header: &'a SegmentHeader,
     pub offsets: &'a [u64],
-    pub tree: &'a MemoryTree<Blake3Hasher>,
+    pub tree: &'a AlgTree,
     pub len: u64,
 }
 
@@ -141,7 +153,7 @@ enum Nodes {
     File(Bytes),
     /// Just sealed: the in-memory tree, while a background thread writes the
     /// side files (derived data: a crash before they land rebuilds them).
-    Memory(Arc<MemoryTree<Blake3Hasher>>),
+    Memory(Arc<AlgTree>),
 }
 
 impl Nodes {
@@ -185,7 +197,7 @@ struct OpenSegment {
     /// `None` only read-only, when a crash left the next segment uncreated.
     file: Option<File>,
     offsets: Vec<u64>,
-    tree: MemoryTree<Blake3Hasher>,
+    tree: AlgTree,
     len: u64,
 }
 
@@ -197,7 +209,7 @@ pub struct Ledger {
     writable: bool,
     _lock: Option<File>,
     sealed: Vec<Sealed>,
-    upper: MemoryTree<Blake3Hasher>,
+    upper: AlgTree,
     open: OpenSegment,
     last_ts: u64,
     checkpoint: Option<StoredCheckpoint>,
@@ -378,7 +390,9 @@ impl Ledger {
             origin: opts.origin.clone(),
             segment_bits: opts.segment_bits,
             max_payload: opts.max_payload,
+            hash: opts.hash,
         };
+        let alg = opts.hash;
         let segdir = dir.join(SEGMENT_DIR);
         fs::create_dir_all(&segdir).map_err(LedgerError::io("create directory", &segdir))?;
         create_segment_file(
@@ -389,6 +403,7 @@ impl Ledger {
                 bits: opts.segment_bits,
                 prev_chain: [0; 32],
             },
+            alg,
         )?;
         let text = toml::to_string(&meta).expect("log meta serializes");
         // log.toml last: its presence marks a complete log.
@@ -473,11 +488,12 @@ impl Ledger {
             }
         }
         let bits = meta.segment_bits;
+        let alg = meta.hash;
         let max_entry = meta
             .max_payload
             .saturating_add(entry::ENTRY_HEADER_LEN as u32);
         let mut sealed = Vec::with_capacity(segs.len());
-        let mut upper = MemoryTree::new();
+        let mut upper = AlgTree::new(alg);
         let mut chain = [0u8; 32];
         let mut last_ts = 0u64;
         let last = segs.len() as u64 - 1;
@@ -490,7 +506,7 @@ impl Ledger {
                 bits,
                 prev_chain: chain,
             };
-            match open_sealed(dir, &expect, max_entry, writable)? {
+            match open_sealed(dir, alg, &expect, max_entry, writable)? {
                 Some(seal) => {
                     chain = seal.footer.chain;
                     upper.push(seal.footer.root);
@@ -517,17 +533,17 @@ impl Ledger {
             prev_chain: chain,
         };
         let (open, torn) = match open_seg {
-            Some(path) => open_unsealed(&path, &header, max_entry, last_ts, writable)?,
+            Some(path) => open_unsealed(&path, alg, &header, max_entry, last_ts, writable)?,
             // A crash between sealing and creating the next segment: read-write
             // creates it; read-only sees an empty open segment.
-            None if writable => (create_segment_file(dir, &header)?, None),
+            None if writable => (create_segment_file(dir, &header, alg)?, None),
             None => (
                 OpenSegment {
                     header,
                     path: seg_path(dir, next, "seg"),
                     file: None,
                     offsets: Vec::new(),
-                    tree: MemoryTree::new(),
+                    tree: AlgTree::new(alg),
                     len: HEADER_LEN as u64,
                 },
                 None,
@@ -747,9 +763,10 @@ impl Ledger {
         let file = open_file(&self.open.file)?;
         let buf = &self.buf;
         let tree = &mut self.open.tree;
-        let hash_all = |tree: &mut MemoryTree<Blake3Hasher>| {
+        let hash_all = |tree: &mut AlgTree| {
+            let alg = tree.alg();
             for span in &spans {
-                tree.push(Blake3Hasher::hash_leaf(&buf[span.clone()]));
+                tree.push(alg.hash_leaf(&buf[span.clone()]));
             }
         };
         let write = |file: &File| -> std::result::Result<(), (&'static str, std::io::Error)> {
@@ -826,7 +843,7 @@ impl Ledger {
             bits: self.meta.segment_bits,
             prev_chain: chain,
         };
-        let new_open = create_segment_file(&self.dir, &next)?;
+        let new_open = create_segment_file(&self.dir, &next, self.meta.hash)?;
         let old = std::mem::replace(&mut self.open, new_open);
         // The side files are derived data: write them off the append path.
         let tree = Arc::new(old.tree);
@@ -935,7 +952,7 @@ impl Ledger {
                 other => return Err(corrupt(format!("no frame at byte {off}: {other:?}"))),
             }
         };
-        if Blake3Hasher::hash_leaf(&bytes) != self.leaf_hash(index)? {
+        if self.meta.hash.hash_leaf(&bytes) != self.leaf_hash(index)? {
             return Err(corrupt("entry does not match its stored leaf hash".into()));
         }
         Ok(bytes)
@@ -1000,7 +1017,7 @@ impl Ledger {
                 return Ok(*h);
             }
         }
-        tree::hash_subtree::<Blake3Hasher, LedgerError>(st, |l, i| self.node(l, i))
+        tree::hash_subtree_with(self.meta.hash, st, |l, i| self.node(l, i))
     }
 
     /// Hashes of every right-edge subtree `[start, size)` along the tree's right edge.
@@ -1017,7 +1034,7 @@ impl Ledger {
             let h = self.node(level, index)?;
             let v = match acc {
                 None => h,
-                Some(a) => Blake3Hasher::hash_children(&h, &a),
+                Some(a) => self.meta.hash.hash_children(&h, &a),
             };
             out.push((index << level, v));
             acc = Some(v);
@@ -1034,7 +1051,7 @@ impl Ledger {
             });
         }
         if size == 0 {
-            return Ok(Blake3Hasher::empty_root());
+            return Ok(self.meta.hash.empty_root());
         }
         self.subtree(
             Subtree {
@@ -1181,7 +1198,7 @@ fn read_u64(b: &[u8], i: usize) -> Option<u64> {
         .map(|x| u64::from_be_bytes(x.try_into().expect("8 bytes")))
 }
 
-fn create_segment_file(dir: &Path, header: &SegmentHeader) -> Result<OpenSegment> {
+fn create_segment_file(dir: &Path, header: &SegmentHeader, alg: HashAlg) -> Result<OpenSegment> {
     let path = seg_path(dir, header.segment, "seg");
     let file = OpenOptions::new()
         .read(true)
@@ -1199,7 +1216,7 @@ fn create_segment_file(dir: &Path, header: &SegmentHeader) -> Result<OpenSegment
         path,
         file: Some(file),
         offsets: Vec::new(),
-        tree: MemoryTree::new(),
+        tree: AlgTree::new(alg),
         len: HEADER_LEN as u64,
     })
 }
@@ -1215,7 +1232,7 @@ fn idx_bytes(offsets: &[u64]) -> Vec<u8> {
 
 /// The levels of a full segment's tree, leaves first: what its `.tree` file
 /// holds, level by level.
-fn full_levels(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> impl Iterator<Item = &[u8]> {
+fn full_levels(bits: u8, tree: &AlgTree) -> impl Iterator<Item = &[u8]> {
     (0..=bits as u32).map(move |level| {
         let nodes = tree.level(level);
         debug_assert_eq!(nodes.len() as u64, 1u64 << (bits as u32 - level));
@@ -1224,7 +1241,7 @@ fn full_levels(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> impl Iterator<Item 
 }
 
 /// The bytes of a sealed segment's `.tree` file: every node, level by level.
-fn tree_bytes(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> Vec<u8> {
+fn tree_bytes(bits: u8, tree: &AlgTree) -> Vec<u8> {
     full_levels(bits, tree).collect::<Vec<_>>().concat()
 }
 
@@ -1232,13 +1249,7 @@ fn tree_bytes(bits: u8, tree: &MemoryTree<Blake3Hasher>) -> Vec<u8> {
 /// offsets and the in-memory tree (no intermediate copy: a `.tree` is 4 MiB
 /// at the default `k`, and building it in a fresh buffer cost page faults
 /// on every seal).
-fn write_sidecars(
-    dir: &Path,
-    s: u64,
-    bits: u8,
-    offsets: &[u64],
-    tree: &MemoryTree<Blake3Hasher>,
-) -> Result<()> {
+fn write_sidecars(dir: &Path, s: u64, bits: u8, offsets: &[u64], tree: &AlgTree) -> Result<()> {
     replace_file(&seg_path(dir, s, "idx"), |w| {
         offsets
             .iter()
@@ -1254,6 +1265,7 @@ fn write_sidecars(
 /// Returns the mapped segment.
 fn open_sealed(
     dir: &Path,
+    alg: HashAlg,
     expect: &SegmentHeader,
     max_entry: u32,
     writable: bool,
@@ -1319,8 +1331,9 @@ fn open_sealed(
             // A crash between footer and side files, or a damaged side file:
             // rebuild them from the segment, which must match its footer.
             tracing::warn!(segment = s, "rebuilding offset index and node file");
-            let scan = segment::scan(&seg, max_entry, 0).map_err(|e| corrupt(e.to_string()))?;
-            let tree = MemoryTree::<Blake3Hasher>::from_leaves(scan.leaves.iter().copied());
+            let scan =
+                segment::scan_with(alg, &seg, max_entry, 0).map_err(|e| corrupt(e.to_string()))?;
+            let tree = AlgTree::from_leaves(alg, scan.leaves.iter().copied());
             if !matches!(scan.tail, Tail::Sealed(_)) || tree.root() != footer.root {
                 return Err(corrupt("entries do not hash to the footer's root".into()));
             }
@@ -1381,6 +1394,7 @@ type Torn = Option<(u64, String)>;
 
 fn open_unsealed(
     path: &Path,
+    alg: HashAlg,
     expect: &SegmentHeader,
     max_entry: u32,
     min_ts: u64,
@@ -1426,7 +1440,7 @@ fn open_unsealed(
                 path: path.to_path_buf(),
                 file,
                 offsets: Vec::new(),
-                tree: MemoryTree::new(),
+                tree: AlgTree::new(alg),
                 len: HEADER_LEN as u64,
             },
             None,
@@ -1434,7 +1448,7 @@ fn open_unsealed(
     }
     // SAFETY: see `map`; the mapping is dropped before anything writes the file.
     let bytes = unsafe { Mmap::map(&file) }.map_err(LedgerError::io("mmap", path))?;
-    let scan = segment::scan(&bytes, max_entry, min_ts).map_err(|e| match e {
+    let scan = segment::scan_with(alg, &bytes, max_entry, min_ts).map_err(|e| match e {
         segment::SegmentError::Damaged { index, detail, .. } => LedgerError::Corrupt {
             segment: s,
             entry: Some(index),
@@ -1455,7 +1469,7 @@ fn open_unsealed(
             path: path.to_path_buf(),
             file: Some(file),
             offsets: scan.offsets,
-            tree: MemoryTree::from_leaves(scan.leaves),
+            tree: AlgTree::from_leaves(alg, scan.leaves),
             len: valid_len,
         },
         torn,

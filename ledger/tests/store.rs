@@ -1,7 +1,7 @@
 //! The file store against a reference tree, across seals, reopen, crashes and damage.
 
 use dlog_crypto::tree::{self, MemoryTree};
-use dlog_crypto::{Blake3Hasher, TreeHasher};
+use dlog_crypto::{Blake3Hasher, HashAlg, Sha256Hasher, TreeHasher};
 use dlog_ledger::{CreateOptions, EntryKind, Ledger, LedgerError, OpenMode};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -13,6 +13,7 @@ fn opts(bits: u8) -> CreateOptions {
         segment_bits: bits,
         max_payload: 1024,
         log_id: None,
+        hash: Default::default(),
     }
 }
 
@@ -445,4 +446,80 @@ fn unsynced_appends_are_readable_sealed_and_kept_across_reopen() {
         r.push(Blake3Hasher::hash_leaf(&l.entry(31).unwrap()));
         r
     });
+}
+
+/// A sha256 log is RFC 6962 exactly: roots and proofs equal a SHA-256
+/// reference tree over the canonical entry bytes, across seals and a
+/// reopen; per-segment roots are that tree's subtree roots; the metadata
+/// keeps the choice.
+#[test]
+fn a_sha256_log_is_rfc6962_across_seals_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Ledger::create(
+        dir.path(),
+        &CreateOptions {
+            hash: HashAlg::Sha256,
+            ..opts(3)
+        },
+    )
+    .unwrap();
+    assert_eq!(l.root_at(0).unwrap(), Sha256Hasher::empty_root());
+    for i in 0..45u64 {
+        l.append(1_000 + i, &[(EntryKind::Data, payload(i).as_slice())])
+            .unwrap();
+    }
+    let check = |l: &Ledger| {
+        let leaves: Vec<_> = (0..l.size())
+            .map(|j| Sha256Hasher::hash_leaf(&l.entry(j).unwrap()))
+            .collect();
+        let reference = MemoryTree::<Sha256Hasher>::from_leaves(leaves.iter().copied());
+        for size in 0..=l.size() {
+            let root = reference.root_at(size).unwrap();
+            assert_eq!(l.root_at(size).unwrap(), root, "root at {size}");
+            for i in (0..size).step_by(7) {
+                let p = l.inclusion_proof(i, size).unwrap();
+                tree::verify_inclusion::<Sha256Hasher>(&leaves[i as usize], i, size, &p, &root)
+                    .unwrap();
+            }
+            for old in (0..=size).step_by(5) {
+                let p = l.consistency_proof(old, size).unwrap();
+                let old_root = reference.root_at(old).unwrap();
+                tree::verify_consistency::<Sha256Hasher>(old, size, &old_root, &root, &p).unwrap();
+            }
+        }
+        // Segment 2 holds entries 16..24: the subtree root at level 3.
+        assert_eq!(
+            l.node(3, 2).unwrap(),
+            tree::root_from_leaves::<Sha256Hasher>(&leaves[16..24])
+        );
+        // And the same log under BLAKE3 would have other roots.
+        assert_ne!(
+            l.root_at(l.size()).unwrap(),
+            tree::root_from_leaves::<Blake3Hasher>(
+                &(0..l.size())
+                    .map(|j| Blake3Hasher::hash_leaf(&l.entry(j).unwrap()))
+                    .collect::<Vec<_>>()
+            )
+        );
+    };
+    check(&l);
+    drop(l);
+    let l = Ledger::open(dir.path(), OpenMode::ReadWrite).unwrap();
+    assert_eq!(l.meta().hash, HashAlg::Sha256);
+    check(&l);
+    assert!(l.scrub().unwrap().is_clean());
+    let text = std::fs::read_to_string(dir.path().join("log.toml")).unwrap();
+    assert!(text.contains("hash = \"sha256\""), "{text}");
+}
+
+/// A BLAKE3 log's metadata has no hash line (files stay as they were),
+/// and a log.toml without one opens as BLAKE3.
+#[test]
+fn blake3_logs_keep_their_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    Ledger::create(dir.path(), &opts(3)).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("log.toml")).unwrap();
+    assert!(!text.contains("hash"), "{text}");
+    let l = Ledger::open(dir.path(), OpenMode::ReadOnly).unwrap();
+    assert_eq!(l.meta().hash, HashAlg::Blake3);
 }

@@ -23,6 +23,7 @@
 //! log_id = "00112233445566778899aabbccddeeff"
 //! segment_bits = 16
 //! max_payload = 1048576
+//! # hash = "sha256"             # tree hash: blake3 (default) or sha256 (RFC 6962)
 //!
 //! [cluster]
 //! bootstrap = true                # initialise Raft with `members` on first start
@@ -86,6 +87,9 @@ pub struct LogSection {
     /// Payload limit.
     #[serde(default = "default_max_payload")]
     pub max_payload: u32,
+    /// The Merkle tree's hash, `"blake3"` (default) or `"sha256"` (RFC 6962).
+    #[serde(default)]
+    pub hash: dlog_crypto::HashAlg,
 }
 
 fn default_bits() -> u8 {
@@ -356,6 +360,7 @@ impl NodeConfig {
             log_id: self.log.log_id.clone(),
             segment_bits: self.log.segment_bits,
             max_payload: self.log.max_payload,
+            hash: self.log.hash,
         }
     }
 }
@@ -429,6 +434,16 @@ impl NodeConfig {
             None => None,
             Some(p) => {
                 let t = load_trust(p, &cfg.file, "trust")?;
+                if t.hash != cfg.log.hash {
+                    return Err(NodeError::config(
+                        &cfg.file,
+                        "trust",
+                        format!(
+                            "the trust file's tree hash is {}, log.hash is {}",
+                            t.hash, cfg.log.hash
+                        ),
+                    ));
+                }
                 if t.origin != cfg.log.origin {
                     return Err(NodeError::config(
                         &cfg.file,

@@ -15,6 +15,7 @@ fn shape() -> LogShape {
         log_id: "00112233445566778899aabbccddeeff".into(),
         segment_bits: 2,
         max_payload: 1 << 20,
+        hash: Default::default(),
     }
 }
 

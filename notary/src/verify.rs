@@ -12,9 +12,8 @@
 
 use crate::payload::{DigestAlg, NotaryPayload, PayloadError};
 use crate::receipt::Receipt;
-use dlog_crypto::tree::{verify_inclusion, ProofError};
+use dlog_crypto::tree::{verify_inclusion_with, ProofError};
 use dlog_crypto::trust::{TrustError, TrustPolicy, VerifiedCheckpoint};
-use dlog_crypto::{Blake3Hasher, TreeHasher};
 use dlog_ledger::entry::{Entry, EntryError, EntryKind};
 use std::path::Path;
 
@@ -45,6 +44,15 @@ pub enum VerifyError {
         size: u64,
         /// What the proof check found.
         source: ProofError,
+    },
+    /// The proof verifies, but under another tree hash than the trust
+    /// file's: the receipt is of a log made with the other hash.
+    #[error("the receipt's inclusion proof is for a {receipt} tree; the trust file says the log hashes with {trust} (`hash` in the trust file)")]
+    HashMismatch {
+        /// The trust file's hash.
+        trust: dlog_crypto::HashAlg,
+        /// The hash the proof verifies under.
+        receipt: dlog_crypto::HashAlg,
     },
     /// The entry is not a notarization entry.
     #[error("receipt entry {index} is a {kind:?} entry, not a notarization")]
@@ -94,6 +102,7 @@ impl VerifyError {
             VerifyError::Checkpoint(e) => e.is_malformed(),
             VerifyError::IndexOutOfRange { .. }
             | VerifyError::Inclusion { .. }
+            | VerifyError::HashMismatch { .. }
             | VerifyError::DigestMismatch { .. } => false,
         }
     }
@@ -137,14 +146,30 @@ pub fn verify_receipt(trust: &TrustPolicy, r: &Receipt) -> Result<VerifiedReceip
             size: cp.size,
         });
     }
-    let leaf = Blake3Hasher::hash_leaf(&r.entry);
-    verify_inclusion::<Blake3Hasher>(&leaf, r.index, cp.size, &r.inclusion, &cp.root).map_err(
-        |source| VerifyError::Inclusion {
+    // The tree hash is the trust file's: a receipt of a sha256 log checks
+    // only under a trust file that says so.
+    let leaf = trust.hash.hash_leaf(&r.entry);
+    if let Err(source) =
+        verify_inclusion_with(trust.hash, &leaf, r.index, cp.size, &r.inclusion, &cp.root)
+    {
+        use dlog_crypto::HashAlg;
+        let other = match trust.hash {
+            HashAlg::Blake3 => HashAlg::Sha256,
+            HashAlg::Sha256 => HashAlg::Blake3,
+        };
+        let leaf = other.hash_leaf(&r.entry);
+        if verify_inclusion_with(other, &leaf, r.index, cp.size, &r.inclusion, &cp.root).is_ok() {
+            return Err(VerifyError::HashMismatch {
+                trust: trust.hash,
+                receipt: other,
+            });
+        }
+        return Err(VerifyError::Inclusion {
             index: r.index,
             size: cp.size,
             source,
-        },
-    )?;
+        });
+    }
     Ok(VerifiedReceipt {
         index: r.index,
         entry,
@@ -236,6 +261,7 @@ mod tests {
     use super::*;
     use dlog_crypto::note::{Checkpoint, Cosigner, NoteSigner, SignedNote};
     use dlog_crypto::tree::MemoryTree;
+    use dlog_crypto::{Blake3Hasher, TreeHasher};
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 

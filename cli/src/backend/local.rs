@@ -32,6 +32,7 @@ impl LocalLog {
         bits: u8,
         max_payload: u32,
         name: &str,
+        hash: dlog_crypto::HashAlg,
     ) -> Result<TrustPolicy> {
         if dir.join(dlog_ledger::store::LOG_FILE).exists() {
             bail!("{} already holds a DLog log", dir.display());
@@ -45,7 +46,8 @@ impl LocalLog {
         dlog_ledger::fsutil::write_secret(&key_path, key.to_toml_string().as_bytes())?;
         let signer = key.note_signer();
         let trust = TrustPolicy::new(origin, vec![signer.verifier()], 1, Vec::new(), 0)
-            .map_err(|e| anyhow!("bad origin or key name: {e}"))?;
+            .map_err(|e| anyhow!("bad origin or key name: {e}"))?
+            .with_hash(hash);
         let trust_text = format!(
             "# Trust file of the DLog log {origin}: give it to verifiers. It holds no secret.\n{}",
             trust.to_toml_string()
@@ -58,6 +60,7 @@ impl LocalLog {
                 segment_bits: bits,
                 max_payload,
                 log_id: None,
+                hash,
             },
         )?;
         let mut log = LocalLog {
@@ -229,6 +232,7 @@ pub(crate) fn open_or_init(dir: &Path) -> Result<LocalLog> {
             16,
             dlog_ledger::entry::DEFAULT_MAX_PAYLOAD,
             "node-1",
+            dlog_crypto::HashAlg::default(),
         )?;
         eprintln!(
             "dlog: created a new log in {} (trust file: {})",

@@ -86,6 +86,8 @@ pub struct LogShape {
     pub segment_bits: u8,
     /// Payload limit.
     pub max_payload: u32,
+    /// The Merkle tree's hash.
+    pub hash: dlog_crypto::HashAlg,
 }
 
 /// What the state machine persists beside the ledger.
@@ -199,6 +201,7 @@ pub fn create_ledger(dir: &Path, shape: &LogShape) -> Result<()> {
             segment_bits: shape.segment_bits,
             max_payload: shape.max_payload,
             log_id: Some(id),
+            hash: shape.hash,
         },
     )?;
     drop(ledger);
@@ -235,6 +238,15 @@ impl StateMachine {
                 detail: format!(
                     "data directory holds log {} ({}), the config names {} ({}): data dir of another cluster",
                     meta.log_id, meta.origin, shape.log_id, shape.origin
+                ),
+            });
+        }
+        if meta.hash != shape.hash {
+            return Err(NodeError::ForeignData {
+                ledger: dir.join(dlog_ledger::store::LOG_FILE),
+                detail: format!(
+                    "the ledger's tree hashes with {}, the config says {} (`log.hash`)",
+                    meta.hash, shape.hash
                 ),
             });
         }

@@ -1,0 +1,245 @@
+// Command tlogcheck verifies what the dlog binary produced with the Go
+// team's own transparency-log code (golang.org/x/mod/sumdb/note and
+// golang.org/x/mod/sumdb/tlog), which fixes the tree to RFC 6962 SHA-256.
+// It is a test oracle: DLog's tests run it on receipts, checkpoints and
+// consistency proofs of sha256 logs.
+//
+// Usage:
+//
+//	tlogcheck receipt -vkey VKEY [-vkey VKEY...] FILE.tlog-proof
+//	tlogcheck note -vkey VKEY [-vkey VKEY...] CHECKPOINT-NOTE-FILE
+//	tlogcheck consistency -vkey VKEY... OLD-NOTE NEW-NOTE PROOF.json
+//
+// Exit status 0: verified; 1: verification failed; 2: bad usage or input.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+type vkeys []string
+
+func (v *vkeys) String() string     { return strings.Join(*v, ",") }
+func (v *vkeys) Set(s string) error { *v = append(*v, s); return nil }
+
+// checkpoint is a verified C2SP checkpoint body.
+type checkpoint struct {
+	origin string
+	size   int64
+	root   tlog.Hash
+}
+
+func fail(code int, format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "tlogcheck: "+format+"\n", args...)
+	os.Exit(code)
+}
+
+// openNote verifies a signed note under every key given: each must have
+// signed it (note.Open accepts a note once one known key signed it).
+func openNote(msg []byte, keys []string) (*checkpoint, error) {
+	var verifiers []note.Verifier
+	for _, k := range keys {
+		v, err := note.NewVerifier(k)
+		if err != nil {
+			return nil, fmt.Errorf("vkey %q: %v", k, err)
+		}
+		verifiers = append(verifiers, v)
+	}
+	n, err := note.Open(msg, note.VerifierList(verifiers...))
+	if err != nil {
+		return nil, err
+	}
+	signed := map[string]bool{}
+	for _, s := range n.Sigs {
+		signed[fmt.Sprintf("%s+%08x", s.Name, s.Hash)] = true
+	}
+	for _, v := range verifiers {
+		if !signed[fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())] {
+			return nil, fmt.Errorf("not signed by %s", v.Name())
+		}
+	}
+	lines := strings.Split(n.Text, "\n")
+	if len(lines) < 4 {
+		return nil, errors.New("checkpoint body has fewer than three lines")
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 {
+		return nil, fmt.Errorf("bad tree size %q", lines[1])
+	}
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != tlog.HashSize {
+		return nil, fmt.Errorf("bad root hash %q", lines[2])
+	}
+	var h tlog.Hash
+	copy(h[:], root)
+	return &checkpoint{origin: lines[0], size: size, root: h}, nil
+}
+
+func hash(s string) (tlog.Hash, error) {
+	var h tlog.Hash
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != tlog.HashSize {
+		return h, fmt.Errorf("bad hash %q", s)
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// receipt checks a c2sp.org/tlog-proof@v1 file whose extra data is the
+// canonical entry: the leaf is tlog.RecordHash(entry).
+func receipt(path string, keys []string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fail(2, "%v", err)
+	}
+	head, cp, ok := bytes.Cut(data, []byte("\n\n"))
+	if !ok {
+		fail(2, "%s: no blank line before the checkpoint", path)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(head))
+	var entry []byte
+	index := int64(-1)
+	var proof tlog.RecordProof
+	line := 0
+	for sc.Scan() {
+		t := sc.Text()
+		line++
+		switch {
+		case line == 1:
+			if t != "c2sp.org/tlog-proof@v1" {
+				fail(2, "%s: not a tlog-proof@v1 file", path)
+			}
+		case strings.HasPrefix(t, "extra "):
+			entry, err = base64.StdEncoding.DecodeString(strings.TrimPrefix(t, "extra "))
+			if err != nil {
+				fail(2, "%s: extra: %v", path, err)
+			}
+		case strings.HasPrefix(t, "index "):
+			index, err = strconv.ParseInt(strings.TrimPrefix(t, "index "), 10, 64)
+			if err != nil {
+				fail(2, "%s: index: %v", path, err)
+			}
+		default:
+			h, err := hash(t)
+			if err != nil {
+				fail(2, "%s: line %d: %v", path, line, err)
+			}
+			proof = append(proof, h)
+		}
+	}
+	if entry == nil || index < 0 {
+		fail(2, "%s: no entry (extra) or no index", path)
+	}
+	c, err := openNote(cp, keys)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %v", err)
+	}
+	leaf := tlog.RecordHash(entry)
+	if err := tlog.CheckRecord(proof, c.size, c.root, index, leaf); err != nil {
+		return fmt.Errorf("entry %d in tree %d: %v", index, c.size, err)
+	}
+	fmt.Printf("ok: entry %d of %s is in the tree of size %d\n", index, c.origin, c.size)
+	return nil
+}
+
+type consistencyJSON struct {
+	OldSize int64    `json:"old_size"`
+	NewSize int64    `json:"new_size"`
+	OldRoot string   `json:"old_root"`
+	NewRoot string   `json:"new_root"`
+	Proof   []string `json:"proof"`
+}
+
+// consistency checks a consistency proof between two signed checkpoints.
+func consistency(oldPath, newPath, proofPath string, keys []string) error {
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			fail(2, "%v", err)
+		}
+		return b
+	}
+	old, err := openNote(read(oldPath), keys)
+	if err != nil {
+		return fmt.Errorf("old checkpoint: %v", err)
+	}
+	cur, err := openNote(read(newPath), keys)
+	if err != nil {
+		return fmt.Errorf("new checkpoint: %v", err)
+	}
+	var j consistencyJSON
+	if err := json.Unmarshal(read(proofPath), &j); err != nil {
+		fail(2, "%s: %v", proofPath, err)
+	}
+	if j.OldSize != old.size || j.NewSize != cur.size {
+		return fmt.Errorf("proof is %d -> %d, checkpoints are %d and %d", j.OldSize, j.NewSize, old.size, cur.size)
+	}
+	var proof tlog.TreeProof
+	for _, s := range j.Proof {
+		h, err := hash(s)
+		if err != nil {
+			fail(2, "%s: %v", proofPath, err)
+		}
+		proof = append(proof, h)
+	}
+	if err := tlog.CheckTree(proof, cur.size, cur.root, old.size, old.root); err != nil {
+		return fmt.Errorf("tree %d -> %d: %v", old.size, cur.size, err)
+	}
+	fmt.Printf("ok: the tree of size %d extends the tree of size %d\n", cur.size, old.size)
+	return nil
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(2, "usage: tlogcheck receipt|note|consistency -vkey VKEY... FILES")
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	var keys vkeys
+	fs.Var(&keys, "vkey", "a verifier key that must have signed (repeatable)")
+	fs.Parse(os.Args[2:])
+	if len(keys) == 0 {
+		fail(2, "at least one -vkey")
+	}
+	var err error
+	switch os.Args[1] {
+	case "receipt":
+		if fs.NArg() != 1 {
+			fail(2, "receipt: one file")
+		}
+		err = receipt(fs.Arg(0), keys)
+	case "note":
+		if fs.NArg() != 1 {
+			fail(2, "note: one file")
+		}
+		b, rerr := os.ReadFile(fs.Arg(0))
+		if rerr != nil {
+			fail(2, "%v", rerr)
+		}
+		var c *checkpoint
+		if c, err = openNote(b, keys); err == nil {
+			fmt.Printf("ok: checkpoint of %s at size %d\n", c.origin, c.size)
+		}
+	case "consistency":
+		if fs.NArg() != 3 {
+			fail(2, "consistency: OLD-NOTE NEW-NOTE PROOF.json")
+		}
+		err = consistency(fs.Arg(0), fs.Arg(1), fs.Arg(2), keys)
+	default:
+		fail(2, "unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fail(1, "%v", err)
+	}
+}
