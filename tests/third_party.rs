@@ -60,10 +60,19 @@ fn check(bin: &Path, args: &[&str]) -> (i32, String) {
 }
 
 fn vkey(trust: &Path) -> String {
+    voters(trust).remove(0)
+}
+
+/// The voter vkeys of a trust file, as it lists them.
+fn voters(trust: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(trust).unwrap();
-    let start = text.find("\"node-1+").expect("a voter vkey") + 1;
-    let end = start + text[start..].find('"').unwrap();
-    text[start..end].to_string()
+    let list = &text[text.find("voters = [").expect("voters")..];
+    let list = &list[..list.find(']').unwrap()];
+    list.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -201,4 +210,136 @@ fn a_receipt_under_a_trust_file_of_the_other_hash_names_both() {
         1,
     );
     assert!(err.contains("sha256") && err.contains("blake3"), "{err}");
+}
+
+struct Down<'a>(&'a Path);
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = common::run(self.0, &["cluster", "down"], None);
+    }
+}
+
+/// A 3-node sha256 cluster with two auditors: its receipts (a majority of
+/// voter signatures, and an auditor's cosignature the Go code ignores) and
+/// its consistency proofs verify with Go's sumdb code.
+#[test]
+fn go_sumdb_verifies_a_sha256_clusters_receipts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(go) = oracle(tmp.path()) else {
+        return;
+    };
+    let dir = tmp.path().join("c");
+    expect(
+        &dir,
+        &[
+            "cluster",
+            "up",
+            "--hash",
+            "sha256",
+            "--auditors",
+            "2",
+            "--cosignatures",
+            "1",
+            "--segment-bits",
+            "3",
+        ],
+        None,
+        0,
+    );
+    let _down = Down(&dir);
+    let trust = dir.join("trust.toml");
+    assert!(std::fs::read_to_string(&trust)
+        .unwrap()
+        .contains("hash = \"sha256\""));
+    let c = dir.join("client.toml");
+    let c = c.to_str().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let mut args = vec!["-quorum".to_string(), "2".to_string()];
+    for v in voters(&trust) {
+        args.push("-vkey".into());
+        args.push(v);
+    }
+    let lines: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    expect(
+        &nowhere,
+        &["--cluster", c, "append", "--lines"],
+        Some(lines.as_bytes()),
+        0,
+    );
+    let cp = |name: &str| {
+        let text = expect(&nowhere, &["--cluster", c, "checkpoint"], None, 0);
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let old = cp("old");
+    for i in 0..3 {
+        let r = tmp.path().join(format!("c{i}.tlog-proof"));
+        expect(
+            &nowhere,
+            &[
+                "--cluster",
+                c,
+                "append",
+                &format!("more {i}"),
+                "--receipt",
+                r.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+        let mut a = vec!["receipt".to_string()];
+        a.extend(args.iter().cloned());
+        a.push(r.to_str().unwrap().into());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, out) = check(&go, &a);
+        assert_eq!(code, 0, "{out}");
+        // The auditor's own tool agrees (its cosignature is on it).
+        expect(
+            &nowhere,
+            &[
+                "verify",
+                "--trust",
+                trust.to_str().unwrap(),
+                r.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+    }
+    let new = cp("new");
+    let size = |p: &Path| -> String {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let proof = expect(
+        &nowhere,
+        &[
+            "--cluster",
+            c,
+            "proof",
+            "consistency",
+            "--from",
+            &size(&old),
+            "--to",
+            &size(&new),
+            "--json",
+        ],
+        None,
+        0,
+    );
+    let pj = tmp.path().join("proof.json");
+    std::fs::write(&pj, proof).unwrap();
+    let mut a = vec!["consistency".to_string()];
+    a.extend(args.iter().cloned());
+    for p in [&old, &new, &pj] {
+        a.push(p.to_str().unwrap().into());
+    }
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, out) = check(&go, &a);
+    assert_eq!(code, 0, "{out}");
 }

@@ -16,9 +16,9 @@
 //! is one it proved to be a prefix of (or equal to) its own verified tree, so
 //! every two checkpoints it cosigns are consistent with each other.
 
-use dlog_crypto::hash::{Blake3Hasher, Hash, TreeHasher};
+use dlog_crypto::hash::{Hash, HashAlg};
 use dlog_crypto::note::{Cosigner, NoteSignature, SignedNote};
-use dlog_crypto::tree::verify_consistency;
+use dlog_crypto::tree::verify_consistency_with;
 use dlog_crypto::trust::TrustPolicy;
 
 /// The roots of the perfect subtrees covering the first `size` leaves.
@@ -26,6 +26,8 @@ use dlog_crypto::trust::TrustPolicy;
 pub struct Frontier {
     size: u64,
     nodes: Vec<Hash>,
+    /// The tree's hash (the trust file's; see [`Auditor::new`]).
+    alg: HashAlg,
 }
 
 impl Frontier {
@@ -37,7 +39,11 @@ impl Frontier {
     /// A frontier from stored parts; `None` unless there is exactly one
     /// node per set bit of `size`.
     pub fn from_parts(size: u64, nodes: Vec<Hash>) -> Option<Self> {
-        (nodes.len() == size.count_ones() as usize).then_some(Frontier { size, nodes })
+        (nodes.len() == size.count_ones() as usize).then_some(Frontier {
+            size,
+            nodes,
+            alg: HashAlg::default(),
+        })
     }
 
     /// Leaves covered.
@@ -58,7 +64,7 @@ impl Frontier {
         // height as the one being carried: merge them, as in binary addition.
         while s & 1 == 1 {
             let left = self.nodes.pop().expect("one node per set bit");
-            h = Blake3Hasher::hash_children(&left, &h);
+            h = self.alg.hash_children(&left, &h);
             s >>= 1;
         }
         self.nodes.push(h);
@@ -69,9 +75,9 @@ impl Frontier {
     pub fn root(&self) -> Hash {
         let mut it = self.nodes.iter().rev();
         let Some(last) = it.next() else {
-            return Blake3Hasher::empty_root();
+            return self.alg.empty_root();
         };
-        it.fold(*last, |acc, left| Blake3Hasher::hash_children(left, &acc))
+        it.fold(*last, |acc, left| self.alg.hash_children(left, &acc))
     }
 }
 
@@ -235,6 +241,10 @@ impl Auditor {
     ) -> Self {
         let mut voters = trust.clone();
         voters.cosignatures = 0;
+        // The tree hashes as the trust file says (stored frontiers carry
+        // only sizes and hashes).
+        let mut tree = tree;
+        tree.alg = trust.hash;
         Auditor {
             voters,
             max_payload,
@@ -341,7 +351,7 @@ impl Auditor {
                 });
             }
         } else if let Err(e) =
-            verify_consistency::<Blake3Hasher>(size, cp.size, &ours, &cp.root, proof)
+            verify_consistency_with(pending.tree.alg, size, cp.size, &ours, &cp.root, proof)
         {
             // The entries are a prefix of no tree with this root.
             return Err(AuditError::RootMismatch {
@@ -368,12 +378,19 @@ impl Auditor {
                 verified: size,
             });
         }
-        verify_consistency::<Blake3Hasher>(cp.size, size, &cp.root, &self.tree.root(), proof)
-            .map_err(|e| AuditError::Inconsistent {
-                size: cp.size,
-                verified: size,
-                detail: e.to_string(),
-            })?;
+        verify_consistency_with(
+            self.tree.alg,
+            cp.size,
+            size,
+            &cp.root,
+            &self.tree.root(),
+            proof,
+        )
+        .map_err(|e| AuditError::Inconsistent {
+            size: cp.size,
+            verified: size,
+            detail: e.to_string(),
+        })?;
         Ok(Witnessable {
             body,
             size: cp.size,
@@ -414,7 +431,8 @@ impl Pending {
             });
         }
         self.last_timestamp_ns = timestamp_ns;
-        self.tree.push(Blake3Hasher::hash_leaf(entry));
+        let leaf = self.tree.alg.hash_leaf(entry);
+        self.tree.push(leaf);
         Ok(())
     }
 }
@@ -422,6 +440,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dlog_crypto::hash::{Blake3Hasher, Sha256Hasher, TreeHasher};
     use dlog_crypto::note::{Checkpoint, NoteSigner};
     use dlog_crypto::tree::MemoryTree;
     use dlog_ledger::{Entry, EntryKind};
@@ -526,6 +545,45 @@ mod tests {
                 (Some(i), None) => prop_assert!(false, "flipped entry {i} accepted"),
             }
         }
+    }
+
+    /// Under a trust file that says sha256, the auditor's tree is RFC 6962:
+    /// it accepts the SHA-256 root (and consistency proofs to it) and
+    /// refuses the BLAKE3 root of the same entries.
+    #[test]
+    fn a_sha256_trust_file_makes_the_auditor_hash_with_sha256() {
+        let trust = trust().with_hash(HashAlg::Sha256);
+        let entries: Vec<Vec<u8>> = (0..10).map(entry).collect();
+        let sha = MemoryTree::<Sha256Hasher>::from_leaves(
+            entries.iter().map(|e| Sha256Hasher::hash_leaf(e)),
+        );
+        let b3 = MemoryTree::<Blake3Hasher>::from_leaves(
+            entries.iter().map(|e| Blake3Hasher::hash_leaf(e)),
+        );
+        let mut a = Auditor::new(&trust, 1 << 20, Frontier::new(), 0);
+        let mut p = a.begin();
+        for e in &entries[..6] {
+            p.push(e).unwrap();
+        }
+        let e = a
+            .commit(p.clone(), &signed(6, b3.root_at(6).unwrap(), &[1, 2]), &[])
+            .unwrap_err();
+        assert!(e.is_evidence(), "{e}");
+        assert!(a
+            .commit(p, &signed(6, sha.root_at(6).unwrap(), &[1, 2]), &[])
+            .unwrap()
+            .is_some());
+        let mut p = a.begin();
+        for e in &entries[6..8] {
+            p.push(e).unwrap();
+        }
+        // A checkpoint at 10 covers the pending 8 by a consistency proof.
+        let proof = sha.consistency_proof(8, 10).unwrap();
+        assert!(a
+            .commit(p, &signed(10, sha.root(), &[1, 3]), &proof)
+            .unwrap()
+            .is_none());
+        assert_eq!(a.size(), 8);
     }
 
     #[test]

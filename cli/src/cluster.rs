@@ -47,6 +47,10 @@ pub enum ClusterCmd {
         /// A sealed segment holds 2^K entries.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=30))]
         segment_bits: u8,
+        /// The Merkle tree's hash: blake3, or sha256 (RFC 6962, verifiable by
+        /// C2SP tools and Go's sumdb/tlog).
+        #[arg(long, default_value = "blake3")]
+        hash: dlog_crypto::HashAlg,
         /// Seconds to wait for a leader.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
@@ -117,6 +121,7 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
             cosignatures,
             origin,
             segment_bits,
+            hash,
             timeout,
         } => {
             if nodes == 0 {
@@ -134,6 +139,7 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                 segment_bits,
                 auditors,
                 cosignatures,
+                hash,
                 ..ClusterSpec::default()
             };
             let (layout, leader) = rt.block_on(cluster::up(

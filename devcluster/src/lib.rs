@@ -56,6 +56,8 @@ pub struct ClusterSpec {
     /// Tunnel MTU written into every node and client config (`None`: the
     /// default, for loopback).
     pub mtu: Option<usize>,
+    /// The log's tree hash (node configs' `log.hash` and the trust file).
+    pub hash: dlog_crypto::HashAlg,
 }
 
 impl Default for ClusterSpec {
@@ -69,6 +71,7 @@ impl Default for ClusterSpec {
             auditors: 0,
             cosignatures: 0,
             mtu: None,
+            hash: dlog_crypto::HashAlg::Blake3,
         }
     }
 }
@@ -238,13 +241,17 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
              name = \"{name}\"\nid = {i}\ndata_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\n\
              wg_key = \"wg.key\"\nnode_key = \"node.key\"\npeers = \"../peers.toml\"\ntrust = \"../trust.toml\"\n\
              # The nodes of this directory share this machine's cores.\nworkers = {workers}\n\n\
-             [log]\norigin = \"{origin}\"\nlog_id = \"{log_id}\"\nsegment_bits = {bits}\n\n\
+             [log]\norigin = \"{origin}\"\nlog_id = \"{log_id}\"\nsegment_bits = {bits}\n{hash}\n\
              [cluster]\nbootstrap = {boot}\nmembers = [{members}]\n",
             port = ports[i - 1],
             origin = spec.origin,
             bits = spec.segment_bits,
             boot = i == 1,
             workers = workers_per_node(total),
+            hash = match spec.hash {
+                dlog_crypto::HashAlg::Blake3 => String::new(),
+                h => format!("hash = \"{h}\"\n"),
+            },
         );
         let mut cfg = cfg;
         if let Some(m) = spec.mtu {
@@ -333,7 +340,8 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
         cosigners,
         spec.cosignatures,
     )
-    .map_err(|e| Error::config(&dir.join("trust.toml"), "cosignatures", e))?;
+    .map_err(|e| Error::config(&dir.join("trust.toml"), "cosignatures", e))?
+    .with_hash(spec.hash);
     write_new(
         &dir.join("trust.toml"),
         &format!(

@@ -76,16 +76,21 @@ impl Remote {
 }
 
 impl Remote {
+    /// The cluster's tree hash, as its trust file says (BLAKE3 without one).
+    fn hash(&self) -> dlog_crypto::HashAlg {
+        self.client.trust().map(|t| t.hash).unwrap_or_default()
+    }
+
     /// Root of the cluster's tree at `size`, folded from entry 0 and its
     /// inclusion proof (the leftmost path touches every right subtree).
     pub fn root_at(&self, size: u64) -> Result<[u8; 32]> {
-        use dlog_crypto::{Blake3Hasher, TreeHasher};
+        let alg = self.hash();
         if size == 0 {
-            return Ok(Blake3Hasher::empty_root());
+            return Ok(alg.empty_root());
         }
-        let mut acc = Blake3Hasher::hash_leaf(&self.entry(0)?);
+        let mut acc = alg.hash_leaf(&self.entry(0)?);
         for p in self.rt.block_on(self.client.inclusion_proof(0, size))? {
-            acc = Blake3Hasher::hash_children(&acc, &p);
+            acc = alg.hash_children(&acc, &p);
         }
         Ok(acc)
     }
@@ -95,8 +100,13 @@ impl Remote {
     pub fn consistency_json(&self, old: u64, new: u64) -> Result<serde_json::Value> {
         let proof = self.consistency(old, new)?;
         let (old_root, new_root) = (self.root_at(old)?, self.root_at(new)?);
-        dlog_crypto::tree::verify_consistency::<dlog_crypto::Blake3Hasher>(
-            old, new, &old_root, &new_root, &proof,
+        dlog_crypto::tree::verify_consistency_with(
+            self.hash(),
+            old,
+            new,
+            &old_root,
+            &new_root,
+            &proof,
         )
         .map_err(|e| anyhow!("the cluster's consistency proof does not verify: {e}"))?;
         Ok(super::consistency_json(

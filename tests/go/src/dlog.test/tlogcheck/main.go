@@ -6,9 +6,11 @@
 //
 // Usage:
 //
-//	tlogcheck receipt -vkey VKEY [-vkey VKEY...] FILE.tlog-proof
+//	tlogcheck receipt [-quorum N] -vkey VKEY [-vkey VKEY...] FILE.tlog-proof
 //	tlogcheck note -vkey VKEY [-vkey VKEY...] CHECKPOINT-NOTE-FILE
 //	tlogcheck consistency -vkey VKEY... OLD-NOTE NEW-NOTE PROOF.json
+//
+// Every given key must have signed, or -quorum N of them.
 //
 // Exit status 0: verified; 1: verification failed; 2: bad usage or input.
 package main
@@ -46,8 +48,12 @@ func fail(code int, format string, args ...interface{}) {
 	os.Exit(code)
 }
 
-// openNote verifies a signed note under every key given: each must have
-// signed it (note.Open accepts a note once one known key signed it).
+// quorum is how many of the given keys must have signed (0: all).
+var quorum int
+
+// openNote verifies a signed note under the keys given: all of them, or
+// -quorum of them, must have signed it (note.Open alone accepts a note
+// once one known key signed it).
 func openNote(msg []byte, keys []string) (*checkpoint, error) {
 	var verifiers []note.Verifier
 	for _, k := range keys {
@@ -65,10 +71,21 @@ func openNote(msg []byte, keys []string) (*checkpoint, error) {
 	for _, s := range n.Sigs {
 		signed[fmt.Sprintf("%s+%08x", s.Name, s.Hash)] = true
 	}
+	need := len(verifiers)
+	if quorum > 0 {
+		need = quorum
+	}
+	have := 0
+	var missing []string
 	for _, v := range verifiers {
-		if !signed[fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())] {
-			return nil, fmt.Errorf("not signed by %s", v.Name())
+		if signed[fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())] {
+			have++
+		} else {
+			missing = append(missing, v.Name())
 		}
+	}
+	if have < need {
+		return nil, fmt.Errorf("%d of %d required signatures (missing %s)", have, need, strings.Join(missing, ", "))
 	}
 	lines := strings.Split(n.Text, "\n")
 	if len(lines) < 4 {
@@ -208,6 +225,7 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	var keys vkeys
 	fs.Var(&keys, "vkey", "a verifier key that must have signed (repeatable)")
+	fs.IntVar(&quorum, "quorum", 0, "how many of the keys must have signed (default: all)")
 	fs.Parse(os.Args[2:])
 	if len(keys) == 0 {
 		fail(2, "at least one -vkey")
