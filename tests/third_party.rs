@@ -266,13 +266,23 @@ fn go_sumdb_verifies_a_sha256_clusters_receipts() {
         Some(lines.as_bytes()),
         0,
     );
-    let cp = |name: &str| {
-        let text = expect(&nowhere, &["--cluster", c, "checkpoint"], None, 0);
-        let p = tmp.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+    // A signed checkpoint covering at least `at` entries (checkpoints are
+    // signed a moment after the appends they cover).
+    let cp = |name: &str, at: u64| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = expect(&nowhere, &["--cluster", c, "checkpoint"], None, 0);
+            let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+            if size >= at {
+                let p = tmp.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                return p;
+            }
+            assert!(std::time::Instant::now() < end, "no checkpoint covers {at}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     };
-    let old = cp("old");
+    let old = cp("old", 40);
     for i in 0..3 {
         let r = tmp.path().join(format!("c{i}.tlog-proof"));
         expect(
@@ -307,7 +317,7 @@ fn go_sumdb_verifies_a_sha256_clusters_receipts() {
             0,
         );
     }
-    let new = cp("new");
+    let new = cp("new", 43);
     let size = |p: &Path| -> String {
         std::fs::read_to_string(p)
             .unwrap()
@@ -342,4 +352,76 @@ fn go_sumdb_verifies_a_sha256_clusters_receipts() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (code, out) = check(&go, &a);
     assert_eq!(code, 0, "{out}");
+}
+
+/// `dlog tiles`: a second export writes only what changed, verify names a
+/// damaged tile by its path, and another log's directory is refused.
+#[test]
+fn tiles_export_is_incremental_and_verify_names_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    expect(
+        &dir,
+        &["init", "--hash", "sha256", "--segment-bits", "6"],
+        None,
+        0,
+    );
+    let lines: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    expect(&dir, &["append", "--lines"], Some(lines.as_bytes()), 0);
+    let out = tmp.path().join("tiles");
+    let o = out.to_str().unwrap();
+    let trust = dir.join("trust.toml");
+    let t = trust.to_str().unwrap();
+    let first = expect(&dir, &["tiles", "export", "--out", o, "--json"], None, 0);
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (first["size"].as_u64(), first["kept"].as_u64()),
+        (Some(1000), Some(0))
+    );
+    // 1000 leaves: level-0 tiles 0..2 full, 3 partial (232); level 1
+    // partial (3); the same for the bundles.
+    assert_eq!(first["written"].as_u64(), Some(9));
+    expect(&dir, &["tiles", "verify", o, "--trust", t], None, 0);
+    let more: String = (0..20).map(|i| format!("more {i}\n")).collect();
+    expect(&dir, &["append", "--lines"], Some(more.as_bytes()), 0);
+    let second = expect(&dir, &["tiles", "export", "--out", o, "--json"], None, 0);
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    // Only the partial ones change: 003.p, 1/000.p and entries/003.p.
+    assert_eq!(
+        (second["written"].as_u64(), second["kept"].as_u64()),
+        (Some(3), Some(6)),
+        "{second}"
+    );
+    assert!(
+        !out.join("tile/0/003.p/232").exists(),
+        "a narrower partial tile is removed"
+    );
+    assert!(out.join("tile/0/003.p/252").exists());
+    expect(&dir, &["tiles", "verify", o, "--trust", t], None, 0);
+    // One changed byte in a full tile is named.
+    let victim = out.join("tile/0/001");
+    let mut b = std::fs::read(&victim).unwrap();
+    b[100] ^= 1;
+    std::fs::write(&victim, b).unwrap();
+    let err = expect_err(&dir, &["tiles", "verify", o, "--trust", t], None, 1);
+    assert!(err.contains("tile/0/001"), "{err}");
+    let mut e = std::fs::read(out.join("tile/entries/002")).unwrap();
+    e.truncate(e.len() - 1);
+    std::fs::write(out.join("tile/entries/002"), e).unwrap();
+    let err = expect_err(&dir, &["tiles", "verify", o, "--trust", t], None, 1);
+    assert!(err.contains("tile/entries/002"), "{err}");
+    // Another log's tiles are not overwritten.
+    let other = tmp.path().join("other");
+    expect(
+        &other,
+        &["init", "--hash", "sha256", "--origin", "dlog/other"],
+        None,
+        0,
+    );
+    expect(&other, &["append", "x"], None, 0);
+    let err = expect_err(&other, &["tiles", "export", "--out", o], None, 2);
+    assert!(
+        err.contains("dlog/local") && err.contains("dlog/other"),
+        "{err}"
+    );
 }

@@ -142,6 +142,9 @@ enum Cmd {
     /// Notary verification.
     #[command(subcommand)]
     Notary(NotaryCmd),
+    /// The log as C2SP tlog-tiles: static files any web server can publish.
+    #[command(subcommand)]
+    Tiles(TilesCmd),
     /// Re-read everything: CRCs, leaves, segment roots, chain. Exit 1 on damage.
     Scrub {
         /// Print JSON.
@@ -202,6 +205,33 @@ struct AppendArgs {
     /// Write a .tlog-proof receipt for the entry.
     #[arg(long)]
     receipt: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TilesCmd {
+    /// Write the log, up to its latest checkpoint, as tiles into --out:
+    /// new full tiles, every partial one, then the checkpoint. A second run
+    /// writes only what changed.
+    Export {
+        /// The tiles directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the tree from the tiles alone and check it against their
+    /// signed checkpoint; names the first bad tile. Exit 1 on damage.
+    Verify {
+        /// The tiles directory.
+        dir: PathBuf,
+        /// The log's trust file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -443,6 +473,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trust,
             json,
         }) => return notary_verify(&file, &receipt, &trust, json),
+        Cmd::Tiles(TilesCmd::Export { out, json }) => {
+            let dir = target.local_only(
+                "tiles export",
+                "run it on a node's data directory, e.g. `dlog --dir D/node-1/data/ledger tiles export`",
+            )?;
+            let log = LocalLog::open(dir, OpenMode::ReadOnly)?;
+            let started = std::time::Instant::now();
+            let r = dlog_ledger::tiles::export(&log.ledger, &out)?;
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"size": r.size, "written": r.written, "kept": r.kept, "bytes": r.bytes, "seconds": secs})
+                );
+            } else {
+                println!(
+                    "exported tree size {} to {}: {} tiles written ({} bytes), {} full tiles kept, in {secs:.2} s",
+                    r.size,
+                    out.display(),
+                    r.written,
+                    r.bytes,
+                    r.kept
+                );
+            }
+        }
+        Cmd::Tiles(TilesCmd::Verify { dir, trust, json }) => {
+            let policy = backend::load_trust(&trust)?;
+            let cp_path = dlog_ledger::tiles::checkpoint_path(&dir);
+            let note = std::fs::read_to_string(&cp_path)
+                .with_context(|| format!("cannot read {}", cp_path.display()))?;
+            let cp = policy
+                .verify_checkpoint(&note)
+                .map_err(|e| anyhow!("{}: {e}", cp_path.display()))?;
+            let c = cp.checkpoint();
+            match dlog_ledger::tiles::verify(&dir, policy.hash, c.size, &c.root) {
+                Ok(v) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"verified": true, "size": v.size, "files": v.files})
+                        );
+                    } else {
+                        println!(
+                            "verified: {} tiles of {} rebuild its tree of size {} (signed by {})",
+                            v.files,
+                            c.origin,
+                            v.size,
+                            cp.signers().join(", ")
+                        );
+                    }
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"verified": false, "error": e.to_string()})
+                        );
+                    }
+                    eprintln!("dlog: DAMAGED: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
         Cmd::Scrub { json } => {
             let dir = target.local_only(
                 "scrub",

@@ -33,6 +33,15 @@ pub enum LedgerError {
         /// What is wrong.
         detail: String,
     },
+    /// A tiles directory (C2SP tlog-tiles) is damaged, or is another log's,
+    /// or a log cannot be written as tiles.
+    #[error("tiles {}: {detail}", path.display())]
+    Tile {
+        /// The tile (or the directory).
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// A file in the segment directory that the log does not own.
     #[error("unexpected file {} in the segment directory (move it away)", .0.display())]
     ForeignFile(PathBuf),

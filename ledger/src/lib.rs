@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod scrub;
 pub mod segment;
 pub mod store;
+pub mod tiles;
 
 pub use commit::{BatchError, GroupCommit};
 pub use entry::{Entry, EntryError, EntryKind};
