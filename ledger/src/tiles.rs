@@ -262,7 +262,12 @@ pub fn export(ledger: &Ledger, dir: &Path) -> Result<ExportReport> {
             path: dir.to_path_buf(),
             detail: "the log has no signed checkpoint to export yet".into(),
         })?;
-    let size = cp.size;
+    export_at(ledger, dir, cp.size, &cp.note)
+}
+
+/// [`export`] of the tree of `size` with `note` as its checkpoint (the
+/// caller vouches that `note` is the log's checkpoint at `size`).
+pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<ExportReport> {
     let origin = &ledger.meta().origin;
     check_same_log(ledger, dir, origin)?;
     let mut report = ExportReport {
@@ -309,7 +314,7 @@ pub fn export(ledger: &Ledger, dir: &Path) -> Result<ExportReport> {
         }
     }
     sync_tree(dir)?;
-    write_file(&dir.join("checkpoint"), cp.note.as_bytes())?;
+    write_file(&dir.join("checkpoint"), note.as_bytes())?;
     crate::fsutil::fsync_dir(dir)?;
     Ok(report)
 }

@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The local log's tree hash: blake3, or sha256 (RFC 6962).
+    #[arg(long, default_value = "blake3")]
+    pub(crate) hash: dlog_crypto::HashAlg,
     /// With --cluster: batches in flight in the bulk phase (openraft 0.9
     /// keeps one AppendEntries in flight per follower, so a bulk writer needs
     /// several batches queued behind it for each RPC to carry more than one).
@@ -262,6 +265,40 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
         "MB/s",
         "raw BLAKE3 of 64 MiB, 1 thread",
     );
+    let sha_per_s = {
+        use sha2::Digest;
+        let start = Instant::now();
+        let mut rounds = 0u64;
+        let mut sink = 0u8;
+        while start.elapsed() < Duration::from_secs(1) {
+            for x in &inputs {
+                sink ^= sha2::Sha256::digest(x)[0];
+            }
+            rounds += 1;
+        }
+        std::hint::black_box(sink);
+        (rounds * inputs.len() as u64) as f64 / start.elapsed().as_secs_f64()
+    };
+    let sha_ni = {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("sha")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    };
+    r.line(
+        "baseline.sha256_entry_hashes_per_s",
+        sha_per_s,
+        "hash/s",
+        &format!(
+            "raw SHA-256 of each entry, 1 thread ({}); {:.0}% of raw BLAKE3",
+            if sha_ni { "SHA-NI" } else { "no SHA-NI" },
+            100.0 * sha_per_s / raw_per_s
+        ),
+    );
     let tree_per_s = {
         let start = Instant::now();
         let mut rounds = 0u64;
@@ -290,6 +327,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     let dir = scratch.join("log");
     let opts = CreateOptions {
         origin: "dlog/bench".into(),
+        hash: a.hash,
         ..CreateOptions::default()
     };
     let mut ledger = Ledger::create(&dir, &opts)?;
@@ -423,12 +461,61 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
         for ((i, p), leaf) in proofs.iter().zip(&leaves) {
-            tree::verify_inclusion::<Blake3Hasher>(leaf, *i, size, p, &root)?;
+            tree::verify_inclusion_with(a.hash, leaf, *i, size, p, &root)?;
             n += 1;
         }
     }
     let verify_rate = n as f64 / start.elapsed().as_secs_f64();
     r.line("verify.inclusion_per_s", verify_rate, "proof/s", "");
+
+    // C2SP tiles: a full export against the disk's raw write bandwidth,
+    // then an incremental one after 1,000 more entries.
+    let bw = write_bandwidth(&scratch.join("write-baseline"), 256 << 20)?;
+    r.line(
+        "baseline.write_mb_s",
+        bw,
+        "MB/s",
+        "raw sequential write of 256 MiB + fsync",
+    );
+    let tiles_dir = scratch.join("tiles");
+    let body = |size: u64, root: &[u8; 32]| {
+        dlog_crypto::note::Checkpoint::new("dlog/bench", size, *root)
+            .map(|c| c.to_body())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let t = Instant::now();
+    let full = dlog_ledger::tiles::export_at(&ledger, &tiles_dir, size, &body(size, &root)?)?;
+    let secs = t.elapsed().as_secs_f64();
+    r.line(
+        "tiles.export_mb_s",
+        full.bytes as f64 / secs / 1e6,
+        "MB/s",
+        &format!(
+            "{} tiles, {:.0} MB of {size} entries in {secs:.2} s; {:.0}% of raw write",
+            full.written,
+            full.bytes as f64 / 1e6,
+            100.0 * full.bytes as f64 / secs / 1e6 / bw
+        ),
+    );
+    drop(ledger);
+    let mut ledger = Ledger::open(&dir, OpenMode::ReadWrite)?;
+    ledger.append(dlog_ledger::now_ns(), &batch[..1000.min(batch.len())])?;
+    let grown = ledger.size();
+    let groot = ledger.root_at(grown)?;
+    let t = Instant::now();
+    let inc = dlog_ledger::tiles::export_at(&ledger, &tiles_dir, grown, &body(grown, &groot)?)?;
+    r.line(
+        "tiles.incremental_written",
+        inc.written as f64,
+        "tiles",
+        &format!(
+            "after {} more entries: {} written, {} kept, {:.1} ms",
+            grown - size,
+            inc.written,
+            inc.kept,
+            t.elapsed().as_secs_f64() * 1e3
+        ),
+    );
     drop(ledger);
 
     // Concurrent single-entry appenders sharing fsyncs (group commit). They
