@@ -470,7 +470,7 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
 
     // C2SP tiles: a full export against the disk's raw write bandwidth,
     // then an incremental one after 1,000 more entries.
-    let bw = write_bandwidth(&scratch.join("write-baseline"), 256 << 20)?;
+    let bw = write_bandwidth(&scratch.join("write-baseline"), 256 << 20)? / 1e6;
     r.line(
         "baseline.write_mb_s",
         bw,
