@@ -425,3 +425,93 @@ fn tiles_export_is_incremental_and_verify_names_damage() {
         "{err}"
     );
 }
+
+/// The tiles served by a plain static HTTP server: a client that reaches
+/// only them gets a receipt that verifies.
+#[test]
+fn proofs_from_tiles_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    expect(&dir, &["init", "--hash", "sha256"], None, 0);
+    let lines: String = (0..300).map(|i| format!("line {i}\n")).collect();
+    expect(&dir, &["append", "--lines"], Some(lines.as_bytes()), 0);
+    let out = tmp.path().join("public");
+    expect(
+        &dir,
+        &["tiles", "export", "--out", out.to_str().unwrap()],
+        None,
+        0,
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "-d"])
+        .arg(&out)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut server) = server else {
+        eprintln!("SKIPPED: no python3 for a static HTTP server");
+        return;
+    };
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut server);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the HTTP server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let trust = dir.join("trust.toml");
+    let t = trust.to_str().unwrap();
+    let r = tmp.path().join("r.tlog-proof");
+    let nowhere = tmp.path().join("nowhere");
+    expect(
+        &nowhere,
+        &[
+            "proof",
+            "inclusion",
+            "257",
+            "--tiles",
+            &url,
+            "--trust",
+            t,
+            "--out",
+            r.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    let v = expect(
+        &nowhere,
+        &["verify", "--trust", t, r.to_str().unwrap()],
+        None,
+        0,
+    );
+    assert!(v.contains("entry 257"), "{v}");
+    // A damaged tile on the server is refused, not served as a proof.
+    let victim = out.join("tile/0/001.p/44");
+    let mut b = std::fs::read(&victim).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&victim, b).unwrap();
+    let err = expect_err(
+        &nowhere,
+        &["proof", "inclusion", "257", "--tiles", &url, "--trust", t],
+        None,
+        2,
+    );
+    assert!(err.contains("root") || err.contains("tile"), "{err}");
+}

@@ -249,6 +249,13 @@ enum ProofCmd {
         /// Print the JSON form.
         #[arg(long)]
         json: bool,
+        /// Read the log from its published tiles (a directory or an
+        /// http(s) URL prefix) instead of a log or a node; needs --trust.
+        #[arg(long, requires = "trust")]
+        tiles: Option<String>,
+        /// The trust file the tiles' checkpoint must meet (with --tiles).
+        #[arg(long)]
+        trust: Option<PathBuf>,
     },
     /// Proof that the tree of size --to extends the tree of size --from.
     Consistency {
@@ -258,6 +265,13 @@ enum ProofCmd {
         /// New tree size (default: the latest checkpoint).
         #[arg(long)]
         to: Option<u64>,
+        /// Read the log from its published tiles (a directory or an
+        /// http(s) URL prefix); needs --trust.
+        #[arg(long, requires = "trust")]
+        tiles: Option<String>,
+        /// The trust file the tiles' checkpoint must meet (with --tiles).
+        #[arg(long)]
+        trust: Option<PathBuf>,
         /// Print JSON (the only format).
         #[arg(long)]
         json: bool,
@@ -448,11 +462,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
             size,
             out,
             json,
+            tiles: Some(tiles),
+            trust: Some(trust),
+        }) => {
+            let (mut reader, note, cp_size) = open_tiles(&tiles, &trust)?;
+            if size.is_some_and(|s| s != cp_size) {
+                bail!("the tiles serve proofs under their checkpoint, of size {cp_size}");
+            }
+            if index >= cp_size {
+                bail!("entry {index} is not in the tiles' tree of size {cp_size}");
+            }
+            let receipt = Receipt {
+                entry: reader.entry(index)?,
+                index,
+                inclusion: reader.inclusion_proof(index, cp_size)?,
+                checkpoint: note,
+            };
+            emit_receipt(&receipt, out.as_deref(), json)?;
+        }
+        Cmd::Proof(ProofCmd::Inclusion {
+            index,
+            size,
+            out,
+            json,
+            ..
         }) => {
             let receipt = target.read()?.receipt(index, size)?;
             emit_receipt(&receipt, out.as_deref(), json)?;
         }
-        Cmd::Proof(ProofCmd::Consistency { from, to, json: _ }) => {
+        Cmd::Proof(ProofCmd::Consistency {
+            from,
+            to,
+            tiles: Some(tiles),
+            trust: Some(trust),
+            ..
+        }) => {
+            let (mut reader, _, cp_size) = open_tiles(&tiles, &trust)?;
+            let to = to.unwrap_or(cp_size);
+            if from > to || to > cp_size {
+                bail!("the tiles hold a tree of {cp_size}; asked {from} -> {to}");
+            }
+            let proof = reader.consistency_proof(from, to)?;
+            let (old_root, new_root) = (reader.root_at(from)?, reader.root_at(to)?);
+            println!(
+                "{}",
+                backend::consistency_json(from, to, &old_root, &new_root, &proof)
+            );
+        }
+        Cmd::Proof(ProofCmd::Consistency { from, to, .. }) => {
             println!("{}", target.read()?.consistency(from, to)?);
         }
         Cmd::Verify {
@@ -771,6 +828,47 @@ fn verify_outcome<T>(r: Result<T, dlog_notary::verify::VerifyError>) -> Result<T
             anyhow::Error::new(VerifyFailed(e.to_string()))
         }
     })
+}
+
+/// A reader over published tiles (a directory, or an http(s) URL prefix),
+/// with their checkpoint verified against `trust`: (reader, note, size).
+#[allow(clippy::type_complexity)]
+fn open_tiles(
+    tiles: &str,
+    trust: &Path,
+) -> Result<(
+    dlog_ledger::tiles::TileReader<impl FnMut(&str) -> std::io::Result<Vec<u8>>>,
+    String,
+    u64,
+)> {
+    let policy = backend::load_trust(trust)?;
+    let base = tiles.trim_end_matches('/').to_string();
+    let remote = base.starts_with("http://") || base.starts_with("https://");
+    let fetch = move |path: &str| -> std::io::Result<Vec<u8>> {
+        if remote {
+            ureq::get(format!("{base}/{path}"))
+                .call()
+                .map_err(std::io::Error::other)?
+                .body_mut()
+                .read_to_vec()
+                .map_err(std::io::Error::other)
+        } else {
+            std::fs::read(Path::new(&base).join(path))
+        }
+    };
+    let note =
+        String::from_utf8(fetch("checkpoint").with_context(|| format!("{tiles}: checkpoint"))?)
+            .map_err(|_| anyhow!("{tiles}: the checkpoint is not UTF-8"))?;
+    let v = policy
+        .verify_checkpoint(&note)
+        .map_err(|e| anyhow!("{tiles}: checkpoint: {e}"))?;
+    let size = v.checkpoint().size;
+    let mut reader = dlog_ledger::tiles::TileReader::new(policy.hash, size, fetch);
+    // The tiles must hash to the signed root, or nothing they give counts.
+    if reader.root_at(size)? != v.checkpoint().root {
+        bail!("{tiles}: the hash tiles do not lead to the checkpoint's root");
+    }
+    Ok((reader, note, size))
 }
 
 fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {

@@ -456,6 +456,176 @@ pub fn verify(dir: &Path, alg: HashAlg, size: u64, root: &Hash) -> Result<Verifi
     })
 }
 
+/// A tree read from its tiles alone: perfect nodes, entries and proofs for
+/// a client that reaches only the published tiles (a directory, or a URL
+/// prefix: `fetch` gets a tile's bytes by its path, e.g. `checkpoint` or
+/// `tile/0/x001/234`). Each tile is fetched once; its 255 interior nodes
+/// are computed when it arrives, so a proof is lookups only.
+pub struct TileReader<F> {
+    fetch: F,
+    alg: HashAlg,
+    size: u64,
+    /// (tile level, index) → the tile's nodes, level by level (level 0:
+    /// its own hashes; level r: 2^r of them folded).
+    tiles: std::collections::HashMap<(u8, u64), Vec<Vec<Hash>>>,
+}
+
+impl<F: FnMut(&str) -> std::io::Result<Vec<u8>>> TileReader<F> {
+    /// A reader of the tree of `size` (the tiles' checkpoint's) hashing
+    /// with `alg`.
+    pub fn new(alg: HashAlg, size: u64, fetch: F) -> Self {
+        TileReader {
+            fetch,
+            alg,
+            size,
+            tiles: std::collections::HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> std::result::Result<Vec<u8>, TileError> {
+        (self.fetch)(path).map_err(|e| TileError(format!("{path}: {e}")))
+    }
+
+    fn tile(&mut self, level: u8, index: u64) -> std::result::Result<&Vec<Vec<Hash>>, TileError> {
+        if !self.tiles.contains_key(&(level, index)) {
+            let nodes = self.size >> (TILE_HEIGHT * u32::from(level));
+            if index * TILE_WIDTH >= nodes {
+                return Err(TileError(format!(
+                    "no tile {index} at level {level} in a tree of {}",
+                    self.size
+                )));
+            }
+            let t = TilePath {
+                kind: TileKind::Hashes { level },
+                index,
+                width: (nodes - index * TILE_WIDTH).min(TILE_WIDTH) as u16,
+            };
+            let path = t.path();
+            let bytes = self.get(&path)?;
+            let hashes =
+                parse_hash_tile(&bytes, t.width).map_err(|e| TileError(format!("{path}: {e}")))?;
+            let mut levels = vec![hashes];
+            for _ in 0..TILE_HEIGHT {
+                let below = levels.last().expect("level 0 is there");
+                let up: Vec<Hash> = below
+                    .chunks_exact(2)
+                    .map(|p| self.alg.hash_children(&p[0], &p[1]))
+                    .collect();
+                levels.push(up);
+            }
+            self.tiles.insert((level, index), levels);
+        }
+        Ok(&self.tiles[&(level, index)])
+    }
+
+    /// The perfect node `(level, index)` of the tree.
+    pub fn node(&mut self, level: u32, index: u64) -> std::result::Result<Hash, TileError> {
+        let missing = || TileError(format!("node ({level}, {index}) is not in the tree"));
+        if level >= 64
+            || index
+                .checked_add(1)
+                .and_then(|n| n.checked_shl(level))
+                .is_none_or(|end| end > self.size)
+        {
+            return Err(missing());
+        }
+        let (l, r) = (level / TILE_HEIGHT, level % TILE_HEIGHT);
+        let first = index << r;
+        let t = self.tile(l as u8, first / TILE_WIDTH)?;
+        t[r as usize]
+            .get(((first % TILE_WIDTH) >> r) as usize)
+            .copied()
+            .ok_or_else(missing)
+    }
+
+    /// The canonical bytes of entry `index`, from its bundle.
+    pub fn entry(&mut self, index: u64) -> std::result::Result<Vec<u8>, TileError> {
+        if index >= self.size {
+            return Err(TileError(format!(
+                "entry {index} is not in the tree of size {}",
+                self.size
+            )));
+        }
+        let n = index / TILE_WIDTH;
+        let t = TilePath {
+            kind: TileKind::Entries,
+            index: n,
+            width: (self.size - n * TILE_WIDTH).min(TILE_WIDTH) as u16,
+        };
+        let path = t.path();
+        let bytes = self.get(&path)?;
+        let entries =
+            parse_bundle(&bytes, t.width).map_err(|e| TileError(format!("{path}: {e}")))?;
+        let e = entries[(index % TILE_WIDTH) as usize].to_vec();
+        // The bundle is checked against the hash tile, not trusted.
+        if self.alg.hash_leaf(&e) != self.node(0, index)? {
+            return Err(TileError(format!(
+                "{path}: entry {index} does not hash to its leaf in the hash tile"
+            )));
+        }
+        Ok(e)
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` (at most the
+    /// tiles' size).
+    pub fn inclusion_proof(
+        &mut self,
+        index: u64,
+        size: u64,
+    ) -> std::result::Result<Vec<Hash>, TileError> {
+        self.check(size)?;
+        let path =
+            dlog_crypto::tree::inclusion_path(index, size).map_err(|e| TileError(e.to_string()))?;
+        self.hash_path(&path)
+    }
+
+    /// Consistency proof between the trees of `old` and `new` leaves.
+    pub fn consistency_proof(
+        &mut self,
+        old: u64,
+        new: u64,
+    ) -> std::result::Result<Vec<Hash>, TileError> {
+        self.check(new)?;
+        let path =
+            dlog_crypto::tree::consistency_path(old, new).map_err(|e| TileError(e.to_string()))?;
+        self.hash_path(&path)
+    }
+
+    /// Root of the tree of `size` leaves.
+    pub fn root_at(&mut self, size: u64) -> std::result::Result<Hash, TileError> {
+        self.check(size)?;
+        let alg = self.alg;
+        dlog_crypto::tree::hash_subtree_with(
+            alg,
+            dlog_crypto::tree::Subtree {
+                start: 0,
+                end: size,
+            },
+            |l, i| self.node(l, i),
+        )
+    }
+
+    fn check(&self, size: u64) -> std::result::Result<(), TileError> {
+        if size > self.size {
+            return Err(TileError(format!(
+                "the tiles hold a tree of {}, not {size}",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+
+    fn hash_path(
+        &mut self,
+        path: &[dlog_crypto::tree::Subtree],
+    ) -> std::result::Result<Vec<Hash>, TileError> {
+        let alg = self.alg;
+        path.iter()
+            .map(|&st| dlog_crypto::tree::hash_subtree_with(alg, st, |l, i| self.node(l, i)))
+            .collect()
+    }
+}
+
 /// Where a tiles directory keeps its checkpoint.
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
@@ -522,6 +692,56 @@ mod tests {
             .map(|t| t.path())
             .collect();
         assert_eq!(partial, ["tile/2/000.p/1"]);
+    }
+
+    /// Proofs from tiles equal the reference tree's, at every size up to
+    /// the tiles' (tiles built in memory from a reference tree).
+    #[test]
+    fn proofs_from_tiles_match_the_tree() {
+        use dlog_crypto::tree::MemoryTree;
+        use dlog_crypto::{Sha256Hasher, TreeHasher};
+        for size in [1u64, 2, 255, 256, 257, 700, 65_536 + 513] {
+            let entries: Vec<Vec<u8>> = (0..size).map(|i| i.to_be_bytes().to_vec()).collect();
+            let tree = MemoryTree::<Sha256Hasher>::from_leaves(
+                entries.iter().map(|e| Sha256Hasher::hash_leaf(e)),
+            );
+            let mut files = std::collections::HashMap::new();
+            for t in tiles_of(size) {
+                let mut b = Vec::new();
+                let first = t.index * TILE_WIDTH;
+                for i in first..first + u64::from(t.width) {
+                    match t.kind {
+                        TileKind::Hashes { level } => {
+                            b.extend_from_slice(&tree.node(8 * u32::from(level), i).unwrap())
+                        }
+                        TileKind::Entries => {
+                            encode_bundle_entry(&mut b, &entries[i as usize]).unwrap()
+                        }
+                    }
+                }
+                files.insert(t.path(), b);
+            }
+            let mut r = TileReader::new(HashAlg::Sha256, size, |p: &str| {
+                files
+                    .get(p)
+                    .cloned()
+                    .ok_or_else(|| std::io::Error::other("missing"))
+            });
+            assert_eq!(r.root_at(size).unwrap(), tree.root());
+            for i in [0, size / 3, size - 1] {
+                assert_eq!(
+                    r.inclusion_proof(i, size).unwrap(),
+                    tree.inclusion_proof(i, size).unwrap()
+                );
+                assert_eq!(r.entry(i).unwrap(), entries[i as usize]);
+                assert_eq!(
+                    r.consistency_proof(i, size).unwrap(),
+                    tree.consistency_proof(i, size).unwrap()
+                );
+            }
+            assert!(r.entry(size).is_err());
+            assert!(r.inclusion_proof(0, size + 1).is_err());
+        }
     }
 
     #[test]

@@ -497,6 +497,28 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
             100.0 * full.bytes as f64 / secs / 1e6 / bw
         ),
     );
+    // Inclusion proofs from the tiles directory alone (each tile read once).
+    {
+        let base = tiles_dir.clone();
+        let mut reader = dlog_ledger::tiles::TileReader::new(a.hash, size, move |p: &str| {
+            std::fs::read(base.join(p))
+        });
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < phase.min(Duration::from_secs(2)) {
+            for _ in 0..1000 {
+                let i = next() % size;
+                std::hint::black_box(reader.inclusion_proof(i, size)?);
+                n += 1;
+            }
+        }
+        r.line(
+            "tiles.inclusion_per_s",
+            n as f64 / start.elapsed().as_secs_f64(),
+            "proof/s",
+            &format!("random entries of {size}, from the tiles directory, 1 thread"),
+        );
+    }
     drop(ledger);
     let mut ledger = Ledger::open(&dir, OpenMode::ReadWrite)?;
     ledger.append(dlog_ledger::now_ns(), &batch[..1000.min(batch.len())])?;
