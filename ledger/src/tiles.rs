@@ -12,7 +12,7 @@
 //! `x` before them (1234067 is `x001/x234/067`). A full tile never changes
 //! and is written once; a partial one (`.p/<W>`) is replaced by a wider one
 //! as the log grows. The pure part ([`TilePath`], [`tiles_of`],
-//! [`parse_hash_tile`], [`parse_bundle`], [`encode_bundle`]) does no IO;
+//! [`parse_hash_tile`], [`parse_bundle`], [`encode_bundle_entry`]) does no IO;
 //! [`export`] and [`verify`] read and write a directory.
 
 use std::fs;

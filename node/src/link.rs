@@ -88,7 +88,7 @@ impl LinkEstimate {
 
     /// How long to wait after a request of `bytes` that took `elapsed`
     /// before the next one, so a catch-up that fills the link leaves a
-    /// share of it free ([`PACE`]). Zero unless the request was limited by
+    /// share of it free (70%). Zero unless the request was limited by
     /// the link (it took at least half the budget).
     pub fn pause_after(&self, bytes: usize, elapsed: Duration) -> Duration {
         if elapsed < self.budget / 2 {

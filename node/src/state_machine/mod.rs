@@ -106,7 +106,7 @@ pub struct Applied {
     #[serde(default)]
     pub sessions: Sessions,
     /// The witnessed checkpoint: the newest committed checkpoint with the
-    /// auditors' cosignatures (see [`Request::Witness`]).
+    /// auditors' cosignatures (see [`crate::types::Request::Witness`]).
     #[serde(default)]
     pub witnessed: Option<String>,
 }
