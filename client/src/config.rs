@@ -92,6 +92,14 @@ pub struct ClientConfig {
 /// otherwise: one datagram carries a whole frame on loopback or a LAN.
 pub const DEFAULT_MTU: usize = 65_000;
 
+/// A config's `mtu` (or the default), checked: the range the tunnel takes.
+pub fn mtu(configured: Option<usize>) -> std::result::Result<usize, &'static str> {
+    match configured.unwrap_or(DEFAULT_MTU) {
+        m @ 576..=65_000 => Ok(m),
+        _ => Err("must be in 576..=65000"),
+    }
+}
+
 impl ClientConfig {
     /// Reads and checks a client config file.
     pub fn load(file: &Path) -> Result<ClientConfig> {
@@ -115,10 +123,7 @@ impl ClientConfig {
             timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
             attempt: std::time::Duration::from_millis(t.attempt_ms.unwrap_or(1_500)),
             listen,
-            mtu: match t.mtu.unwrap_or(DEFAULT_MTU) {
-                m @ 576..=65_000 => m,
-                _ => return Err(Error::config(file, "mtu", "must be in 576..=65000")),
-            },
+            mtu: mtu(t.mtu).map_err(|e| Error::config(file, "mtu", e))?,
         })
     }
 }

@@ -755,6 +755,18 @@ pub fn hash_subtree_with<E>(
     }
 }
 
+/// [`hash_path`] with the hash chosen at run time.
+pub fn hash_path_with<E>(
+    alg: HashAlg,
+    path: &[Subtree],
+    node: impl FnMut(u32, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    match alg {
+        HashAlg::Blake3 => hash_path::<Blake3Hasher, E>(path, node),
+        HashAlg::Sha256 => hash_path::<Sha256Hasher, E>(path, node),
+    }
+}
+
 /// [`verify_inclusion`] with the hash chosen at run time.
 pub fn verify_inclusion_with(
     alg: HashAlg,

@@ -275,6 +275,8 @@ pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<E
         ..ExportReport::default()
     };
     let mut buf = Vec::new();
+    // Directories made so far: one mkdir per directory, not per tile.
+    let mut made = std::collections::HashSet::new();
     for t in tiles_of(size) {
         let path = dir.join(t.path());
         if t.is_full() && path.exists() {
@@ -300,6 +302,11 @@ pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<E
                 }
             }
         }
+        if let Some(parent) = path.parent() {
+            if made.insert(parent.to_path_buf()) {
+                make_dir(parent)?;
+            }
+        }
         write_file(&path, &buf)?;
         report.written += 1;
         report.bytes += buf.len() as u64;
@@ -314,6 +321,7 @@ pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<E
         }
     }
     sync_tree(dir)?;
+    make_dir(dir)?;
     write_file(&dir.join("checkpoint"), note.as_bytes())?;
     crate::fsutil::fsync_dir(dir)?;
     Ok(report)
@@ -338,17 +346,22 @@ fn check_same_log(ledger: &Ledger, dir: &Path, origin: &str) -> Result<()> {
         return Ok(());
     }
     let leaf0 = ledger.leaf_hash(0)?;
-    for width in 1..=TILE_WIDTH as u16 {
-        let t = TilePath {
-            kind: TileKind::Hashes { level: 0 },
-            index: 0,
-            width,
-        };
-        if let Ok(b) = fs::read(dir.join(t.path())) {
+    // The first level-0 tile: full, or the partial ones under `000.p/`.
+    let full = TilePath {
+        kind: TileKind::Hashes { level: 0 },
+        index: 0,
+        width: TILE_WIDTH as u16,
+    };
+    let mut first = vec![dir.join(full.path())];
+    if let Ok(partials) = fs::read_dir(dir.join(format!("{}.p", full.path()))) {
+        first.extend(partials.flatten().map(|e| e.path()));
+    }
+    for p in first {
+        if let Ok(b) = fs::read(&p) {
             if b.get(..32) != Some(&leaf0[..]) {
                 return Err(foreign(format!(
                     "{} does not start with this log's first leaf: another log's tiles",
-                    t.path()
+                    p.display()
                 )));
             }
         }
@@ -356,23 +369,39 @@ fn check_same_log(ledger: &Ledger, dir: &Path, origin: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes the partial tiles of `t`'s index narrower than `t` (the files
+/// of its `.p/` directory; anything else there is left alone).
 fn remove_narrower(dir: &Path, t: &TilePath) -> Result<()> {
-    for w in 1..t.width {
-        let p = dir.join(TilePath { width: w, ..*t }.path());
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LedgerError::io("remove", &p)(e)),
+    let partials = dir.join(TilePath { width: 1, ..*t }.path());
+    let Some(pdir) = partials.parent() else {
+        return Ok(());
+    };
+    let Ok(entries) = fs::read_dir(pdir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        // Only canonical widths below this one: `17`, never `017` or `.x.tmp`.
+        let name = e.file_name();
+        let narrower = name
+            .to_str()
+            .and_then(|n| n.parse::<u16>().ok().filter(|w| w.to_string() == n))
+            .is_some_and(|w| w >= 1 && w < t.width);
+        if narrower {
+            let p = e.path();
+            fs::remove_file(&p).map_err(LedgerError::io("remove", &p))?;
         }
     }
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename (no
-/// fsync: [`sync_tree`] syncs the whole directory once).
+fn make_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(LedgerError::io("create directory", dir))
+}
+
+/// Writes `bytes` to `path`, whose directory exists, through a temporary
+/// file and a rename (no fsync: [`sync_tree`] syncs the whole directory
+/// once).
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(LedgerError::io("create directory", parent))?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("tile")
@@ -620,9 +649,7 @@ impl<F: FnMut(&str) -> std::io::Result<Vec<u8>>> TileReader<F> {
         path: &[dlog_crypto::tree::Subtree],
     ) -> std::result::Result<Vec<Hash>, TileError> {
         let alg = self.alg;
-        path.iter()
-            .map(|&st| dlog_crypto::tree::hash_subtree_with(alg, st, |l, i| self.node(l, i)))
-            .collect()
+        dlog_crypto::tree::hash_path_with(alg, path, |l, i| self.node(l, i))
     }
 }
 

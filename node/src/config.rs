@@ -318,10 +318,7 @@ impl NodeConfig {
                 "max_entries and in_flight must be > 0",
             ));
         }
-        let mtu = t.mtu.unwrap_or(DEFAULT_MTU);
-        if !(576..=65_000).contains(&mtu) {
-            return Err(NodeError::config(file, "mtu", "must be in 576..=65000"));
-        }
+        let mtu = dlog_client::config::mtu(t.mtu).map_err(|e| NodeError::config(file, "mtu", e))?;
         if t.workers == Some(0) {
             return Err(NodeError::config(file, "workers", "must be at least 1"));
         }

@@ -63,14 +63,10 @@ pub enum NodeError {
         /// Both logs.
         detail: String,
     },
-    /// A remote node answered with an error.
-    #[error("remote error ({code}): {message}")]
-    Remote {
-        /// Machine-readable code (see [`crate::rpc::ErrorCode`]).
-        code: String,
-        /// Human-readable message.
-        message: String,
-    },
+    /// A call to another node (or a file a client shares with the node)
+    /// failed: the client library's error, as it is.
+    #[error(transparent)]
+    Client(#[from] dlog_client::Error),
     /// A malformed frame or message.
     #[error("protocol: {0}")]
     Protocol(String),

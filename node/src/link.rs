@@ -5,7 +5,7 @@
 //! A request takes about `rtt + bytes / rate`. Small requests (heartbeats)
 //! measure the round trip; requests that fill a good part of the budget
 //! measure the rate. Each request is sized to occupy the link for about one
-//! [`LinkEstimate::budget`] (so the follower hears its leader often, and a
+//! budget (so the follower hears its leader often, and a
 //! lost request costs little), and its deadline grows with its bytes
 //! (so a large request on a slow link is not cut off and resent forever).
 //! A timeout lowers the rate to what the link at most delivered.
@@ -54,11 +54,6 @@ impl LinkEstimate {
     /// The estimated rate, bytes per second.
     pub fn rate(&self) -> f64 {
         self.rate
-    }
-
-    /// How long one request should occupy the link.
-    pub fn budget(&self) -> Duration {
-        self.budget
     }
 
     /// The most bytes one request should carry (a request of one entry is

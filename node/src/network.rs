@@ -133,15 +133,11 @@ impl NetClient {
     }
 
     fn map_err<E: std::error::Error>(&self, e: dlog_client::Error) -> RpcErr<E> {
-        let e = NodeError::from(e);
-        match &e {
+        match e.remote().map(|r| r.code) {
             // A diverged peer has left Raft: like a down one, openraft backs
             // off instead of resending at once.
-            NodeError::Remote { code, .. } if code == &format!("{:?}", ErrorCode::Diverged) => {
-                RPCError::Unreachable(Unreachable::new(&e))
-            }
-            NodeError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
-            _ => RPCError::Unreachable(Unreachable::new(&e)),
+            Some(ErrorCode::Diverged) | None => RPCError::Unreachable(Unreachable::new(&e)),
+            Some(_) => RPCError::Network(NetworkError::new(&e)),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use dlog_client::codec::{decode, encode, encode_framed};
 pub use dlog_client::pool::{is_blocked, Blocked, Pool, SharedWriter};
 pub use dlog_client::wire::*;
 
-use crate::error::{NodeError, Result};
+use crate::error::Result;
 use crate::types::TypeConfig;
 
 /// A Raft request, as openraft hands it to the network and takes it from
@@ -105,44 +105,6 @@ impl RaftReply {
             RaftKind::Vote => RaftReply::Vote(decode(body)?),
             RaftKind::InstallSnapshot => RaftReply::InstallSnapshot(decode(body)?),
         })
-    }
-}
-
-impl From<dlog_client::Error> for NodeError {
-    fn from(e: dlog_client::Error) -> Self {
-        use dlog_client::Error as E;
-        match e {
-            E::Config {
-                file,
-                field,
-                detail,
-            } => NodeError::Config {
-                file,
-                field,
-                detail,
-            },
-            E::Io { op, path, source } => NodeError::Io { op, path, source },
-            E::Transport(e) => NodeError::Transport(e),
-            E::Remote(e) => e.into(),
-            E::Protocol(m) => NodeError::Protocol(m),
-            E::NoLeader(m) => NodeError::NoLeader(m),
-            E::Timeout(m) => NodeError::Timeout(m),
-            E::Verify(m) => NodeError::Verify(m),
-            E::Process(m) => NodeError::Process(m),
-            other => NodeError::Protocol(other.to_string()),
-        }
-    }
-}
-
-impl From<RpcError> for NodeError {
-    fn from(e: RpcError) -> Self {
-        NodeError::Remote {
-            code: format!("{:?}", e.code),
-            message: match e.leader {
-                Some(l) => format!("{} (leader: {l})", e.message),
-                None => e.message,
-            },
-        }
     }
 }
 

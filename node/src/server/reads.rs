@@ -174,10 +174,8 @@ pub(super) async fn wait_checkpoint(
     covering: u64,
     wait_ms: u32,
 ) -> std::result::Result<Reply, RpcError> {
-    let mut rx = inner.sm.watch_checkpoints();
-    let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
     // Either way the answer is what this replica has stored by then.
-    let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
+    wait_past(inner.sm.watch_checkpoints(), covering, wait_ms).await;
     stored_checkpoint(inner, false)
 }
 
@@ -221,9 +219,7 @@ pub(super) async fn witnessed(
     covering: u64,
     wait_ms: u32,
 ) -> std::result::Result<Reply, RpcError> {
-    let mut rx = inner.sm.watch_witnessed();
-    let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
-    let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
+    wait_past(inner.sm.watch_witnessed(), covering, wait_ms).await;
     let g = inner.sm.lock();
     serving(&g)?;
     let applied = g.ledger().map_err(internal)?.size();
@@ -235,4 +231,11 @@ pub(super) async fn witnessed(
         applied,
         behind_ms: None,
     })
+}
+
+/// Waits until the size `rx` watches passes `covering`, or `wait_ms`
+/// (at most [`MAX_CHECKPOINT_WAIT_MS`]) ran out.
+async fn wait_past(mut rx: tokio::sync::watch::Receiver<u64>, covering: u64, wait_ms: u32) {
+    let wait = Duration::from_millis(wait_ms.min(MAX_CHECKPOINT_WAIT_MS).into());
+    let _ = tokio::time::timeout(wait, rx.wait_for(|size| *size > covering)).await;
 }
