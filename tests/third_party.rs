@@ -130,6 +130,53 @@ fn go_sumdb_verifies_sha256_receipts_checkpoints_and_consistency() {
         ],
     );
     assert_eq!(code, 0, "{out}");
+    // The proof names both signed checkpoints: Go checks it from the JSON
+    // alone, given a checkpoint the caller held (--old) or by size.
+    for args in [
+        vec!["proof", "consistency", "--old", &p("cp4")],
+        vec![
+            "proof",
+            "consistency",
+            "--old",
+            receipts[2].to_str().unwrap(),
+        ],
+        vec!["proof", "consistency", "--from", "6", "--to", "8"],
+    ] {
+        let j = expect(&dir, &args, None, 0);
+        std::fs::write(p("named.json"), &j).unwrap();
+        let (code, out) = check(&go, &["consistency", "-vkey", &key, &p("named.json")]);
+        assert_eq!(code, 0, "{args:?}: {j} {out}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&expect(
+        &dir,
+        &["proof", "consistency", "--old", &p("cp4")],
+        None,
+        0,
+    ))
+    .unwrap();
+    assert_eq!(
+        j["old_checkpoint"].as_str(),
+        Some(std::fs::read_to_string(p("cp4")).unwrap().as_str())
+    );
+    // A fork: another log under the same origin and the same key signs
+    // a checkpoint of size 6 that the log's own tree does not have.
+    let fork = tmp.path().join("fork");
+    expect(&fork, &["init", "--hash", "sha256"], None, 0);
+    for f in ["node.key", "trust.toml"] {
+        std::fs::copy(dir.join(f), fork.join(f)).unwrap();
+    }
+    for i in 0..6 {
+        expect(&fork, &["append", &format!("forked {i}")], None, 0);
+    }
+    let forked = expect(&fork, &["checkpoint"], None, 0);
+    std::fs::write(p("forked-cp"), forked).unwrap();
+    let err = expect_err(
+        &dir,
+        &["proof", "consistency", "--old", &p("forked-cp")],
+        None,
+        1,
+    );
+    assert!(err.contains("forked"), "{err}");
 
     // The oracle is not a rubber stamp: a changed proof hash, another key,
     // and a BLAKE3 log's receipt all fail.
@@ -352,6 +399,93 @@ fn go_sumdb_verifies_a_sha256_clusters_receipts() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (code, out) = check(&go, &a);
     assert_eq!(code, 0, "{out}");
+    // From a checkpoint the caller held to the cluster's latest, both
+    // notes named in the JSON.
+    let named = expect(
+        &nowhere,
+        &[
+            "--cluster",
+            c,
+            "proof",
+            "consistency",
+            "--old",
+            old.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    std::fs::write(&pj, &named).unwrap();
+    let mut a = vec!["consistency".to_string()];
+    a.extend(args.iter().cloned());
+    a.push(pj.to_str().unwrap().into());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, out) = check(&go, &a);
+    assert_eq!(code, 0, "{named} {out}");
+
+    // The cluster published as tiles from a client: Go rebuilds the tree
+    // from the bundles; a second export after more appends keeps the
+    // full tiles and fetches only what is new.
+    // 300 entries, then one with a receipt: it waits for a cosigned
+    // checkpoint covering them all (the one an export publishes).
+    let more = |tag: &str| {
+        let lines: String = (0..300).map(|i| format!("{tag} {i}\n")).collect();
+        expect(
+            &nowhere,
+            &["--cluster", c, "append", "--lines"],
+            Some(lines.as_bytes()),
+            0,
+        );
+        let r = tmp.path().join(format!("{tag}.tlog-proof"));
+        expect(
+            &nowhere,
+            &[
+                "--cluster",
+                c,
+                "append",
+                tag,
+                "--receipt",
+                r.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+    };
+    more("later");
+    let tiles = tmp.path().join("tiles");
+    let t = tiles.to_str().unwrap();
+    let first: serde_json::Value = serde_json::from_str(&expect(
+        &nowhere,
+        &["--cluster", c, "tiles", "export", "--out", t, "--json"],
+        None,
+        0,
+    ))
+    .unwrap();
+    let mut a = vec!["tiles".to_string()];
+    a.extend(args.iter().cloned());
+    a.push(t.into());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, out) = check(&go, &a);
+    assert_eq!(code, 0, "{first} {out}");
+    assert!(first["size"].as_u64() >= Some(344), "{first}");
+    more("last");
+    let second: serde_json::Value = serde_json::from_str(&expect(
+        &nowhere,
+        &["--cluster", c, "tiles", "export", "--out", t, "--json"],
+        None,
+        0,
+    ))
+    .unwrap();
+    // The first full level-0 tile and its bundle were there already.
+    assert!(second["size"].as_u64() >= Some(645), "{second}");
+    assert!(second["kept"].as_u64() >= Some(2), "{second}");
+    let (code, out) = check(&go, &a);
+    assert_eq!(code, 0, "{second} {out}");
+    expect(
+        &nowhere,
+        &["tiles", "verify", t, "--trust", trust.to_str().unwrap()],
+        None,
+        0,
+    );
 }
 
 /// `dlog tiles`: a second export writes only what changed, verify names a

@@ -7,6 +7,7 @@ mod auditor;
 mod backend;
 mod bench;
 mod cluster;
+mod tiles;
 
 /// mimalloc instead of glibc malloc: node processes allocate and free large
 /// frames and batches all the time, which glibc answers with fresh pages
@@ -144,7 +145,7 @@ enum Cmd {
     Notary(NotaryCmd),
     /// The log as C2SP tlog-tiles: static files any web server can publish.
     #[command(subcommand)]
-    Tiles(TilesCmd),
+    Tiles(tiles::TilesCmd),
     /// Re-read everything: CRCs, leaves, segment roots, chain. Exit 1 on damage.
     Scrub {
         /// Print JSON.
@@ -208,33 +209,6 @@ struct AppendArgs {
 }
 
 #[derive(Subcommand)]
-enum TilesCmd {
-    /// Write the log, up to its latest checkpoint, as tiles into --out:
-    /// new full tiles, every partial one, then the checkpoint. A second run
-    /// writes only what changed.
-    Export {
-        /// The tiles directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Rebuild the tree from the tiles alone and check it against their
-    /// signed checkpoint; names the first bad tile. Exit 1 on damage.
-    Verify {
-        /// The tiles directory.
-        dir: PathBuf,
-        /// The log's trust file.
-        #[arg(long)]
-        trust: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum ProofCmd {
     /// Receipt proving entry INDEX is in the log.
     Inclusion {
@@ -257,11 +231,21 @@ enum ProofCmd {
         #[arg(long)]
         trust: Option<PathBuf>,
     },
-    /// Proof that the tree of size --to extends the tree of size --from.
+    /// Proof that the tree of size --to extends the tree of size --from
+    /// (or of the checkpoint in --old). The JSON names both signed
+    /// checkpoints where they are known; with --old, the old one is yours,
+    /// checked against the log's tree (exit 1 if the log has another root
+    /// at its size: a fork).
     Consistency {
         /// Old tree size.
+        #[arg(long, required_unless_present = "old", conflicts_with = "old")]
+        from: Option<u64>,
+        /// A checkpoint you hold (a signed note, or a receipt carrying
+        /// one): the old tree is its tree. Its voter signatures are checked
+        /// under --trust, else the log's own trust file (a local log's, or
+        /// the one client.toml names).
         #[arg(long)]
-        from: u64,
+        old: Option<PathBuf>,
         /// New tree size (default: the latest checkpoint).
         #[arg(long)]
         to: Option<u64>,
@@ -269,7 +253,7 @@ enum ProofCmd {
         /// http(s) URL prefix); needs --trust.
         #[arg(long, requires = "trust")]
         tiles: Option<String>,
-        /// The trust file the tiles' checkpoint must meet (with --tiles).
+        /// The trust file the tiles' checkpoint (and --old) must meet.
         #[arg(long)]
         trust: Option<PathBuf>,
         /// Print JSON (the only format).
@@ -465,7 +449,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tiles: Some(tiles),
             trust: Some(trust),
         }) => {
-            let (mut reader, note, cp_size) = open_tiles(&tiles, &trust)?;
+            let tiles::OpenTiles {
+                mut reader,
+                note,
+                size: cp_size,
+                ..
+            } = tiles::open(&tiles, &trust)?;
             if size.is_some_and(|s| s != cp_size) {
                 bail!("the tiles serve proofs under their checkpoint, of size {cp_size}");
             }
@@ -492,26 +481,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Proof(ProofCmd::Consistency {
             from,
+            old,
             to,
-            tiles: Some(tiles),
-            trust: Some(trust),
+            tiles,
+            trust,
             ..
-        }) => {
-            let (mut reader, _, cp_size) = open_tiles(&tiles, &trust)?;
-            let to = to.unwrap_or(cp_size);
-            if from > to || to > cp_size {
-                bail!("the tiles hold a tree of {cp_size}; asked {from} -> {to}");
-            }
-            let proof = reader.consistency_proof(from, to)?;
-            let (old_root, new_root) = (reader.root_at(from)?, reader.root_at(to)?);
-            println!(
-                "{}",
-                backend::consistency_json(from, to, &old_root, &new_root, &proof)
-            );
-        }
-        Cmd::Proof(ProofCmd::Consistency { from, to, .. }) => {
-            println!("{}", target.read()?.consistency(from, to)?);
-        }
+        }) => return consistency(&target, from, old.as_deref(), to, tiles, trust.as_deref()),
         Cmd::Verify {
             trust,
             receipt,
@@ -530,69 +505,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             trust,
             json,
         }) => return notary_verify(&file, &receipt, &trust, json),
-        Cmd::Tiles(TilesCmd::Export { out, json }) => {
-            let dir = target.local_only(
-                "tiles export",
-                "run it on a node's data directory, e.g. `dlog --dir D/node-1/data/ledger tiles export`",
-            )?;
-            let log = LocalLog::open(dir, OpenMode::ReadOnly)?;
-            let started = std::time::Instant::now();
-            let r = dlog_ledger::tiles::export(&log.ledger, &out)?;
-            let secs = started.elapsed().as_secs_f64();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"size": r.size, "written": r.written, "kept": r.kept, "bytes": r.bytes, "seconds": secs})
-                );
-            } else {
-                println!(
-                    "exported tree size {} to {}: {} tiles written ({} bytes), {} full tiles kept, in {secs:.2} s",
-                    r.size,
-                    out.display(),
-                    r.written,
-                    r.bytes,
-                    r.kept
-                );
-            }
-        }
-        Cmd::Tiles(TilesCmd::Verify { dir, trust, json }) => {
-            let policy = backend::load_trust(&trust)?;
-            let cp_path = dlog_ledger::tiles::checkpoint_path(&dir);
-            let note = std::fs::read_to_string(&cp_path)
-                .with_context(|| format!("cannot read {}", cp_path.display()))?;
-            let cp = policy
-                .verify_checkpoint(&note)
-                .map_err(|e| anyhow!("{}: {e}", cp_path.display()))?;
-            let c = cp.checkpoint();
-            match dlog_ledger::tiles::verify(&dir, policy.hash, c.size, &c.root) {
-                Ok(v) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"verified": true, "size": v.size, "files": v.files})
-                        );
-                    } else {
-                        println!(
-                            "verified: {} tiles of {} rebuild its tree of size {} (signed by {})",
-                            v.files,
-                            c.origin,
-                            v.size,
-                            cp.signers().join(", ")
-                        );
-                    }
-                }
-                Err(e) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"verified": false, "error": e.to_string()})
-                        );
-                    }
-                    eprintln!("dlog: DAMAGED: {e}");
-                    return Ok(ExitCode::from(1));
-                }
-            }
-        }
+        Cmd::Tiles(cmd) => return tiles::run(&target, cmd),
         Cmd::Scrub { json } => {
             let dir = target.local_only(
                 "scrub",
@@ -830,45 +743,104 @@ fn verify_outcome<T>(r: Result<T, dlog_notary::verify::VerifyError>) -> Result<T
     })
 }
 
-/// A reader over published tiles (a directory, or an http(s) URL prefix),
-/// with their checkpoint verified against `trust`: (reader, note, size).
-#[allow(clippy::type_complexity)]
-fn open_tiles(
-    tiles: &str,
-    trust: &Path,
-) -> Result<(
-    dlog_ledger::tiles::TileReader<impl FnMut(&str) -> std::io::Result<Vec<u8>>>,
-    String,
-    u64,
-)> {
-    let policy = backend::load_trust(trust)?;
-    let base = tiles.trim_end_matches('/').to_string();
-    let remote = base.starts_with("http://") || base.starts_with("https://");
-    let fetch = move |path: &str| -> std::io::Result<Vec<u8>> {
-        if remote {
-            ureq::get(format!("{base}/{path}"))
-                .call()
-                .map_err(std::io::Error::other)?
-                .body_mut()
-                .read_to_vec()
-                .map_err(std::io::Error::other)
-        } else {
-            std::fs::read(Path::new(&base).join(path))
+/// `dlog proof consistency`: the proof from the log (or its tiles),
+/// checked here; with `--old`, the caller's checkpoint checked against the
+/// log's tree at its size.
+fn consistency(
+    target: &Target,
+    from: Option<u64>,
+    old: Option<&Path>,
+    to: Option<u64>,
+    tiles: Option<String>,
+    trust: Option<&Path>,
+) -> Result<ExitCode> {
+    let old_note = old.map(read_checkpoint_note).transpose()?;
+    let from = match (&old_note, from) {
+        (Some(note), _) => {
+            dlog_crypto::note::Checkpoint::from_note(note)
+                .map_err(|e| anyhow!("--old: {e}"))?
+                .size
+        }
+        (None, Some(f)) => f,
+        (None, None) => bail!("give --from SIZE or --old CHECKPOINT"),
+    };
+    let (mut c, policy) = match tiles {
+        Some(tiles) => {
+            let trust = trust.ok_or_else(|| anyhow!("--tiles needs --trust"))?;
+            let mut t = tiles::open(&tiles, trust)?;
+            let to = to.unwrap_or(t.size);
+            if from > to || to > t.size {
+                bail!("the tiles hold a tree of {}; asked {from} -> {to}", t.size);
+            }
+            let c = backend::Consistency {
+                alg: t.alg,
+                old_size: from,
+                new_size: to,
+                old_root: t.reader.root_at(from)?,
+                new_root: t.reader.root_at(to)?,
+                proof: t.reader.consistency_proof(from, to)?,
+                old_checkpoint: None,
+                new_checkpoint: (to == t.size).then(|| t.note.clone()),
+            };
+            (c, Some(backend::load_trust(trust)?))
+        }
+        None => {
+            let log = target.read()?;
+            let c = log.consistency(from, to)?;
+            let policy = match trust {
+                Some(t) => Some(backend::load_trust(t)?),
+                None if old_note.is_some() => log.trust()?,
+                None => None,
+            };
+            (c, policy)
         }
     };
-    let note =
-        String::from_utf8(fetch("checkpoint").with_context(|| format!("{tiles}: checkpoint"))?)
-            .map_err(|_| anyhow!("{tiles}: the checkpoint is not UTF-8"))?;
-    let v = policy
-        .verify_checkpoint(&note)
-        .map_err(|e| anyhow!("{tiles}: checkpoint: {e}"))?;
-    let size = v.checkpoint().size;
-    let mut reader = dlog_ledger::tiles::TileReader::new(policy.hash, size, fetch);
-    // The tiles must hash to the signed root, or nothing they give counts.
-    if reader.root_at(size)? != v.checkpoint().root {
-        bail!("{tiles}: the hash tiles do not lead to the checkpoint's root");
+    c.check().map_err(|e| {
+        anyhow::Error::new(VerifyFailed(format!(
+            "the log's consistency proof {from} -> {} does not verify: {e}",
+            c.new_size
+        )))
+    })?;
+    if let Some(note) = old_note {
+        let mut policy = policy
+            .ok_or_else(|| anyhow!("--old needs a trust file to check it under: give --trust"))?;
+        // The log's statement is its voters' signatures; a checkpoint the
+        // caller held need not carry auditors' cosignatures.
+        policy.cosignatures = 0;
+        if policy.hash != c.alg {
+            bail!(
+                "the trust file says the tree hashes with {}, the log with {}",
+                policy.hash,
+                c.alg
+            );
+        }
+        let v = policy
+            .verify_checkpoint(&note)
+            .map_err(|e| anyhow!("--old: {e}"))?;
+        if v.checkpoint().root != c.old_root {
+            return Err(VerifyFailed(format!(
+                "your checkpoint of size {from} has root {}, but the log's tree of size {from} has root {}: the log has forked, or the checkpoint is another log's",
+                B64.encode(v.checkpoint().root),
+                B64.encode(c.old_root)
+            ))
+            .into());
+        }
+        c.old_checkpoint = Some(note);
     }
-    Ok((reader, note, size))
+    println!("{}", c.to_json());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A checkpoint note from a file holding the note itself or a receipt
+/// (its checkpoint).
+fn read_checkpoint_note(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let t = text.trim_start();
+    if t.starts_with('{') || t.starts_with("c2sp.org/tlog-proof@v1") {
+        return Ok(read_receipt(path)?.checkpoint);
+    }
+    Ok(text)
 }
 
 fn verify(trust: &Path, receipt: &Path, json: bool) -> Result<ExitCode> {

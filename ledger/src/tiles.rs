@@ -265,11 +265,46 @@ pub fn export(ledger: &Ledger, dir: &Path) -> Result<ExportReport> {
     export_at(ledger, dir, cp.size, &cp.note)
 }
 
+/// What an export reads: the tree's perfect nodes and its canonical
+/// entries. A [`Ledger`] is one; a client that fetched a log from its
+/// nodes (and checked it against a signed root) is another.
+pub trait TreeSource {
+    /// The log's origin (its checkpoints' first line).
+    fn origin(&self) -> &str;
+    /// The perfect node at tree `level`, `index` (level 0: leaf hashes).
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash>;
+    /// The canonical bytes of entry `index` (what its leaf hashes).
+    fn entry(&mut self, index: u64) -> Result<Vec<u8>>;
+}
+
+impl TreeSource for &Ledger {
+    fn origin(&self) -> &str {
+        &self.meta().origin
+    }
+
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash> {
+        Ledger::node(self, level, index)
+    }
+
+    fn entry(&mut self, index: u64) -> Result<Vec<u8>> {
+        Ledger::entry(self, index)
+    }
+}
+
 /// [`export`] of the tree of `size` with `note` as its checkpoint (the
 /// caller vouches that `note` is the log's checkpoint at `size`).
 pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<ExportReport> {
-    let origin = &ledger.meta().origin;
-    check_same_log(ledger, dir, origin)?;
+    export_from(&mut &*ledger, dir, size, note)
+}
+
+/// [`export_at`] from any [`TreeSource`] that holds the tree of `size`.
+pub fn export_from(
+    src: &mut impl TreeSource,
+    dir: &Path,
+    size: u64,
+    note: &str,
+) -> Result<ExportReport> {
+    check_same_log(src, dir, size)?;
     let mut report = ExportReport {
         size,
         ..ExportReport::default()
@@ -289,12 +324,12 @@ pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<E
             TileKind::Hashes { level } => {
                 let h = TILE_HEIGHT * u32::from(level);
                 for i in first..first + u64::from(t.width) {
-                    buf.extend_from_slice(&ledger.node(h, i)?);
+                    buf.extend_from_slice(&src.node(h, i)?);
                 }
             }
             TileKind::Entries => {
                 for i in first..first + u64::from(t.width) {
-                    let e = ledger.entry(i)?;
+                    let e = src.entry(i)?;
                     encode_bundle_entry(&mut buf, &e).map_err(|e| LedgerError::Tile {
                         path: path.clone(),
                         detail: format!("entry {i}: {e}; tiles hold entries of at most {MAX_BUNDLE_ENTRY} bytes"),
@@ -328,7 +363,8 @@ pub fn export_at(ledger: &Ledger, dir: &Path, size: u64, note: &str) -> Result<E
 }
 
 /// Refuses a directory that holds another log's tiles.
-fn check_same_log(ledger: &Ledger, dir: &Path, origin: &str) -> Result<()> {
+fn check_same_log(src: &mut impl TreeSource, dir: &Path, size: u64) -> Result<()> {
+    let origin = src.origin().to_string();
     let foreign = |detail: String| LedgerError::Tile {
         path: dir.to_path_buf(),
         detail,
@@ -342,10 +378,10 @@ fn check_same_log(ledger: &Ledger, dir: &Path, origin: &str) -> Result<()> {
             )));
         }
     }
-    if ledger.size() == 0 {
+    if size == 0 {
         return Ok(());
     }
-    let leaf0 = ledger.leaf_hash(0)?;
+    let leaf0 = src.node(0, 0)?;
     // The first level-0 tile: full, or the partial ones under `000.p/`.
     let full = TilePath {
         kind: TileKind::Hashes { level: 0 },

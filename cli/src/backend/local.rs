@@ -1,6 +1,6 @@
 //! The embedded single-node log: a ledger directory, its node key and trust file.
 
-use super::{consistency_json, CheckpointInfo, Log};
+use super::{CheckpointInfo, Consistency, Log};
 use anyhow::{anyhow, bail, Context, Result};
 use dlog_crypto::keys::NodeKey;
 use dlog_crypto::note::{Checkpoint, NoteSigner, SignedNote};
@@ -208,18 +208,32 @@ impl Log for LocalLog {
         })
     }
 
-    fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value> {
+    fn consistency(&self, from: u64, to: Option<u64>) -> Result<Consistency> {
         let to = to
             .or(self.ledger.checkpoint().map(|c| c.size))
             .unwrap_or(self.ledger.size());
         let proof = self.ledger.consistency_proof(from, to)?;
-        Ok(consistency_json(
-            from,
-            to,
-            &self.ledger.root_at(from)?,
-            &self.ledger.root_at(to)?,
-            &proof,
-        ))
+        // The log's own key signs a checkpoint of either size (a true
+        // statement about its tree), as it does for a receipt.
+        let note = |size: u64| (size > 0).then(|| self.note_for_size(size)).transpose();
+        Ok(Consistency {
+            alg: self.ledger.meta().hash,
+            old_size: from,
+            new_size: to,
+            old_root: self.ledger.root_at(from)?,
+            new_root: self.ledger.root_at(to)?,
+            proof,
+            old_checkpoint: note(from)?,
+            new_checkpoint: note(to)?,
+        })
+    }
+
+    fn trust(&self) -> Result<Option<dlog_crypto::TrustPolicy>> {
+        let path = self.dir.join(TRUST_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        load_trust(&path).map(Some)
     }
 }
 

@@ -10,6 +10,7 @@ pub use remote::Remote;
 use anyhow::{bail, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use dlog_crypto::{Hash, HashAlg, TrustPolicy};
 use dlog_ledger::{Entry, EntryKind, OpenMode};
 use dlog_notary::receipt::Receipt;
 use std::path::Path;
@@ -44,25 +45,64 @@ pub trait Log {
     fn size(&self) -> Result<u64>;
     /// A receipt for `index`, under the checkpoint of `size` (default: the latest).
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt>;
-    /// Consistency proof JSON (DESIGN §5) from `from` to `to` (default: latest).
-    fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value>;
+    /// Consistency proof from `from` to `to` (default: the latest
+    /// checkpoint), with the signed checkpoints the log holds for either.
+    fn consistency(&self, from: u64, to: Option<u64>) -> Result<Consistency>;
+    /// The log's trust file, where the log knows one (a local log's own
+    /// `trust.toml`, or the one `client.toml` names).
+    fn trust(&self) -> Result<Option<TrustPolicy>>;
 }
 
-/// The JSON of DESIGN §5.
-pub fn consistency_json(
-    old: u64,
-    new: u64,
-    old_root: &[u8; 32],
-    new_root: &[u8; 32],
-    proof: &[[u8; 32]],
-) -> serde_json::Value {
-    serde_json::json!({
-        "old_size": old,
-        "new_size": new,
-        "old_root": B64.encode(old_root),
-        "new_root": B64.encode(new_root),
-        "proof": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-    })
+/// A consistency proof between two trees of one log: sizes, roots, the
+/// proof, and the signed checkpoint notes of both trees where known.
+#[derive(Debug, Clone)]
+pub struct Consistency {
+    /// The log's tree hash.
+    pub alg: HashAlg,
+    /// Old tree size.
+    pub old_size: u64,
+    /// New tree size.
+    pub new_size: u64,
+    /// Root of the old tree.
+    pub old_root: Hash,
+    /// Root of the new tree.
+    pub new_root: Hash,
+    /// The proof hashes.
+    pub proof: Vec<Hash>,
+    /// A signed checkpoint of the old tree, when known.
+    pub old_checkpoint: Option<String>,
+    /// A signed checkpoint of the new tree, when known.
+    pub new_checkpoint: Option<String>,
+}
+
+impl Consistency {
+    /// Checks the proof against both roots (no source is trusted to send
+    /// a good one).
+    pub fn check(&self) -> std::result::Result<(), dlog_crypto::tree::ProofError> {
+        dlog_crypto::tree::verify_consistency_with(
+            self.alg,
+            self.old_size,
+            self.new_size,
+            &self.old_root,
+            &self.new_root,
+            &self.proof,
+        )
+    }
+
+    /// The JSON of DESIGN §5, plus `old_checkpoint` and `new_checkpoint`:
+    /// the two signed notes (null where not known), so a verifier checks
+    /// the proof between two signed checkpoints, not bare roots.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "old_root": B64.encode(self.old_root),
+            "new_root": B64.encode(self.new_root),
+            "proof": self.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+            "old_checkpoint": self.old_checkpoint,
+            "new_checkpoint": self.new_checkpoint,
+        })
+    }
 }
 
 /// Where the verbs act: a local data directory or a cluster.

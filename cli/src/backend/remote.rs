@@ -2,7 +2,7 @@
 //! tunnel, driven from the synchronous CLI.
 
 use super::{CheckpointInfo, Log};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use dlog_client::{Client, ServedCheckpoint};
 use dlog_ledger::{Entry, EntryKind};
 use dlog_notary::receipt::Receipt;
@@ -33,6 +33,25 @@ impl Remote {
     /// Canonical entry bytes.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
         Ok(self.rt.block_on(self.client.get(index))?)
+    }
+
+    /// Consecutive canonical entries from `start` (at most `max`, at
+    /// least one; a node bounds a reply in bytes too).
+    pub fn entries(&self, start: u64, max: u32) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .rt
+            .block_on(self.client.entries(None, start, max, false))?)
+    }
+
+    /// The latest checkpoint the auditors cosigned, verified against the
+    /// whole trust file (an empty note when none is cosigned yet).
+    pub fn witnessed(&self) -> Result<ServedCheckpoint> {
+        Ok(self.rt.block_on(self.client.witnessed())?)
+    }
+
+    /// The client's trust file, when `client.toml` names one.
+    pub fn trust(&self) -> Option<&dlog_crypto::trust::TrustPolicy> {
+        self.client.trust()
     }
 
     /// Decoded entry.
@@ -95,23 +114,26 @@ impl Remote {
         Ok(acc)
     }
 
-    /// Consistency proof JSON from `old` to `new`, with both roots, checked
-    /// here before it is printed.
-    pub fn consistency_json(&self, old: u64, new: u64) -> Result<serde_json::Value> {
+    /// Consistency proof from `old` to `new` with both roots; the note of
+    /// the latest checkpoint when `new` is its size.
+    pub fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+        latest: &ServedCheckpoint,
+    ) -> Result<super::Consistency> {
         let proof = self.consistency(old, new)?;
-        let (old_root, new_root) = (self.root_at(old)?, self.root_at(new)?);
-        dlog_crypto::tree::verify_consistency_with(
-            self.hash(),
-            old,
-            new,
-            &old_root,
-            &new_root,
-            &proof,
-        )
-        .map_err(|e| anyhow!("the cluster's consistency proof does not verify: {e}"))?;
-        Ok(super::consistency_json(
-            old, new, &old_root, &new_root, &proof,
-        ))
+        Ok(super::Consistency {
+            alg: self.hash(),
+            old_size: old,
+            new_size: new,
+            old_root: self.root_at(old)?,
+            new_root: self.root_at(new)?,
+            proof,
+            old_checkpoint: None,
+            new_checkpoint: (latest.size == new && !latest.note.is_empty())
+                .then(|| latest.note.clone()),
+        })
     }
 }
 
@@ -150,11 +172,12 @@ impl Log for Remote {
         Remote::receipt(self, index, size)
     }
 
-    fn consistency(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value> {
-        let to = match to {
-            Some(t) => t,
-            None => Remote::checkpoint(self, true)?.size,
-        };
-        self.consistency_json(from, to)
+    fn consistency(&self, from: u64, to: Option<u64>) -> Result<super::Consistency> {
+        let latest = Remote::checkpoint(self, true)?;
+        self.consistency_proof(from, to.unwrap_or(latest.size), &latest)
+    }
+
+    fn trust(&self) -> Result<Option<dlog_crypto::TrustPolicy>> {
+        Ok(self.client.trust().cloned())
     }
 }

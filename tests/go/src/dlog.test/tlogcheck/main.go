@@ -9,7 +9,11 @@
 //	tlogcheck receipt [-quorum N] -vkey VKEY [-vkey VKEY...] FILE.tlog-proof
 //	tlogcheck note -vkey VKEY [-vkey VKEY...] CHECKPOINT-NOTE-FILE
 //	tlogcheck consistency -vkey VKEY... OLD-NOTE NEW-NOTE PROOF.json
+//	tlogcheck consistency -vkey VKEY... PROOF.json
 //	tlogcheck tiles -vkey VKEY... DIR
+//
+// With PROOF.json alone, the two checkpoints are the notes the JSON names
+// (old_checkpoint, new_checkpoint).
 //
 // tiles rebuilds the tree from the C2SP entry bundles with tlog's own
 // StoredHashes (trusting no hash tile), checks the root against the signed
@@ -182,9 +186,12 @@ type consistencyJSON struct {
 	OldRoot string   `json:"old_root"`
 	NewRoot string   `json:"new_root"`
 	Proof   []string `json:"proof"`
+	OldNote *string  `json:"old_checkpoint"`
+	NewNote *string  `json:"new_checkpoint"`
 }
 
-// consistency checks a consistency proof between two signed checkpoints.
+// consistency checks a consistency proof between two signed checkpoints:
+// the files given, or (paths empty) the notes the proof JSON names.
 func consistency(oldPath, newPath, proofPath string, keys []string) error {
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)
@@ -193,17 +200,26 @@ func consistency(oldPath, newPath, proofPath string, keys []string) error {
 		}
 		return b
 	}
-	old, err := openNote(read(oldPath), keys)
-	if err != nil {
-		return fmt.Errorf("old checkpoint: %v", err)
-	}
-	cur, err := openNote(read(newPath), keys)
-	if err != nil {
-		return fmt.Errorf("new checkpoint: %v", err)
-	}
 	var j consistencyJSON
 	if err := json.Unmarshal(read(proofPath), &j); err != nil {
 		fail(2, "%s: %v", proofPath, err)
+	}
+	var oldNote, newNote []byte
+	if oldPath == "" {
+		if j.OldNote == nil || j.NewNote == nil {
+			return errors.New("the proof names no old_checkpoint or no new_checkpoint")
+		}
+		oldNote, newNote = []byte(*j.OldNote), []byte(*j.NewNote)
+	} else {
+		oldNote, newNote = read(oldPath), read(newPath)
+	}
+	old, err := openNote(oldNote, keys)
+	if err != nil {
+		return fmt.Errorf("old checkpoint: %v", err)
+	}
+	cur, err := openNote(newNote, keys)
+	if err != nil {
+		return fmt.Errorf("new checkpoint: %v", err)
 	}
 	if j.OldSize != old.size || j.NewSize != cur.size {
 		return fmt.Errorf("proof is %d -> %d, checkpoints are %d and %d", j.OldSize, j.NewSize, old.size, cur.size)
@@ -360,10 +376,14 @@ func main() {
 			fmt.Printf("ok: checkpoint of %s at size %d\n", c.origin, c.size)
 		}
 	case "consistency":
-		if fs.NArg() != 3 {
-			fail(2, "consistency: OLD-NOTE NEW-NOTE PROOF.json")
+		switch fs.NArg() {
+		case 3:
+			err = consistency(fs.Arg(0), fs.Arg(1), fs.Arg(2), keys)
+		case 1:
+			err = consistency("", "", fs.Arg(0), keys)
+		default:
+			fail(2, "consistency: [OLD-NOTE NEW-NOTE] PROOF.json")
 		}
-		err = consistency(fs.Arg(0), fs.Arg(1), fs.Arg(2), keys)
 	case "tiles":
 		if fs.NArg() != 1 {
 			fail(2, "tiles: DIR")
