@@ -355,7 +355,7 @@ pub fn export_from(
             }
         }
     }
-    sync_tree(dir)?;
+    crate::fsutil::syncfs(dir)?;
     make_dir(dir)?;
     write_file(&dir.join("checkpoint"), note.as_bytes())?;
     crate::fsutil::fsync_dir(dir)?;
@@ -444,20 +444,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     fs::write(&tmp, bytes).map_err(LedgerError::io("write", &tmp))?;
     fs::rename(&tmp, path).map_err(LedgerError::io("rename", path))
-}
-
-/// Makes everything written under `dir` durable: one `syncfs` of its file
-/// system (cheaper than an fsync per tile).
-fn sync_tree(dir: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(dir).map_err(LedgerError::io("open", dir))?;
-    // SAFETY: syncfs on a descriptor this function owns for the call.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(LedgerError::io("syncfs", dir)(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 /// What [`verify`] found: the checkpoint's size and root recomputed from

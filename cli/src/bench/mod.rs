@@ -141,6 +141,27 @@ pub(crate) fn write_bandwidth(path: &Path, bytes: u64) -> Result<f64> {
     Ok(rate)
 }
 
+/// Small-file write bandwidth in bytes/s: `files` files of `size` bytes,
+/// 1,000 to a directory, each written to a temporary name and renamed,
+/// then one `syncfs` — what a tiles export does per tile, without the log.
+/// The files are left in place (deleting thousands of inodes right before
+/// a measurement slows the next creations on ext4).
+pub(crate) fn files_bandwidth(dir: &Path, files: u64, size: usize) -> Result<f64> {
+    let block = vec![0x5au8; size];
+    let start = Instant::now();
+    for i in 0..files {
+        let sub = dir.join(format!("{:03}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        let tmp = sub.join(format!(".{:03}.tmp", i % 1000));
+        std::fs::write(&tmp, &block)?;
+        std::fs::rename(&tmp, sub.join(format!("{:03}", i % 1000)))?;
+    }
+    dlog_ledger::fsutil::syncfs(dir)?;
+    Ok((files * size as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Medians over alternating windows: (subject rate, baseline rate, ratio).
 struct Interleaved {
     subject: Vec<f64>,
@@ -483,18 +504,38 @@ fn run_in(a: &BenchArgs, scratch: &Path) -> Result<ExitCode> {
             .map(|c| c.to_body())
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
+    // The same number of files of the same mean size, written the way an
+    // export writes them: the ceiling file creation sets on this disk.
+    let tiles = dlog_ledger::tiles::tiles_of(size);
+    let mean = size * (entry_len as u64 + 2 + 32) / tiles.len().max(1) as u64;
+    let files_bw = files_bandwidth(
+        &scratch.join("files-baseline"),
+        tiles.len() as u64,
+        mean as usize,
+    )? / 1e6;
+    r.line(
+        "baseline.files_mb_s",
+        files_bw,
+        "MB/s",
+        &format!(
+            "{} files of {mean} bytes (temp + rename, one syncfs), as many as the export writes",
+            tiles.len()
+        ),
+    );
     let t = Instant::now();
     let full = dlog_ledger::tiles::export_at(&ledger, &tiles_dir, size, &body(size, &root)?)?;
     let secs = t.elapsed().as_secs_f64();
+    let mb_s = full.bytes as f64 / secs / 1e6;
     r.line(
         "tiles.export_mb_s",
-        full.bytes as f64 / secs / 1e6,
+        mb_s,
         "MB/s",
         &format!(
-            "{} tiles, {:.0} MB of {size} entries in {secs:.2} s; {:.0}% of raw write",
+            "{} tiles, {:.0} MB of {size} entries in {secs:.2} s; {:.0}% of raw write, {:.0}% of the same files written bare",
             full.written,
             full.bytes as f64 / 1e6,
-            100.0 * full.bytes as f64 / secs / 1e6 / bw
+            100.0 * mb_s / bw,
+            100.0 * mb_s / files_bw
         ),
     );
     // Inclusion proofs from the tiles directory alone (each tile read once).
