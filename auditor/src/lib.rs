@@ -10,6 +10,8 @@
 //! * [`config`]: the `auditor.toml` file.
 //! * [`mod@run`]: the process: rounds over its own WireGuard tunnel as an
 //!   `auditor` peer (read + cosign, never append).
+//! * [`witness`]: a C2SP tlog-witness (HTTP `add-checkpoint`) for other
+//!   logs, standalone (`dlog witness run`) or inside the auditor.
 //!
 //! The auditor trusts no node: entries are hashed here, checkpoints are
 //! checked against the trust file's voter keys, and every node's copy is
@@ -22,6 +24,7 @@ pub mod audit;
 pub mod config;
 pub mod run;
 pub mod state;
+pub mod witness;
 
 pub use config::AuditorConfig;
 pub use run::{run, AuditorError};
