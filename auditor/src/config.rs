@@ -11,6 +11,13 @@
 //! state_dir = "state"
 //! poll_ms = 1000              # longest wait for a new checkpoint between rounds
 //! # listen = "127.0.0.1:0"   max_payload = 1048576   batch = 4096   timeout_ms = 15000
+//!
+//! # Optional: witness other logs over C2SP tlog-witness, in this process
+//! # (the keys of witness.toml; see crate::witness::config).
+//! # [witness]
+//! # name = "witness.example/w1"   key = "witness.key"   state_dir = "witness"
+//! # [[witness.log]]
+//! # origin = "example.com/log"    vkey = "example.com/log+abcd1234+AW..."
 //! ```
 //!
 //! Relative paths are relative to the file.
@@ -60,6 +67,7 @@ struct AuditorToml {
     max_payload: Option<u32>,
     batch: Option<u32>,
     timeout_ms: Option<u64>,
+    witness: Option<crate::witness::config::WitnessToml>,
 }
 
 /// A parsed and checked `auditor.toml`.
@@ -93,6 +101,9 @@ pub struct AuditorConfig {
     pub batch: u32,
     /// Deadline of one call.
     pub timeout: Duration,
+    /// A C2SP tlog-witness for other logs, served by this process (the
+    /// `[witness]` section, with the keys of `witness.toml`).
+    pub witness: Option<crate::witness::config::WitnessConfig>,
 }
 
 impl AuditorConfig {
@@ -155,6 +166,10 @@ impl AuditorConfig {
         let listen = listen_s
             .parse()
             .map_err(|e| err(file, "listen", format!("{listen_s:?}: {e}")))?;
+        let witness = t
+            .witness
+            .map(|w| crate::witness::config::WitnessConfig::from_toml(file, w))
+            .transpose()?;
         let batch = t.batch.unwrap_or(4096);
         if batch == 0 {
             return Err(err(file, "batch", "must be at least 1"));
@@ -176,6 +191,7 @@ impl AuditorConfig {
                 .unwrap_or(dlog_ledger::entry::DEFAULT_MAX_PAYLOAD),
             batch,
             timeout: Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
+            witness,
         })
     }
 

@@ -62,6 +62,15 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Tells the witness to stop when the auditor's run ends.
+struct StopOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
 /// Runs the auditor until `shutdown` resolves (Ok) or the log fails
 /// verification ([`AuditorError::Alarm`]).
 pub async fn run(
@@ -96,6 +105,32 @@ pub async fn run(
         .await
         .map_err(|e| AuditorError::Setup(e.to_string()))?;
     tracing::info!(name = %cfg.name, size = auditor.size(), nodes = ?cfg.nodes, "auditor started");
+    // The witness for other logs, if configured: its own HTTP listener,
+    // stopped with the auditor.
+    let (witness_stop, witness_rx) = tokio::sync::watch::channel(false);
+    if let Some(w) = &cfg.witness {
+        let w = w.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            let r = crate::witness::http::run(&w, witness_rx, |addr, wit| {
+                tracing::info!(%addr, vkey = %wit.vkey(), "witness listening");
+                if let Some(t) = ready_tx.take() {
+                    let _ = t.send(Ok(()));
+                }
+            })
+            .await;
+            if let (Err(e), Some(t)) = (r, ready_tx.take()) {
+                let _ = t.send(Err(e));
+            }
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(AuditorError::Setup(format!("witness: {e}"))),
+            Err(_) => return Err(AuditorError::Setup("witness: did not start".into())),
+        }
+    }
+    let _witness_stop = StopOnDrop(witness_stop);
     let mut r = Rounds {
         cosigner: cfg.key.cosigner(),
         cfg,

@@ -8,6 +8,7 @@ mod backend;
 mod bench;
 mod cluster;
 mod tiles;
+mod witness;
 
 /// mimalloc instead of glibc malloc: node processes allocate and free large
 /// frames and batches all the time, which glibc answers with fresh pages
@@ -167,6 +168,9 @@ enum Cmd {
     /// An auditor: follows a cluster's log, re-verifies it, cosigns it.
     #[command(subcommand)]
     Auditor(auditor::AuditorCmd),
+    /// A C2SP tlog-witness for other logs: init, run, status.
+    #[command(subcommand)]
+    Witness(witness::WitnessCmd),
 }
 
 #[derive(Subcommand)]
@@ -533,6 +537,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Node(c) => return cluster::node(c),
         Cmd::Auditor(c) => return auditor::auditor(c),
+        Cmd::Witness(c) => return witness::witness(c),
         Cmd::Cluster(c) => {
             let dir = cli.dir.unwrap_or_else(|| PathBuf::from("dlog-cluster"));
             return cluster::cluster(c, &dir);
