@@ -405,6 +405,9 @@ fn kill_9_never_yields_two_roots_at_one_size() {
         v.sort();
         v
     });
-    assert!(kills >= 5 && cosigned.len() >= 3, "{kills} kills, {cosigned:?}");
+    assert!(
+        kills >= 5 && cosigned.len() >= 3,
+        "{kills} kills, {cosigned:?}"
+    );
     assert_eq!(histories.len(), 1, "cosigned both histories: {cosigned:?}");
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod cluster;
 mod etcd;
+mod witness;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -63,6 +64,10 @@ pub struct BenchArgs {
     /// With --cluster: skip the etcd baseline.
     #[arg(long)]
     pub(crate) no_etcd: bool,
+    /// Only the witness: a `dlog witness run` process under many logs'
+    /// add-checkpoint requests, against the raw fdatasync rate.
+    #[arg(long)]
+    pub(crate) witness: bool,
 }
 
 struct Report {
@@ -200,6 +205,9 @@ impl Interleaved {
 /// Runs the benchmark: the embedded log, or with `cluster` (`dlog bench
 /// --cluster`) a temporary 3-node cluster and the etcd baseline.
 pub fn run(a: &BenchArgs, cluster: bool) -> Result<ExitCode> {
+    if cluster && a.witness {
+        anyhow::bail!("`dlog bench --witness` runs a witness alone; leave out --cluster");
+    }
     if cluster {
         if !(a.warmup >= 0.0 && a.warmup.is_finite()) {
             anyhow::bail!("--warmup must be a number of seconds");
@@ -220,7 +228,11 @@ pub fn run(a: &BenchArgs, cluster: bool) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let res = run_in(a, &scratch);
+    let res = if a.witness {
+        witness::run(a.json, &scratch)
+    } else {
+        run_in(a, &scratch)
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     res
 }
