@@ -411,3 +411,229 @@ fn kill_9_never_yields_two_roots_at_one_size() {
     );
     assert_eq!(histories.len(), 1, "cosigned both histories: {cosigned:?}");
 }
+
+/// A started process whose pid replaces the one `dlog cluster` recorded,
+/// so `cluster down` stops it; killed on drop as well.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_recorded(args: &[&str], dir: &Path, stem: &str) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{stem}.restart.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dlog");
+    std::fs::write(dir.join(format!("{stem}.pid")), child.id().to_string()).unwrap();
+    Proc(child)
+}
+
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = common::run(
+            &self.0,
+            &["cluster", "down", "--dir", self.0.to_str().unwrap()],
+            None,
+        );
+    }
+}
+
+fn stop_recorded(dir: &Path, stem: &str) {
+    let pid: i32 = std::fs::read_to_string(dir.join(format!("{stem}.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while unsafe { libc::kill(pid, 0) } == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// One cluster's auditor is the C2SP witness of a second cluster: the
+/// second's auditor forwards what it cosigned over loopback HTTP, the
+/// cosignature comes back through the tunnel, and the second's receipts,
+/// under a trust file that requires both, verify offline.
+#[test]
+fn an_auditor_witnesses_another_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let up = |d: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "cluster",
+            "up",
+            "--dir",
+            d.to_str().unwrap(),
+            "--hash",
+            "sha256",
+            "--auditors",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        expect(tmp.path(), &args, None, 0);
+    };
+    up(&a, &[]);
+    let _down_a = Down(a.clone());
+    up(&b, &["--cosignatures", "1", "--origin", "dlog/b"]);
+    let _down_b = Down(b.clone());
+    expect(
+        tmp.path(),
+        &["cluster", "down", "--dir", b.to_str().unwrap()],
+        None,
+        0,
+    );
+
+    // A's auditor also witnesses B (a [witness] section), restarted.
+    let port = free_port();
+    let aud = a.join("auditor-1");
+    let init = expect(
+        tmp.path(),
+        &[
+            "witness",
+            "init",
+            "--name",
+            "a.example/witness",
+            "--dir",
+            aud.join("w").to_str().unwrap(),
+            "--json",
+        ],
+        None,
+        0,
+    );
+    let wvkey = serde_json::from_str::<serde_json::Value>(&init).unwrap()["vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(b.join("trust.toml")).unwrap();
+    let list = &text[text.find("voters = [").unwrap()..];
+    let list = &list[..list.find(']').unwrap()];
+    let b_voters: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+    let mut cfg = std::fs::read_to_string(aud.join("auditor.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[witness]\nname = \"a.example/witness\"\nkey = \"w/witness.key\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"w/state\"\n\n[[witness.log]]\norigin = \"dlog/b\"\nvkeys = {b_voters:?}\n"
+    ));
+    std::fs::write(aud.join("auditor.toml"), cfg).unwrap();
+    stop_recorded(&aud, "auditor");
+    let _wa = spawn_recorded(
+        &[
+            "auditor",
+            "run",
+            "--config",
+            aud.join("auditor.toml").to_str().unwrap(),
+        ],
+        &aud,
+        "auditor",
+    );
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < end,
+            "A's witness did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // B trusts that witness, requires both cosignatures, and its auditor
+    // forwards to it.
+    let witnessed = text
+        .replace("auditors = [\n", &format!("auditors = [\n    {wvkey:?},\n"))
+        .replace("cosignatures = 1", "cosignatures = 2");
+    assert_ne!(witnessed, text);
+    std::fs::write(b.join("trust.toml"), witnessed).unwrap();
+    let baud = b.join("auditor-1");
+    let mut cfg = std::fs::read_to_string(baud.join("auditor.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[[external_witness]]\nurl = \"http://127.0.0.1:{port}\"\nvkey = {wvkey:?}\n"
+    ));
+    std::fs::write(baud.join("auditor.toml"), cfg).unwrap();
+    let mut procs = Vec::new();
+    for n in 1..=3 {
+        let nd = b.join(format!("node-{n}"));
+        procs.push(spawn_recorded(
+            &[
+                "node",
+                "run",
+                "--config",
+                nd.join("node.toml").to_str().unwrap(),
+            ],
+            &nd,
+            "node",
+        ));
+    }
+    procs.push(spawn_recorded(
+        &[
+            "auditor",
+            "run",
+            "--config",
+            baud.join("auditor.toml").to_str().unwrap(),
+        ],
+        &baud,
+        "auditor",
+    ));
+
+    let client = b.join("client.toml");
+    let c = client.to_str().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let r = tmp.path().join("r.tlog-proof");
+    // The first append waits for a leader; the receipt for both
+    // cosignatures on a checkpoint covering it.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = common::run(
+            &nowhere,
+            &[
+                "--cluster",
+                c,
+                "append",
+                "hello",
+                "--receipt",
+                r.to_str().unwrap(),
+            ],
+            None,
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no witnessed receipt: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let receipt = std::fs::read_to_string(&r).unwrap();
+    assert!(receipt.contains("\u{2014} a.example/witness "), "{receipt}");
+    assert!(receipt.contains("\u{2014} auditor-1 "), "{receipt}");
+    let trust = b.join("trust.toml");
+    let v = expect(
+        &nowhere,
+        &[
+            "verify",
+            "--trust",
+            trust.to_str().unwrap(),
+            r.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+        0,
+    );
+    assert!(v.contains("a.example/witness"), "{v}");
+    // The witness's state is durable and names B's origin.
+    let states: Vec<_> = std::fs::read_dir(aud.join("w/state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "state"))
+        .collect();
+    assert_eq!(states.len(), 1);
+    drop(procs);
+}

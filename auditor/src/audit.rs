@@ -211,6 +211,22 @@ impl Witnessable {
         self.size
     }
 
+    /// The checkpoint's body (the text cosignatures sign).
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The checkpoint with the lines that verified under the trust file
+    /// (the log's voter signatures, and any valid cosignatures), as an
+    /// external witness is sent it.
+    pub fn note(&self) -> String {
+        SignedNote {
+            text: self.body.clone(),
+            signatures: self.lines.clone(),
+        }
+        .to_string()
+    }
+
     /// The checkpoint with the lines that verified under the trust file
     /// (no padding a node may have added) and `cosigner`'s cosignature at
     /// `unix_seconds` (any earlier line of the same name is dropped).

@@ -18,6 +18,11 @@
 //! # name = "witness.example/w1"   key = "witness.key"   state_dir = "witness"
 //! # [[witness.log]]
 //! # origin = "example.com/log"    vkey = "example.com/log+abcd1234+AW..."
+//!
+//! # Optional: external C2SP witnesses asked to cosign what this auditor
+//! # cosigned (their vkeys must be auditors in trust.toml).
+//! # [[external_witness]]
+//! # url = "https://witness.example/w1"   vkey = "witness.example/w1+0123abcd+BA..."
 //! ```
 //!
 //! Relative paths are relative to the file.
@@ -68,6 +73,15 @@ struct AuditorToml {
     batch: Option<u32>,
     timeout_ms: Option<u64>,
     witness: Option<crate::witness::config::WitnessToml>,
+    #[serde(default)]
+    external_witness: Vec<ExternalToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalToml {
+    url: String,
+    vkey: String,
 }
 
 /// A parsed and checked `auditor.toml`.
@@ -104,6 +118,11 @@ pub struct AuditorConfig {
     /// A C2SP tlog-witness for other logs, served by this process (the
     /// `[witness]` section, with the keys of `witness.toml`).
     pub witness: Option<crate::witness::config::WitnessConfig>,
+    /// External C2SP witnesses this auditor asks to cosign the checkpoints
+    /// it cosigned (`[[external_witness]]`: `url`, `vkey`); each key must
+    /// be one of the trust file's auditors, or its cosignatures would not
+    /// count.
+    pub external_witnesses: Vec<crate::witness::bridge::ExternalWitness>,
 }
 
 impl AuditorConfig {
@@ -170,6 +189,30 @@ impl AuditorConfig {
             .witness
             .map(|w| crate::witness::config::WitnessConfig::from_toml(file, w))
             .transpose()?;
+        let mut external_witnesses = Vec::new();
+        for (i, e) in t.external_witness.into_iter().enumerate() {
+            let field = format!("external_witness[{i}]");
+            let verifier = dlog_crypto::note::CosignatureVerifier::from_vkey(&e.vkey)
+                .map_err(|x| err(file, &field, format!("vkey {:?}: {x}", e.vkey)))?;
+            if !trust.auditors.iter().any(|a| a == &verifier) {
+                return Err(err(
+                    file,
+                    &field,
+                    format!(
+                        "{} does not list {} among its auditors, so its cosignatures would not count",
+                        trust_path.display(),
+                        e.vkey
+                    ),
+                ));
+            }
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return Err(err(file, &field, format!("url {:?} is not http(s)", e.url)));
+            }
+            external_witnesses.push(crate::witness::bridge::ExternalWitness {
+                url: e.url,
+                verifier,
+            });
+        }
         let batch = t.batch.unwrap_or(4096);
         if batch == 0 {
             return Err(err(file, "batch", "must be at least 1"));
@@ -192,6 +235,7 @@ impl AuditorConfig {
             batch,
             timeout: Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
             witness,
+            external_witnesses,
         })
     }
 

@@ -140,7 +140,18 @@ pub async fn run(
         suspect: Default::default(),
         sweep: None,
         sweep_turn: 0,
+        bridge: tokio::sync::Mutex::new(Vec::new()),
     };
+    *r.bridge.get_mut() = r
+        .cfg
+        .external_witnesses
+        .iter()
+        .map(|w| crate::witness::bridge::Peer {
+            witness: w.clone(),
+            known: 0,
+            quiet_until: None,
+        })
+        .collect();
     tokio::pin!(shutdown);
     let outcome = loop {
         let result = tokio::select! {
@@ -191,6 +202,8 @@ struct Rounds {
     sweep: Option<Sweeping>,
     /// Which node is swept next.
     sweep_turn: usize,
+    /// External witnesses asked to cosign what this auditor cosigned.
+    bridge: tokio::sync::Mutex<Vec<crate::witness::bridge::Peer>>,
 }
 
 /// A re-read of one node's whole copy, against the verified root at `target`.
@@ -559,6 +572,7 @@ impl Rounds {
                         time,
                         note: stored,
                     });
+                    self.forward(&w).await;
                     return Ok(());
                 }
                 Ok((current, false)) => {
@@ -578,6 +592,71 @@ impl Rounds {
             }
         }
         Ok(())
+    }
+
+    /// Asks each external witness to cosign `w` (a checkpoint this auditor
+    /// just cosigned), from the size it last cosigned; hands what it gets
+    /// to the cluster. Failures are logged and back off; none is fatal.
+    async fn forward(&self, w: &Witnessable) {
+        use crate::witness::bridge::{post, read_answer, request_body, Outcome, BACKOFF};
+        let mut peers = self.bridge.lock().await;
+        let (size, note) = (w.size(), w.note());
+        for p in peers.iter_mut() {
+            if p.quiet_until.is_some_and(|t| std::time::Instant::now() < t) {
+                continue;
+            }
+            let name = p.witness.verifier.name().to_string();
+            // At most: a first try, and a retry from the size a 409 names.
+            for _ in 0..2 {
+                if p.known > size {
+                    break;
+                }
+                let proof = if p.known > 0 && p.known < size {
+                    match self.client.consistency_proof(p.known, size).await {
+                        Ok(proof) => proof,
+                        Err(e) => {
+                            tracing::warn!(witness = %name, "no consistency proof {} -> {size}: {e}", p.known);
+                            break;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                let body = request_body(p.known, &proof, &note);
+                let url = p.witness.url.clone();
+                let answer = tokio::task::spawn_blocking(move || post(&url, body)).await;
+                let outcome = match answer {
+                    Ok(Ok((status, text))) => {
+                        read_answer(&p.witness.verifier, &note, status, &text)
+                    }
+                    Ok(Err(e)) => Outcome::Failed(e),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                match outcome {
+                    Outcome::Cosigned(cosigned) => {
+                        p.known = size;
+                        match self.client.cosign(&cosigned).await {
+                            Ok((_, true)) => {
+                                tracing::info!(witness = %name, size, "external witness cosigned")
+                            }
+                            Ok((_, false)) => {
+                                tracing::debug!(witness = %name, size, "the witnessed checkpoint moved on")
+                            }
+                            Err(e) => {
+                                tracing::warn!(witness = %name, size, "its cosignature was not taken: {e}")
+                            }
+                        }
+                        break;
+                    }
+                    Outcome::Conflict(at) => p.known = at,
+                    Outcome::Failed(why) => {
+                        tracing::warn!(witness = %name, size, "external witness: {why}");
+                        p.quiet_until = Some(std::time::Instant::now() + BACKOFF);
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The witnessed checkpoint `note` of `size`, checked against the

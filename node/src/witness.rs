@@ -15,9 +15,12 @@
 //! * otherwise the auditor is told to cosign `W` (it verifies `W` against
 //!   its own tree first, as with anything it cosigns).
 //!
-//! Only the caller's own cosignature is taken from a submission, under the
-//! trust file's key of the caller's peer name; the voter signatures must meet
-//! the trust file's quorum. [`merge`] decides; the server checks the root
+//! Only one cosignature is taken from a submission (see [`cosigner_of`]):
+//! the caller's own, under the trust file's key of the caller's peer name,
+//! or, relayed by an auditor from an external C2SP witness, the line of the
+//! one trust-file auditor it carries (a cosignature counts because it
+//! verifies under a key the trust file lists, whoever relayed it). The
+//! voter signatures must meet the trust file's quorum. [`merge`] decides; the server checks the root
 //! against its ledger and commits the result through Raft.
 
 use dlog_crypto::note::{Checkpoint, NoteSignature, SignedNote};
@@ -59,6 +62,31 @@ pub struct Submission {
     pub checkpoint: Checkpoint,
     /// The caller's cosignature time (Unix seconds).
     pub time: u64,
+}
+
+/// Whose cosignature a submission from peer `caller` carries: `caller`'s
+/// when the note has a line of that name, else the one trust-file auditor
+/// name other than the voters' that has a line in it (a cosignature an
+/// auditor relays from an external witness). Anything else is `caller`
+/// (and [`merge`] then says what is missing).
+pub fn cosigner_of(trust: &TrustPolicy, caller: &str, submitted: &str) -> String {
+    let Ok(note) = SignedNote::parse(submitted) else {
+        return caller.to_string();
+    };
+    if note.signatures.iter().any(|s| s.name == caller) {
+        return caller.to_string();
+    }
+    let mut names: Vec<&str> = note
+        .signatures
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| trust.auditors.iter().any(|a| a.name() == *n))
+        .collect();
+    names.dedup();
+    match names.as_slice() {
+        [one] => one.to_string(),
+        _ => caller.to_string(),
+    }
 }
 
 /// Checks `submitted` (a voter-signed checkpoint plus `caller`'s
@@ -257,6 +285,36 @@ mod tests {
         let w3 = accepted(m);
         assert_eq!(size_of(&w3), 30);
         assert_eq!(t.verify_checkpoint(&w3).unwrap().cosignatures().len(), 1);
+    }
+
+    #[test]
+    fn a_relayed_cosignature_counts_as_its_signer() {
+        let t = trust();
+        // auditor-1 relays auditor-2's cosignature (an external witness).
+        let note = submit(10, &[2], 5);
+        assert_eq!(cosigner_of(&t, "auditor-1", &note), "auditor-2");
+        let (m, s) = merge(&t, &cosigner_of(&t, "auditor-1", &note), &note, None, false).unwrap();
+        assert_eq!(s.time, 5);
+        let w = accepted(m);
+        let got = t.verify_checkpoint(&w).unwrap();
+        assert_eq!(got.cosignatures()[0].0, "auditor-2");
+        // Its own line wins; two others leave the caller (merge refuses).
+        assert_eq!(
+            cosigner_of(&t, "auditor-1", &submit(10, &[1, 2], 5)),
+            "auditor-1"
+        );
+        assert_eq!(cosigner_of(&t, "node-1", &submit(10, &[1, 2], 5)), "node-1");
+        assert!(merge(&t, "node-1", &submit(10, &[1, 2], 5), None, false).is_err());
+        // A forged relayed line does not verify: refused.
+        let forged = note.replacen("auditor-2 ", "auditor-2 A", 1);
+        assert!(merge(
+            &t,
+            &cosigner_of(&t, "auditor-1", &forged),
+            &forged,
+            None,
+            false
+        )
+        .is_err());
     }
 
     fn size_of(note: &str) -> u64 {

@@ -6,12 +6,15 @@
 //! * [`store`]: the per-origin state files (one `fdatasync` per cosign).
 //! * [`config`]: `witness.toml` and `dlog witness init`.
 //! * [`http`]: the HTTP server (`POST /add-checkpoint`, `GET /metrics`).
+//! * [`bridge`]: the other direction: an auditor asking external witnesses
+//!   to cosign its own log's checkpoints.
 //!
 //! [`Witness`] ties them: a request is parsed, its origin looked up (an
 //! unknown one costs a parse and a map lookup), and then, under that
 //! origin's lock, decided, persisted and cosigned, so two requests for one
 //! origin never race (the spec's rollback hazard).
 
+pub mod bridge;
 pub mod config;
 pub mod http;
 pub mod protocol;

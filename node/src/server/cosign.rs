@@ -48,8 +48,9 @@ pub(super) async fn cosign(
         }
     }
     let open = seen.is_some_and(|(_, at)| at.elapsed() < JOIN_WINDOW);
+    let cosigner = crate::witness::cosigner_of(trust, &from.name, &note);
     let (decision, sub) =
-        crate::witness::merge(trust, &from.name, &note, current.as_deref(), open).map_err(bad)?;
+        crate::witness::merge(trust, &cosigner, &note, current.as_deref(), open).map_err(bad)?;
     let merged = match decision {
         crate::witness::Merge::Join(w) => {
             return Ok(Reply::Cosigned {
@@ -93,7 +94,7 @@ pub(super) async fn cosign(
     // The join window runs from the last change: while auditors keep
     // joining, the witnessed checkpoint stays open for the rest.
     *seen = Some((size, Instant::now()));
-    tracing::info!(auditor = %from.name, size, time = sub.time, "cosignature added to the witnessed checkpoint");
+    tracing::info!(auditor = %cosigner, via = %from.name, size, time = sub.time, "cosignature added to the witnessed checkpoint");
     Ok(Reply::Cosigned {
         note: merged,
         accepted: true,
