@@ -635,5 +635,21 @@ fn an_auditor_witnesses_another_cluster() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "state"))
         .collect();
     assert_eq!(states.len(), 1);
+    let st: serde_json::Value = serde_json::from_str(&expect(
+        &nowhere,
+        &[
+            "witness",
+            "status",
+            "--config",
+            aud.join("auditor.toml").to_str().unwrap(),
+            "--json",
+        ],
+        None,
+        0,
+    ))
+    .unwrap();
+    assert_eq!(st["logs"][0]["origin"], "dlog/b", "{st}");
+    assert!(st["logs"][0]["size"].as_u64() >= Some(1), "{st}");
+    assert_eq!(st["running"], true, "{st}");
     drop(procs);
 }

@@ -78,10 +78,19 @@ fn err(file: &Path, field: &str, detail: impl std::fmt::Display) -> ConfigError 
 }
 
 impl WitnessConfig {
-    /// Reads and checks a `witness.toml`.
+    /// Reads and checks a `witness.toml`, or the `[witness]` section of
+    /// an `auditor.toml`.
     pub fn load(file: &Path) -> Result<WitnessConfig, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| err(file, "-", e))?;
-        let t: WitnessToml = toml::from_str(&text).map_err(|e| err(file, "-", e.message()))?;
+        let value: toml::Table = toml::from_str(&text).map_err(|e| err(file, "-", e.message()))?;
+        let t: WitnessToml = match value.get("witness") {
+            // An auditor.toml (it has a wg_key) with a [witness] section.
+            Some(section) if value.contains_key("wg_key") => section
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| err(file, "witness", e.message()))?,
+            _ => toml::from_str(&text).map_err(|e| err(file, "-", e.message()))?,
+        };
         Self::from_toml(file, t)
     }
 
