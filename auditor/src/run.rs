@@ -77,6 +77,19 @@ pub async fn run(
     cfg: AuditorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AuditorError> {
+    // One auditor per state directory (and so per WireGuard key): a second
+    // process would share the state file and fight over the tunnel.
+    let _lock = std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| AuditorError::Setup(format!("{}: {e}", cfg.state_dir.display())))
+        .and_then(|_| {
+            dlog_ledger::fsutil::lock_dir(&cfg.state_dir).map_err(|e| match e {
+                dlog_ledger::LedgerError::Locked(d) => AuditorError::Setup(format!(
+                    "another auditor is running with the state directory {} (its lock is held); stop it first",
+                    d.display()
+                )),
+                e => AuditorError::Setup(e.to_string()),
+            })
+        })?;
     let mut state = match State::load(&cfg.state_dir) {
         Ok(Some(s)) => s,
         Ok(None) => State::new(&cfg.name, &cfg.trust.origin),

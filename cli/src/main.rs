@@ -338,6 +338,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // A verb whose stdout is closed (`dlog ... | head -1`) ends quietly at
+    // its next write, as `cat` would; every receipt it owes is written
+    // before anything is printed about it. The long-running processes keep
+    // Rust's default (EPIPE as an error on their sockets).
+    let serves = matches!(
+        cli.cmd,
+        Cmd::Node(_)
+            | Cmd::Bench(_)
+            | Cmd::Auditor(auditor::AuditorCmd::Run { .. })
+            | Cmd::Witness(witness::WitnessCmd::Run { .. })
+    );
+    if !serves {
+        // SAFETY: called before any other thread exists; SIG_DFL is a
+        // valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -610,19 +628,62 @@ fn append(target: &Target, a: AppendArgs) -> Result<ExitCode> {
         return append_lines(log.as_mut(), a.json);
     };
     let (index, timestamp_ns) = log.append(&[(EntryKind::Data, &data)])?;
+    // From here on the entry is in the log: whatever happens, its index is
+    // printed and a receipt written (retrying would append it twice).
+    let mut cosigned = true;
     if let Some(path) = &a.receipt {
-        let r = log.receipt(index, None)?;
+        let r = match log.receipt(index, None) {
+            Ok(r) => r,
+            Err(e) => match log.voter_receipt(index) {
+                Ok(Some(r)) => {
+                    eprintln!(
+                        "dlog: appended as entry {index}, but no checkpoint with the cosignatures the trust file requires covers it yet ({}); {} carries the voters' signatures only: upgrade it later with `dlog proof inclusion {index} --out {}`",
+                        describe(&e),
+                        path.display(),
+                        path.display()
+                    );
+                    cosigned = false;
+                    r
+                }
+                _ => {
+                    print_index(index, timestamp_ns, a.json, Some(false));
+                    return Err(e.context(format!(
+                        "appended as entry {index}, but no receipt could be written"
+                    )));
+                }
+            },
+        };
         write_file(path, r.to_tlog_proof().as_bytes())?;
     }
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"index": index, "timestamp_ns": timestamp_ns})
-        );
+    print_index(
+        index,
+        timestamp_ns,
+        a.json,
+        a.receipt.is_some().then_some(cosigned),
+    );
+    Ok(if cosigned {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_COSIGNED)
+    })
+}
+
+/// Exit code of an append that was acknowledged but whose receipt lacks
+/// the cosignatures the trust file requires (it can be upgraded later).
+const EXIT_NOT_COSIGNED: u8 = 3;
+
+fn print_index(index: u64, timestamp_ns: u64, json: bool, cosigned: Option<bool>) {
+    if json {
+        let mut j = serde_json::json!({"index": index, "timestamp_ns": timestamp_ns});
+        if let Some(c) = cosigned {
+            j["cosigned"] = serde_json::json!(c);
+        }
+        println!("{j}");
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!("appended entry {index}");
     } else {
         println!("{index}");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Bulk append: each stdin line is an entry. Lines already buffered are
@@ -723,8 +784,14 @@ fn emit_receipt(r: &Receipt, out: Option<&Path>, json: bool) -> Result<()> {
     }
 }
 
+/// Writes a receipt (or any output file) durably: a temporary file,
+/// fsync, rename, fsync of the directory.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    dlog_ledger::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read_receipt(path: &Path) -> Result<Receipt> {
@@ -900,6 +967,27 @@ fn notarize(
     if files.len() > 1 && out.is_some() && !out_is_dir {
         bail!("--out must be a directory when notarizing several files");
     }
+    // Every receipt's path, checked before anything is appended: under
+    // --out DIR the files' relative paths are kept; no two files share a
+    // receipt, and no receipt this run did not write is overwritten.
+    let paths = receipt_paths(files, out.as_deref(), out_is_dir)?;
+    let mut owner: std::collections::HashMap<&Path, &Path> = Default::default();
+    for (f, path) in files.iter().zip(&paths) {
+        if let Some(other) = owner.insert(path, f) {
+            bail!(
+                "{} and {} would both get the receipt {}; nothing was notarized",
+                other.display(),
+                f.display(),
+                path.display()
+            );
+        }
+        if path.exists() {
+            bail!(
+                "{} already exists (a receipt this run did not write is never overwritten); nothing was notarized",
+                path.display()
+            );
+        }
+    }
     let mut payloads = Vec::with_capacity(files.len());
     for f in files {
         let digest = dlog_notary::payload::hash_file(f, alg)
@@ -917,38 +1005,95 @@ fn notarize(
         .map(|p| (EntryKind::Notarization, p.as_slice()))
         .collect();
     let (first, _) = log.append(&items)?;
-    for (i, f) in files.iter().enumerate() {
+    // Every receipt is written (durably) before anything is printed, so a
+    // closed stdout costs none.
+    for (i, path) in paths.iter().enumerate() {
+        let r = log.receipt(first + i as u64, None).with_context(|| {
+            format!("appended as entries {first}.., receipt {}", path.display())
+        })?;
+        write_file(path, r.to_tlog_proof().as_bytes())?;
+    }
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    for (i, (f, path)) in files.iter().zip(&paths).enumerate() {
         let index = first + i as u64;
-        let r = log.receipt(index, None)?;
-        let path = match &out {
-            Some(o) if out_is_dir => o.join(format!(
-                "{}.tlog-proof",
-                f.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            )),
-            Some(o) => o.clone(),
-            None => {
-                let mut p = f.clone().into_os_string();
-                p.push(".tlog-proof");
-                PathBuf::from(p)
-            }
-        };
-        write_file(&path, r.to_tlog_proof().as_bytes())?;
         if json {
-            println!(
+            writeln!(
+                w,
                 "{}",
                 serde_json::json!({"file": f, "index": index, "receipt": path, "payload": String::from_utf8_lossy(&payloads[i])})
-            );
+            )?;
         } else {
-            println!(
+            writeln!(
+                w,
                 "{} -> entry {index}, receipt {}",
                 f.display(),
                 path.display()
-            );
+            )?;
         }
     }
+    w.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the receipt of each file goes: beside it, at `out` (one file),
+/// or under the directory `out` at the file's path relative to the
+/// deepest directory holding every file given (`a/x.txt b/x.txt --out r`
+/// → `r/a/x.txt.tlog-proof`, `r/b/x.txt.tlog-proof`). Paths are compared
+/// as written, made absolute against the current directory; `..` is
+/// resolved lexically.
+fn receipt_paths(files: &[PathBuf], out: Option<&Path>, out_is_dir: bool) -> Result<Vec<PathBuf>> {
+    let with_ext = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".tlog-proof");
+        PathBuf::from(s)
+    };
+    let Some(o) = out.filter(|_| !files.is_empty()) else {
+        return Ok(files.iter().map(|f| with_ext(f)).collect());
+    };
+    if !out_is_dir {
+        return Ok(vec![o.to_path_buf()]);
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let absolute: Vec<Vec<std::ffi::OsString>> = files
+        .iter()
+        .map(|f| {
+            let mut parts: Vec<std::ffi::OsString> = Vec::new();
+            for c in cwd.join(f).components() {
+                match c {
+                    std::path::Component::Normal(n) => parts.push(n.to_owned()),
+                    std::path::Component::ParentDir => {
+                        parts.pop();
+                    }
+                    _ => {}
+                }
+            }
+            parts
+        })
+        .collect();
+    // The common directory: the longest prefix of every file's parent.
+    let mut common = absolute[0].len().saturating_sub(1);
+    for p in &absolute[1..] {
+        let parent = &p[..p.len().saturating_sub(1)];
+        common = common.min(
+            parent
+                .iter()
+                .zip(&absolute[0])
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    files
+        .iter()
+        .zip(&absolute)
+        .map(|(f, parts)| {
+            if parts.len() <= common {
+                bail!("{}: no file name", f.display());
+            }
+            let rel: PathBuf = parts[common..].iter().collect();
+            Ok(o.join(with_ext(&rel)))
+        })
+        .collect()
 }
 
 fn notary_verify(file: &Path, receipt: &Path, trust: &Path, json: bool) -> Result<ExitCode> {

@@ -66,6 +66,42 @@ pub fn syncfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Takes the exclusive `flock` on `dir/LOCK` (created if missing), held
+/// while the returned file is open: one writer per directory (a log, an
+/// auditor's or a witness's state). [`LedgerError::Locked`] if another
+/// process holds it.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(crate::store::LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(LedgerError::io("open", &path))?;
+    use std::os::fd::AsRawFd;
+    // A lock can be held for a moment by a process that is not a writer: a
+    // child forked (before its exec) while we held an earlier descriptor of
+    // this file, or a writer that is just exiting. Wait briefly before
+    // calling the log busy.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(f);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(LedgerError::io("lock", &path)(err));
+        }
+        if start.elapsed() >= PATIENCE {
+            return Err(LedgerError::Locked(dir.to_path_buf()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

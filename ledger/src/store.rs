@@ -32,7 +32,7 @@ pub const LOG_FILE: &str = "log.toml";
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// Name of the segment directory.
 pub const SEGMENT_DIR: &str = "segments";
-const LOCK_FILE: &str = "LOCK";
+pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// Shape and identity of a log, fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -309,35 +309,7 @@ fn map(path: &Path) -> Result<Mmap> {
 }
 
 fn lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(LedgerError::io("open", &path))?;
-    use std::os::fd::AsRawFd;
-    // A lock can be held for a moment by a process that is not a writer: a
-    // child forked (before its exec) while we held an earlier descriptor of
-    // this file, or a writer that is just exiting. Wait briefly before
-    // calling the log busy.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-    let start = std::time::Instant::now();
-    loop {
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(f);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::WouldBlock {
-            return Err(LedgerError::io("lock", &path)(err));
-        }
-        if start.elapsed() >= PATIENCE {
-            return Err(LedgerError::Locked(dir.to_path_buf()));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    crate::fsutil::lock_dir(dir)
 }
 
 /// Parses a log id as written in `log.toml`: 32 hex digits.

@@ -72,12 +72,25 @@ pub struct Witness {
     counts: [AtomicU64; CODES.len()],
     evidence: AtomicU64,
     busy_us: AtomicU64,
+    /// The state directory's lock, held while the witness is open.
+    _lock: std::fs::File,
 }
 
 impl Witness {
     /// Opens every configured origin's state (an origin whose state file
     /// is damaged is an error: it is never witnessed from a guess).
     pub fn open(cfg: &WitnessConfig) -> Result<Witness, StoreError> {
+        let locked = |detail: String| StoreError {
+            path: cfg.state_dir.clone(),
+            detail,
+        };
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| locked(e.to_string()))?;
+        let lock = dlog_ledger::fsutil::lock_dir(&cfg.state_dir).map_err(|e| match e {
+            dlog_ledger::LedgerError::Locked(_) => locked(
+                "another witness is running on this state directory (its lock is held)".into(),
+            ),
+            e => locked(e.to_string()),
+        })?;
         let mut origins = HashMap::new();
         for log in &cfg.logs {
             let state = StateFile::open(&cfg.state_dir, &log.origin)?;
@@ -96,6 +109,7 @@ impl Witness {
             counts: Default::default(),
             evidence: AtomicU64::new(0),
             busy_us: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 

@@ -45,6 +45,12 @@ pub trait Log {
     fn size(&self) -> Result<u64>;
     /// A receipt for `index`, under the checkpoint of `size` (default: the latest).
     fn receipt(&self, index: u64, size: Option<u64>) -> Result<Receipt>;
+    /// A receipt for `index` under a voter-signed checkpoint, without
+    /// waiting for auditors' cosignatures (`None` where [`Log::receipt`]
+    /// never waits for them).
+    fn voter_receipt(&self, _index: u64) -> Result<Option<Receipt>> {
+        Ok(None)
+    }
     /// Consistency proof from `from` to `to` (default: the latest
     /// checkpoint), with the signed checkpoints the log holds for either.
     fn consistency(&self, from: u64, to: Option<u64>) -> Result<Consistency>;

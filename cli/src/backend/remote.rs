@@ -172,6 +172,25 @@ impl Log for Remote {
         Remote::receipt(self, index, size)
     }
 
+    fn voter_receipt(&self, index: u64) -> Result<Option<Receipt>> {
+        let cp = self.rt.block_on(
+            self.client
+                .wait_checkpoint(index, std::time::Duration::from_secs(5)),
+        )?;
+        if cp.size <= index {
+            bail!("no voter-signed checkpoint covers entry {index} yet");
+        }
+        let inclusion = self
+            .rt
+            .block_on(self.client.inclusion_proof(index, cp.size))?;
+        Ok(Some(Receipt {
+            entry: self.entry(index)?,
+            index,
+            inclusion,
+            checkpoint: cp.note,
+        }))
+    }
+
     fn consistency(&self, from: u64, to: Option<u64>) -> Result<super::Consistency> {
         let latest = Remote::checkpoint(self, true)?;
         self.consistency_proof(from, to.unwrap_or(latest.size), &latest)

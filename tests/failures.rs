@@ -1,0 +1,278 @@
+//! The ways a real user's day goes wrong, with the real binary: a closed
+//! stdout, receipts that would clash, an acknowledged append whose
+//! cosignatures are late, a second auditor on one state directory.
+
+mod common;
+
+use common::{expect, expect_err};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn dlog_in(dir: &Path) -> Command {
+    let mut c = common::dlog(dir);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// `dlog notarize many --out r | head -1`: the reader goes away at once;
+/// no panic, and every receipt is there.
+#[test]
+fn a_closed_stdout_costs_no_receipt_and_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("log");
+    expect(&d, &["init"], None, 0);
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let mut names = Vec::new();
+    for i in 0..300 {
+        let f = files.join(format!("f{i}.txt"));
+        std::fs::write(&f, format!("document {i}")).unwrap();
+        names.push(f);
+    }
+    let out = tmp.path().join("r");
+    std::fs::create_dir(&out).unwrap();
+    let mut child = dlog_in(&d)
+        .arg("notarize")
+        .args(&names)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    for i in 0..300 {
+        assert!(
+            out.join(format!("f{i}.txt.tlog-proof")).exists(),
+            "receipt {i}"
+        );
+    }
+    // The same for a reader of a long listing.
+    let mut child = dlog_in(&d)
+        .args(["get", "0", "--count", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn receipts_under_out_keep_paths_and_never_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("log");
+    expect(&d, &["init"], None, 0);
+    for sub in ["a", "b"] {
+        std::fs::create_dir(tmp.path().join(sub)).unwrap();
+        std::fs::write(tmp.path().join(sub).join("x.txt"), sub).unwrap();
+    }
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (a, b) = (tmp.path().join("a/x.txt"), tmp.path().join("b/x.txt"));
+    let args = [
+        "notarize",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    expect(&d, &args, None, 0);
+    let trust = d.join("trust.toml");
+    for (f, r) in [(&a, "a/x.txt.tlog-proof"), (&b, "b/x.txt.tlog-proof")] {
+        expect(
+            &d,
+            &[
+                "notary",
+                "verify",
+                f.to_str().unwrap(),
+                out.join(r).to_str().unwrap(),
+                "--trust",
+                trust.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+    }
+    let size = |d: &Path| {
+        expect(d, &["checkpoint"], None, 0)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let before = size(&d);
+    // Again: the receipts exist; refused before anything is appended.
+    let err = expect_err(&d, &args, None, 2);
+    assert!(
+        err.contains("already exists") && err.contains("nothing was notarized"),
+        "{err}"
+    );
+    assert_eq!(size(&d), before);
+    // Two files, one receipt path: refused, naming both.
+    let single = tmp.path().join("one.tlog-proof");
+    let err = expect_err(
+        &d,
+        &[
+            "notarize",
+            a.to_str().unwrap(),
+            a.to_str().unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+        ],
+        None,
+        2,
+    );
+    assert!(err.contains("would both get"), "{err}");
+    assert!(!single.exists());
+    assert_eq!(size(&d), before);
+}
+
+struct Down<'a>(&'a Path);
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = common::run(
+            self.0,
+            &["cluster", "down", "--dir", self.0.to_str().unwrap()],
+            None,
+        );
+    }
+}
+
+fn pid(dir: &Path, stem: &str) -> i32 {
+    std::fs::read_to_string(dir.join(format!("{stem}.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// With cosignatures required and the only auditor dead, an append is
+/// still acknowledged: its index is printed, a receipt with the voters'
+/// signatures is written, and exit 3 says "appended, not yet cosigned".
+/// A second `auditor run` on a running auditor's config is refused.
+#[test]
+fn late_cosignatures_and_a_second_auditor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    expect(
+        tmp.path(),
+        &[
+            "cluster",
+            "up",
+            "--dir",
+            c.to_str().unwrap(),
+            "--auditors",
+            "1",
+            "--cosignatures",
+            "1",
+        ],
+        None,
+        0,
+    );
+    let _down = Down(&c);
+    let aud = c.join("auditor-1");
+    let err = expect_err(
+        tmp.path(),
+        &[
+            "auditor",
+            "run",
+            "--config",
+            aud.join("auditor.toml").to_str().unwrap(),
+        ],
+        None,
+        2,
+    );
+    assert!(err.contains("another auditor is running"), "{err}");
+
+    let client = c.join("client.toml");
+    let cl = client.to_str().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let r0 = tmp.path().join("r0.tlog-proof");
+    // With the auditor alive: exit 0, a cosigned receipt.
+    expect(
+        &nowhere,
+        &[
+            "--cluster",
+            cl,
+            "append",
+            "first",
+            "--receipt",
+            r0.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    unsafe { libc::kill(pid(&aud, "auditor"), libc::SIGKILL) };
+    let r = tmp.path().join("r.tlog-proof");
+    let o = common::run(
+        &nowhere,
+        &[
+            "--cluster",
+            cl,
+            "append",
+            "late",
+            "--receipt",
+            r.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stdout} {stderr}");
+    let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(j["cosigned"], false);
+    let index = j["index"].as_u64().unwrap();
+    assert!(stderr.contains(&format!("entry {index}")), "{stderr}");
+    // The receipt proves the entry under the voters' signatures, and says
+    // plainly that the trust file wants more.
+    let trust = c.join("trust.toml");
+    let err = expect_err(
+        &nowhere,
+        &[
+            "verify",
+            "--trust",
+            trust.to_str().unwrap(),
+            r.to_str().unwrap(),
+        ],
+        None,
+        1,
+    );
+    assert!(err.contains("cosignature"), "{err}");
+    let voters = tmp.path().join("voters-trust.toml");
+    std::fs::write(
+        &voters,
+        std::fs::read_to_string(&trust)
+            .unwrap()
+            .replace("cosignatures = 1", "cosignatures = 0"),
+    )
+    .unwrap();
+    expect(
+        &nowhere,
+        &[
+            "verify",
+            "--trust",
+            voters.to_str().unwrap(),
+            r.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    // Exactly one copy of the entry is in the log.
+    let out = expect(
+        &nowhere,
+        &["--cluster", cl, "get", &index.to_string(), "--json"],
+        None,
+        0,
+    );
+    assert!(out.contains("late"), "{out}");
+}
