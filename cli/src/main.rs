@@ -33,7 +33,8 @@ use std::process::ExitCode;
 #[command(
     name = "dlog",
     version,
-    about = "DLog: a verifiable, append-only ledger"
+    about = "DLog: a verifiable, append-only ledger",
+    after_help = "Exit codes:\n  0  done\n  1  verification failed, or damage found\n  2  error: usage, input, no node answered (an append that got this far says `appended as entry N`)\n  3  appended (its index is printed, its receipt written), but the receipt lacks the\n     cosignatures the trust file requires: upgrade it later with `dlog proof inclusion`\n\nA closed stdout (`dlog ... | head`) ends a command quietly; receipts are written before anything is printed."
 )]
 struct Cli {
     /// Data directory of the local log (default ./dlog-data), or the
@@ -207,7 +208,9 @@ struct AppendArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Write a .tlog-proof receipt for the entry.
+    /// Write a .tlog-proof receipt for the entry. When the trust file
+    /// requires cosignatures and none covers the entry in time, the
+    /// receipt carries the voters' signatures and the exit code is 3.
     #[arg(long)]
     receipt: Option<PathBuf>,
 }
