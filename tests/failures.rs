@@ -276,3 +276,53 @@ fn late_cosignatures_and_a_second_auditor() {
     );
     assert!(out.contains("late"), "{out}");
 }
+
+#[test]
+fn smaller_surprises() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("log");
+    expect(&d, &["init"], None, 0);
+    // An empty stdin is refused, unless asked for.
+    let err = expect_err(&d, &["append"], Some(b""), 2);
+    assert!(err.contains("--allow-empty"), "{err}");
+    expect(&d, &["append", "--allow-empty"], Some(b""), 0);
+    expect(&d, &["append", "two\nlines"], None, 0);
+    expect(&d, &["append", "three"], None, 0);
+    // Several entries as text: one line each, with the index.
+    let out = expect(&d, &["get", "0", "--count", "3"], None, 0);
+    assert_eq!(out, "0\t\n1\ttwo\\nlines\n2\tthree\n");
+    // --json prints its error as JSON too.
+    let o = common::run(&d, &["get", "99", "--json"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let j: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("a JSON error");
+    assert!(j["error"].as_str().unwrap().contains("99"), "{j}");
+    // A tree larger than the log is named as such.
+    let err = expect_err(
+        &d,
+        &["proof", "inclusion", "1", "--size", "99999999"],
+        None,
+        2,
+    );
+    assert!(
+        err.contains("no tree of size 99999999") && err.contains("holds 3"),
+        "{err}"
+    );
+    // `--cluster` with its value missing.
+    let err = expect_err(&d, &["--cluster", "append", "x"], None, 2);
+    assert!(err.contains("needs the cluster's client.toml"), "{err}");
+    // A file that is no key is called that, not given a chmod.
+    let not_key = tmp.path().join("hostname");
+    std::fs::write(&not_key, "myhost\n").unwrap();
+    let err = expect_err(&d, &["keys", "show", not_key.to_str().unwrap()], None, 2);
+    assert!(
+        !err.contains("chmod") && err.contains("not a DLog transport key file"),
+        "{err}"
+    );
+    // Help does not speak of the benchmark in every subcommand.
+    let help = expect(&d, &["append", "--help"], None, 0);
+    assert!(!help.contains("benchmarks a temporary"), "{help}");
+    // Scrub's hint names the ledger directory.
+    let err = expect_err(&d, &["--cluster", "x.toml", "scrub"], None, 2);
+    assert!(err.contains("data/ledger"), "{err}");
+}

@@ -41,8 +41,7 @@ struct Cli {
     /// directory of `dlog cluster` (default ./dlog-cluster).
     #[arg(long, global = true, env = "DLOG_DIR")]
     dir: Option<PathBuf>,
-    /// Act on a cluster through its client config instead of a local log.
-    /// `dlog bench --cluster` (no value) benchmarks a temporary 3-node cluster.
+    /// A cluster's client.toml: act on that cluster instead of the local log.
     #[arg(long, global = true, env = "DLOG_CLUSTER", num_args = 0..=1,
           default_missing_value = bench::cluster::TEMP_CLUSTER)]
     cluster: Option<PathBuf>,
@@ -208,6 +207,10 @@ struct AppendArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Append an empty entry (stdin or --file with no bytes is refused
+    /// otherwise: an empty stdin is usually a mistake).
+    #[arg(long)]
+    allow_empty: bool,
     /// Write a .tlog-proof receipt for the entry. When the trust file
     /// requires cosignatures and none covers the entry in time, the
     /// receipt carries the voters' signatures and the exit code is 3.
@@ -314,6 +317,22 @@ impl std::fmt::Display for VerifyFailed {
 impl std::error::Error for VerifyFailed {}
 
 fn main() -> ExitCode {
+    // `dlog --cluster append x`: the value is missing and a subcommand
+    // would be taken for it.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--cluster") {
+        if let Some(v) = args.get(i + 1) {
+            let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            if names.contains(v) && !Path::new(v).exists() && v != "bench" {
+                eprintln!("dlog: error: --cluster needs the cluster's client.toml before `{v}` (e.g. `dlog --cluster demo/client.toml {v} ...`)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let json = args.iter().any(|a| a == "--json");
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -365,7 +384,15 @@ fn main() -> ExitCode {
             let corrupt = e
                 .downcast_ref::<LedgerError>()
                 .is_some_and(LedgerError::is_corruption);
-            if e.downcast_ref::<VerifyFailed>().is_some() || corrupt {
+            let failed = e.downcast_ref::<VerifyFailed>().is_some() || corrupt;
+            if json {
+                // A --json caller reads stdout: the error is there too.
+                println!(
+                    "{}",
+                    serde_json::json!({"error": describe(&e), "failed": failed})
+                );
+            }
+            if failed {
                 eprintln!("dlog: FAILED: {}", describe(&e));
                 ExitCode::from(1)
             } else {
@@ -437,7 +464,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let out = std::io::stdout();
             let mut out = out.lock();
             for i in index..end {
-                print_entry(&mut out, i, &log.entry(i)?, json || count > 1)?;
+                let e = log.entry(i)?;
+                if json || count == 1 {
+                    print_entry(&mut out, i, &e, json)?;
+                } else {
+                    // Several entries as text: one line each, the index first,
+                    // newlines and tabs escaped so lines stay entries.
+                    let text = match std::str::from_utf8(&e.payload) {
+                        Ok(t) => t
+                            .replace('\\', "\\\\")
+                            .replace('\n', "\\n")
+                            .replace('\t', "\\t"),
+                        Err(_) => format!("base64:{}", B64.encode(&e.payload)),
+                    };
+                    writeln!(out, "{i}\t{text}")?;
+                }
             }
         }
         Cmd::Tail { n, follow, json } => return tail(&target, n, follow, json),
@@ -534,7 +575,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Scrub { json } => {
             let dir = target.local_only(
                 "scrub",
-                "run it on a node's data directory, e.g. `dlog --dir D/node-1/data scrub`",
+                "run it on a node's ledger directory, e.g. `dlog --dir D/node-1/data/ledger scrub`",
             )?;
             let log = LocalLog::open(dir, OpenMode::ReadOnly)?;
             let report = log.ledger.scrub()?;
@@ -626,6 +667,18 @@ fn append(target: &Target, a: AppendArgs) -> Result<ExitCode> {
             Some(buf)
         }
     };
+    if data.as_ref().is_some_and(|d| d.is_empty()) && !a.allow_empty {
+        bail!(
+            "the entry is empty ({}); pass --allow-empty to append an empty entry",
+            if a.file.is_some() {
+                "the file has no bytes"
+            } else if a.data.is_some() {
+                "an empty argument"
+            } else {
+                "stdin had no bytes"
+            }
+        );
+    }
     let mut log = target.write()?;
     let Some(data) = data else {
         return append_lines(log.as_mut(), a.json);

@@ -14,7 +14,7 @@ use dlog_auditor::witness::store;
 #[derive(Subcommand)]
 pub enum WitnessCmd {
     /// Write DIR/witness.toml and DIR/witness.key (0600), and print the
-    /// witness's C2SP cosigner vkey. Logs to witness are added as [[log]]
+    /// witness's C2SP cosigner vkey. Logs to witness are added as `[[log]]`
     /// tables (origin, vkey) in witness.toml.
     Init {
         /// The witness's name (its cosigner key's name), e.g.

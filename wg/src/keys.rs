@@ -233,6 +233,16 @@ pub fn write_key_file(path: &Path, key: &KeyFile) -> Result<()> {
 pub fn load_key_file(path: &Path) -> Result<KeyFile> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::io(format!("reading key file {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading key file {}", path.display()), e))?;
+    // Not a key at all: say so, rather than advise a chmod of some file.
+    let key = KeyFile::from_toml_str(&text).map_err(|e| match e {
+        Error::InvalidKey { what, reason } => Error::InvalidKey {
+            what: format!("{what} {} (not a DLog transport key file?)", path.display()),
+            reason,
+        },
+        e => e,
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -246,9 +256,7 @@ pub fn load_key_file(path: &Path) -> Result<KeyFile> {
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading key file {}", path.display()), e))?;
-    KeyFile::from_toml_str(&text)
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -197,6 +197,12 @@ impl Log for LocalLog {
                 .filter(|&s| s > index)
                 .unwrap_or(self.ledger.size()),
         };
+        if size > self.ledger.size() {
+            bail!(
+                "no tree of size {size}: the log holds {} entries",
+                self.ledger.size()
+            );
+        }
         if index >= size {
             bail!("entry {index} is not in a tree of size {size}");
         }
