@@ -7,6 +7,7 @@ mod common;
 use common::{expect, expect_err};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn dlog_in(dir: &Path) -> Command {
     let mut c = common::dlog(dir);
@@ -325,4 +326,120 @@ fn smaller_surprises() {
     // Scrub's hint names the ledger directory.
     let err = expect_err(&d, &["--cluster", "x.toml", "scrub"], None, 2);
     assert!(err.contains("data/ledger"), "{err}");
+}
+
+/// node-N's UDP endpoint in a cluster's peer table.
+fn endpoint_of(cluster: &Path, node: &str) -> String {
+    let peers: toml::Value =
+        toml::from_str(&std::fs::read_to_string(cluster.join("peers.toml")).unwrap()).unwrap();
+    peers["peer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(node))
+        .and_then(|p| p["endpoint"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// A killed auditor is shown dead (exit 1); a stopped cluster answers
+/// every verb within the unreachable bound (not the 15 s deadline), naming
+/// each node at the UDP address it was tried at; `cluster up` on it points
+/// at `cluster start`, which brings it back with its data.
+#[test]
+fn a_down_cluster_is_said_fast_and_starts_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    let cs = c.to_str().unwrap();
+    expect(
+        tmp.path(),
+        &["cluster", "up", "--dir", cs, "--auditors", "1"],
+        None,
+        0,
+    );
+    let _down = Down(&c);
+    let client = c.join("client.toml");
+    let cl = client.to_str().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    expect(&nowhere, &["--cluster", cl, "append", "kept"], None, 0);
+    let aud = c.join("auditor-1");
+    let acfg = aud.join("auditor.toml");
+    let astatus = ["auditor", "status", "--config", acfg.to_str().unwrap()];
+    // Alive: its heartbeat is fresh (it beats every second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::run(&nowhere, &astatus, None).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the auditor never looked alive");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(pid(&aud, "auditor"), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    let o = common::run(&nowhere, &astatus, None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("DOWN: not running"));
+    let o = common::run(&nowhere, &["cluster", "status", "--dir", cs], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("auditor-1") && out.contains("DOWN"), "{out}");
+
+    expect(&nowhere, &["cluster", "down", "--dir", cs], None, 0);
+    let addrs: Vec<String> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|n| format!("{n} at udp {}", endpoint_of(&c, n)))
+        .collect();
+    for verb in [
+        &["append", "lost?"][..],
+        &["get", "0"],
+        &["checkpoint"],
+        &["tail"],
+    ] {
+        let mut args = vec!["--cluster", cl];
+        args.extend_from_slice(verb);
+        let t = Instant::now();
+        let e = expect_err(&nowhere, &args, None, 2);
+        // 3 s bound, plus a process start: far from the 15 s deadline.
+        assert!(
+            t.elapsed() < Duration::from_secs(9),
+            "{verb:?} took {:?}",
+            t.elapsed()
+        );
+        assert!(e.contains("no node answered within 3.0 s"), "{verb:?}: {e}");
+        for a in &addrs {
+            assert!(e.contains(a.as_str()), "{verb:?} does not name {a}: {e}");
+        }
+        assert!(!e.contains("port 7000"), "{e}");
+    }
+    // Configurable.
+    let o = common::dlog(&nowhere)
+        .args(["--cluster", cl, "get", "0"])
+        .env("DLOG_UNREACHABLE_MS", "1000")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("within 1.0 s"));
+    let o = common::run(&nowhere, &["cluster", "status", "--dir", cs], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for a in &addrs {
+        let (name, at) = a.split_once(" at ").unwrap();
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(name) && l.contains("DOWN") && l.contains(at)),
+            "{out}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cluster start"));
+
+    let e = expect_err(tmp.path(), &["cluster", "up", "--dir", cs], None, 2);
+    assert!(e.contains("dlog cluster start --dir"), "{e}");
+    let out = expect(tmp.path(), &["cluster", "start", "--dir", cs], None, 0);
+    assert!(out.contains("started: node-1, node-2, node-3"), "{out}");
+    assert!(out.contains("auditors started: auditor-1"), "{out}");
+    let got = expect(&nowhere, &["--cluster", cl, "get", "0"], None, 0);
+    assert_eq!(got.trim(), "kept");
+    // Already running: left alone.
+    let out = expect(tmp.path(), &["cluster", "start", "--dir", cs], None, 0);
+    assert!(
+        out.contains("already running: node-1, node-2, node-3"),
+        "{out}"
+    );
 }

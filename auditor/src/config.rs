@@ -250,6 +250,9 @@ impl AuditorConfig {
             rpc_port: self.rpc_port,
             timeout: self.timeout,
             attempt: Duration::from_millis(1500).min(self.timeout),
+            // A daemon that outlives outages: it waits out its own
+            // deadline and tries again, never fails fast.
+            unreachable: self.timeout,
             listen: self.listen,
             mtu: dlog_client::config::DEFAULT_MTU,
         }

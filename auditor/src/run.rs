@@ -71,6 +71,15 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Aborts a task when dropped (the auditor's heartbeat ends with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the auditor until `shutdown` resolves (Ok) or the log fails
 /// verification ([`AuditorError::Alarm`]).
 pub async fn run(
@@ -118,6 +127,27 @@ pub async fn run(
         .await
         .map_err(|e| AuditorError::Setup(e.to_string()))?;
     tracing::info!(name = %cfg.name, size = auditor.size(), nodes = ?cfg.nodes, "auditor started");
+    // The heartbeat `auditor status` and `cluster status` judge liveness by
+    // (with the state-directory lock): a task of its own, so a round that
+    // waits on a slow cluster does not look like a dead auditor.
+    let heartbeat = {
+        let dir = cfg.state_dir.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match crate::state::beat(&dir) {
+                    Ok(()) => warned = false,
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(%e, "cannot write the heartbeat");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(crate::state::HEARTBEAT_EVERY).await;
+            }
+        })
+    };
+    let _heartbeat = AbortOnDrop(heartbeat);
     // The witness for other logs, if configured: its own HTTP listener,
     // stopped with the auditor.
     let (witness_stop, witness_rx) = tokio::sync::watch::channel(false);

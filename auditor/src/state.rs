@@ -261,3 +261,90 @@ mod tests {
         assert!(State::load(dir.path()).is_err());
     }
 }
+
+/// The file an auditor rewrites every [`HEARTBEAT_EVERY`] while it runs:
+/// the Unix time in milliseconds. Not fsynced (liveness, not data).
+pub const HEARTBEAT_FILE: &str = "heartbeat";
+/// How often a running auditor beats.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A beat older than this means the auditor is stalled (stopped, hung, or
+/// its disk refuses writes), even though its process still holds the lock.
+pub const HEARTBEAT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the auditor of a state directory is alive, judged from its
+/// state-directory lock (held exactly while its process lives) and its
+/// heartbeat (at most [`HEARTBEAT_BOUND`] old).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running and beating: the last beat's age in milliseconds.
+    Alive {
+        /// Age of the last beat.
+        beat_ms: u64,
+    },
+    /// The process holds the lock but has not beaten within the bound.
+    Stalled {
+        /// Age of the last beat (`None`: it never beat).
+        beat_ms: Option<u64>,
+    },
+    /// No process holds the state directory: not running.
+    NotRunning,
+}
+
+impl Liveness {
+    /// Reads the liveness of the auditor whose state is in `dir`.
+    pub fn of(dir: &Path) -> std::io::Result<Liveness> {
+        let locked = dlog_ledger::fsutil::is_locked(dir).map_err(std::io::Error::other)?;
+        if !locked {
+            return Ok(Liveness::NotRunning);
+        }
+        let beat = std::fs::read_to_string(dir.join(HEARTBEAT_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let now = now_ms();
+        let age = beat.map(|b| now.saturating_sub(b));
+        Ok(match age {
+            Some(a) if a <= HEARTBEAT_BOUND.as_millis() as u64 => Liveness::Alive { beat_ms: a },
+            _ => Liveness::Stalled { beat_ms: age },
+        })
+    }
+
+    /// Whether the auditor is alive.
+    pub fn is_alive(&self) -> bool {
+        matches!(self, Liveness::Alive { .. })
+    }
+
+    /// One line for an operator, with the bound it was judged by.
+    pub fn describe(&self) -> String {
+        let bound = HEARTBEAT_BOUND.as_secs();
+        match self {
+            Liveness::Alive { beat_ms } => {
+                format!("running (heartbeat {:.1} s ago, bound {bound} s)", *beat_ms as f64 / 1e3)
+            }
+            Liveness::Stalled { beat_ms: Some(a) } => format!(
+                "STALLED: its process holds the state directory but has not beaten for {:.0} s (bound {bound} s)",
+                *a as f64 / 1e3
+            ),
+            Liveness::Stalled { beat_ms: None } => format!(
+                "STALLED: its process holds the state directory but never beat (bound {bound} s)"
+            ),
+            Liveness::NotRunning => {
+                "DOWN: not running (no process holds its state directory)".to_string()
+            }
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes one heartbeat into `dir` (temp file and rename: a reader never
+/// sees half a number).
+pub fn beat(dir: &Path) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{HEARTBEAT_FILE}.tmp"));
+    std::fs::write(&tmp, now_ms().to_string())?;
+    std::fs::rename(&tmp, dir.join(HEARTBEAT_FILE))
+}

@@ -19,7 +19,9 @@ pub enum AuditorCmd {
         config: PathBuf,
     },
     /// What the auditor verified and cosigned, from its state file (no
-    /// network). Exit 1 if it raised an alarm.
+    /// network), and whether its process is alive (its state-directory
+    /// lock and a heartbeat at most 10 s old). Exit 1 if it raised an alarm
+    /// or is not alive.
     Status {
         /// The auditor's configuration (auditor.toml).
         #[arg(long)]
@@ -58,6 +60,8 @@ pub fn auditor(cmd: AuditorCmd) -> Result<ExitCode> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let ago = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
+            let live = dlog_auditor::state::Liveness::of(&cfg.state_dir)
+                .with_context(|| format!("{}", cfg.state_dir.display()))?;
             if json {
                 let mut v = serde_json::to_value(&state)?;
                 if let Some(o) = v.as_object_mut() {
@@ -67,10 +71,13 @@ pub fn auditor(cmd: AuditorCmd) -> Result<ExitCode> {
                         state.log_size_seen.saturating_sub(state.size).into(),
                     );
                     o.insert("round_secs_ago".into(), ago(state.round_at).into());
+                    o.insert("alive".into(), live.is_alive().into());
+                    o.insert("liveness".into(), live.describe().into());
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("auditor   {} of {}", state.name, state.origin);
+                println!("process   {}", live.describe());
                 println!(
                     "verified  {} entries, root {}{}",
                     state.size,
@@ -117,7 +124,7 @@ pub fn auditor(cmd: AuditorCmd) -> Result<ExitCode> {
                     None => println!("health    ok"),
                 }
             }
-            Ok(if state.alarm.is_some() {
+            Ok(if state.alarm.is_some() || !live.is_alive() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

@@ -57,6 +57,14 @@ pub enum ClusterCmd {
     },
     /// Stop the cluster's node processes.
     Down,
+    /// Start a stopped cluster again (its member nodes, then its auditors;
+    /// whatever already runs is left alone) and return once a leader is
+    /// elected.
+    Start {
+        /// Seconds to wait for a leader.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Every node's role, term, applied index, sizes and health, and every
     /// auditor's progress; exit 1 without a leader or on an auditor's alarm.
     Status {
@@ -182,6 +190,32 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
             );
             println!("stop: dlog cluster down --dir {}", dir.display());
         }
+        ClusterCmd::Start { timeout } => {
+            let exe = std::env::current_exe()?;
+            let args = ["node", "run", "--config"].map(std::ffi::OsString::from);
+            let auditor_args = ["auditor", "run", "--config"].map(std::ffi::OsString::from);
+            let done = rt.block_on(cluster::start_again(
+                dir,
+                (&exe, &args),
+                &auditor_args,
+                Duration::from_secs(timeout),
+            ))?;
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            println!(
+                "cluster in {} is up; leader {}\nstarted: {} (already running: {}); auditors started: {}",
+                dir.display(),
+                done.leader,
+                list(&done.started),
+                list(&done.running),
+                list(&done.auditors_started)
+            );
+        }
         ClusterCmd::Down => {
             cluster::stop(dir)?;
             println!("stopped the nodes and auditors of {}", dir.display());
@@ -207,6 +241,16 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                             );
                         }
                     }
+                    Err(dlog_client::Error::Unreachable { waited, tried }) => {
+                        // "node-1 at udp ADDR: what happened", for this node.
+                        let what = tried.concat();
+                        let what = what.strip_prefix(name.as_str()).unwrap_or(&what).trim();
+                        let what = format!("no answer in {:.1} s, {what}", waited.as_secs_f64());
+                        rows.push(serde_json::json!({"name": name, "ok": false, "down": true, "error": what}));
+                        if !json {
+                            println!("{name:<10} DOWN      {what}");
+                        }
+                    }
                     Err(e) => {
                         rows.push(
                             serde_json::json!({"name": name, "ok": false, "error": e.to_string()}),
@@ -220,6 +264,7 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
             // Auditors, from their state files (they serve nothing).
             let mut auditors = Vec::new();
             let mut alarm = false;
+            let mut down_auditors: Vec<String> = Vec::new();
             for adir in cluster::auditor_dirs(dir)? {
                 let name = adir
                     .file_name()
@@ -230,12 +275,21 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                     .and_then(|c| {
                         dlog_auditor::State::load(&c.state_dir).map_err(|e| e.to_string())
                     });
+                let live = dlog_auditor::AuditorConfig::load(&adir.join("auditor.toml"))
+                    .ok()
+                    .and_then(|c| dlog_auditor::state::Liveness::of(&c.state_dir).ok());
+                let alive = live.as_ref().is_some_and(|l| l.is_alive());
+                let live_text = live.map_or("liveness unknown".into(), |l| l.describe());
+                if !alive {
+                    down_auditors.push(name.clone());
+                }
                 match loaded {
                     Ok(Some(st)) => {
                         alarm |= st.alarm.is_some();
                         let health = match &st.alarm {
                             Some(a) => format!("ALARM: {}", a.detail),
-                            None => "healthy".to_string(),
+                            None if alive => "healthy".to_string(),
+                            None => live_text.clone(),
                         };
                         if !json {
                             println!(
@@ -251,13 +305,15 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                             "cosigned": st.cosigned.as_ref().map(|c| c.size),
                             "incidents": st.incidents.len(),
                             "alarm": st.alarm.as_ref().map(|a| a.detail.clone()),
+                            "alive": alive,
+                            "liveness": live_text,
                         }));
                     }
                     Ok(None) => {
                         if !json {
-                            println!("{name:<10} auditor   no state yet");
+                            println!("{name:<10} auditor   no state yet; {live_text}");
                         }
-                        auditors.push(serde_json::json!({"name": name, "verified": 0}));
+                        auditors.push(serde_json::json!({"name": name, "verified": 0, "alive": alive, "liveness": live_text}));
                     }
                     Err(e) => {
                         alarm = true;
@@ -274,8 +330,23 @@ pub fn cluster(cmd: ClusterCmd, dir: &Path) -> Result<ExitCode> {
                     serde_json::json!({"leader": leader, "nodes": rows, "auditors": auditors})
                 );
             }
+            if rows.iter().all(|r| r["down"] == true) {
+                eprintln!(
+                    "dlog: no node answered: the cluster is down (start it: dlog cluster start --dir {})",
+                    dir.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
             if !leader {
                 eprintln!("dlog: the cluster has no leader");
+                return Ok(ExitCode::from(1));
+            }
+            if !down_auditors.is_empty() {
+                eprintln!(
+                    "dlog: auditor(s) not alive: {} (restart: dlog cluster start --dir {})",
+                    down_auditors.join(", "),
+                    dir.display()
+                );
                 return Ok(ExitCode::from(1));
             }
             if alarm {

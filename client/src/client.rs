@@ -5,8 +5,9 @@
 //! tag, so a retry after a lost answer is stored once (the node's session
 //! table, `dlog_node::session`).
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dlog_crypto::trust::{TrustPolicy, VerifiedCheckpoint};
@@ -31,6 +32,26 @@ struct Suspect {
     until: Instant,
     /// Failures in a row.
     strikes: u32,
+}
+
+/// How a node failed at the transport level, for [`Error::Unreachable`].
+#[derive(Debug, Clone)]
+enum Failed {
+    /// Nothing came back in time (the usual case for a node that is down).
+    Silent,
+    /// Something else went wrong; its text.
+    Said(String),
+}
+
+impl Failed {
+    fn of(e: &Error) -> Failed {
+        match e {
+            Error::Transport(dlog_wg::Error::ConnectTimeout { .. }) | Error::Timeout(_) => {
+                Failed::Silent
+            }
+            e => Failed::Said(e.to_string()),
+        }
+    }
 }
 
 /// What an append stored.
@@ -66,12 +87,19 @@ pub struct ServedCheckpoint {
 pub struct Client {
     pool: Pool,
     nodes: Vec<(String, PeerKey)>,
+    /// Each node's UDP address from the peer table (what errors name).
+    addrs: Vec<Option<SocketAddr>>,
     /// Every voter/learner of the peer table (for calls to a named node).
     servers: Vec<(String, PeerKey)>,
     next: AtomicUsize,
     suspect: std::sync::Mutex<Vec<Option<Suspect>>>,
     timeout: Duration,
     attempt: Duration,
+    /// See [`ClientConfig::unreachable`].
+    unreachable: Duration,
+    /// Some node has answered since the client opened (a stream opened or
+    /// was refused, or a call was answered).
+    reached: AtomicBool,
     trust: Option<TrustPolicy>,
     /// `trust` without its cosignature requirement: what every checkpoint
     /// must meet (auditors cosign only the witnessed one).
@@ -162,11 +190,13 @@ impl Client {
             ));
         }
         let mut nodes = Vec::new();
+        let mut addrs = Vec::new();
         for n in &cfg.nodes {
             let p = peers
                 .by_name(n)
                 .ok_or_else(|| Error::config(&cfg.file, "nodes", format!("unknown peer {n:?}")))?;
             nodes.push((n.clone(), p.public_key));
+            addrs.push(p.endpoint);
         }
         let servers = peers
             .peers()
@@ -186,18 +216,21 @@ impl Client {
         let mut wcfg = dlog_wg::config::Config::new(key, peers);
         wcfg.mtu = cfg.mtu;
         wcfg.socket_buffer = 1 << 20;
-        wcfg.connect_timeout = Duration::from_secs(3);
+        wcfg.connect_timeout = Duration::from_secs(3).max(cfg.unreachable);
         let endpoint = Endpoint::bind(wcfg, cfg.listen)
             .await
             .map_err(|e| Error::config(&cfg.file, "listen", e))?;
         Ok(Client {
             pool: Pool::new(endpoint, cfg.rpc_port),
             nodes,
+            addrs,
             servers,
             suspect: std::sync::Mutex::new(vec![None; cfg.nodes.len()]),
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
             attempt: cfg.attempt,
+            unreachable: cfg.unreachable,
+            reached: AtomicBool::new(false),
             voter_trust: trust.clone().map(|mut t| {
                 t.cosignatures = 0;
                 t
@@ -223,10 +256,21 @@ impl Client {
     }
 
     /// One call, retried on other nodes for transient failures until the deadline.
+    /// A cluster none of whose nodes answers fails within the client's
+    /// `unreachable` bound ([`Error::Unreachable`], naming every node and
+    /// its address), not after the whole deadline.
     pub async fn call(&self, call: Call) -> Result<Reply> {
-        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        if !self.reached.load(Ordering::Relaxed) {
+            self.reach().await?;
+        }
+        let deadline = started + self.timeout;
         let mut last = Error::NoLeader("no node answered".into());
         let mut backoff = Duration::from_millis(20);
+        // Whether any node answered during this call, and what each that
+        // failed at the transport level said.
+        let mut answered = false;
+        let mut failed: Vec<Option<Failed>> = vec![None; self.nodes.len()];
         loop {
             let i = self.pick();
             let left = deadline.saturating_duration_since(Instant::now());
@@ -242,6 +286,7 @@ impl Client {
                 }
                 Ok(Err(e)) => {
                     // It answered: reachable, whatever it said.
+                    answered = true;
                     self.trust_again(i);
                     let retry = matches!(
                         e.code,
@@ -265,6 +310,21 @@ impl Client {
                     // Unreachable or silent: avoid this node for a while.
                     self.suspect(i);
                     self.next.store(i + 1, Ordering::Relaxed);
+                    let refused = matches!(
+                        e,
+                        Error::Transport(dlog_wg::Error::ConnectionRefused { .. })
+                    );
+                    answered |= refused;
+                    failed[i] = Some(Failed::of(&e));
+                    // Every node tried and silent for the whole bound: the
+                    // cluster is down (or elsewhere), say so now.
+                    if !answered
+                        && started.elapsed() >= self.unreachable
+                        && failed.iter().all(Option::is_some)
+                    {
+                        self.reached.store(false, Ordering::Relaxed);
+                        return Err(self.unreachable_error(started, failed).await);
+                    }
                     last = e;
                 }
             }
@@ -272,6 +332,87 @@ impl Client {
                 .await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// Opens a stream to every node at once and returns when the first one
+    /// answers (a stream, or a refusal: the node is up); when none does
+    /// within the `unreachable` bound, [`Error::Unreachable`].
+    async fn reach(&self) -> Result<()> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let started = Instant::now();
+        let bound = self.unreachable;
+        let mut tries: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, key))| async move {
+                let r = match tokio::time::timeout(bound, self.pool.open(key)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout(format!("no stream within {bound:?}"))),
+                };
+                (i, r)
+            })
+            .collect();
+        let mut failed: Vec<Option<Failed>> = vec![None; self.nodes.len()];
+        while let Some((i, r)) = tries.next().await {
+            match r {
+                Ok(()) | Err(Error::Transport(dlog_wg::Error::ConnectionRefused { .. })) => {
+                    self.reached.store(true, Ordering::Relaxed);
+                    if self.suspect_now(self.next.load(Ordering::Relaxed)) {
+                        self.next.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.suspect(i);
+                    failed[i] = Some(Failed::of(&e));
+                }
+            }
+        }
+        Err(self.unreachable_error(started, failed).await)
+    }
+
+    /// [`Error::Unreachable`] from what each node's attempt said, with the
+    /// node's UDP address and whether its WireGuard session is up.
+    async fn unreachable_error(&self, started: Instant, failed: Vec<Option<Failed>>) -> Error {
+        let mut tried = Vec::new();
+        for (i, e) in failed.into_iter().enumerate() {
+            let (name, key) = &self.nodes[i];
+            let addr = self.addrs[i].map_or("no address in the peer table".into(), |a| {
+                format!("udp {a}")
+            });
+            let session = self
+                .pool
+                .endpoint()
+                .peer_status(key)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.established);
+            let what = if session {
+                "the tunnel is up but the node service did not answer".to_string()
+            } else {
+                "no WireGuard handshake answer".to_string()
+            };
+            let what = match e {
+                Some(Failed::Said(e)) => format!("{what} ({e})"),
+                Some(Failed::Silent) | None => what,
+            };
+            tried.push(format!("{name} at {addr}: {what}"));
+        }
+        Error::Unreachable {
+            waited: started.elapsed(),
+            tried,
+        }
+    }
+
+    /// Whether node `i` is avoided right now.
+    fn suspect_now(&self, i: usize) -> bool {
+        let g = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(i % self.nodes.len().max(1))
+            .copied()
+            .flatten()
+            .is_some_and(|s| s.until > Instant::now())
     }
 
     /// The preferred node, skipping nodes that recently failed at the
@@ -585,12 +726,35 @@ impl Client {
     }
 
     /// Status of every node (an unreachable node gives its error).
+    ///
+    /// All nodes are asked at once, each for at most the attempt time (3 s
+    /// at least); a node that does not answer is named with its UDP address.
     pub async fn statuses(&self) -> Vec<(String, Result<NodeStatus>)> {
-        let mut out = Vec::new();
-        for (n, _) in &self.nodes {
-            out.push((n.clone(), self.status(n).await));
-        }
-        out
+        let asks = self.nodes.iter().enumerate().map(|(i, (n, _))| async move {
+            let started = Instant::now();
+            let r = match self
+                .call_node_within(n, Call::Status, self.per_node())
+                .await
+            {
+                Ok(Reply::Status(s)) => Ok(s),
+                Ok(r) => Err(unexpected(r)),
+                Err(e @ Error::Remote(_)) => Err(e),
+                Err(e @ Error::Transport(dlog_wg::Error::ConnectionRefused { .. })) => Err(e),
+                Err(e) => {
+                    let mut failed = vec![None; self.nodes.len()];
+                    failed[i] = Some(Failed::of(&e));
+                    match self.unreachable_error(started, failed).await {
+                        Error::Unreachable { waited, tried } => Err(Error::Unreachable {
+                            waited,
+                            tried: tried.into_iter().skip(i).take(1).collect(),
+                        }),
+                        e => Err(e),
+                    }
+                }
+            };
+            (n.clone(), r)
+        });
+        futures::future::join_all(asks).await
     }
 
     /// Adds a learner (admin key required).

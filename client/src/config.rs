@@ -11,6 +11,7 @@
 //! rpc_port = 7000                 # optional
 //! timeout_ms = 15000              # optional, per operation (all retries)
 //! attempt_ms = 1500               # optional, one attempt on one node
+//! unreachable_ms = 3000           # optional: no node answering this long is an error
 //! # listen = "127.0.0.1:0"        # optional UDP bind address
 //! # mtu = 1420                     # optional tunnel MTU (default 65000; see `ClientConfig::mtu`)
 //! ```
@@ -58,6 +59,7 @@ struct ClientToml {
     rpc_port: Option<u16>,
     timeout_ms: Option<u64>,
     attempt_ms: Option<u64>,
+    unreachable_ms: Option<u64>,
     listen: Option<String>,
     mtu: Option<usize>,
 }
@@ -81,6 +83,10 @@ pub struct ClientConfig {
     pub timeout: std::time::Duration,
     /// Longest single attempt on one node before trying the next.
     pub attempt: std::time::Duration,
+    /// When no node has answered (not even with a handshake or a refusal)
+    /// for this long, a call fails with [`Error::Unreachable`] instead of
+    /// waiting out `timeout`. `DLOG_UNREACHABLE_MS` overrides the file.
+    pub unreachable: std::time::Duration,
     /// UDP bind address.
     pub listen: SocketAddr,
     /// The tunnel's MTU: [`DEFAULT_MTU`] (loopback, LAN), or 1420 across a
@@ -98,6 +104,24 @@ pub fn mtu(configured: Option<usize>) -> std::result::Result<usize, &'static str
         m @ 576..=65_000 => Ok(m),
         _ => Err("must be in 576..=65000"),
     }
+}
+
+/// The client's "no node answered" bound in milliseconds: the
+/// `DLOG_UNREACHABLE_MS` environment variable, else the file's value, else
+/// 3,000.
+fn unreachable_ms(configured: Option<u64>) -> std::result::Result<u64, String> {
+    let ms = match std::env::var("DLOG_UNREACHABLE_MS") {
+        Ok(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("DLOG_UNREACHABLE_MS={v:?} is not a number of milliseconds"))?,
+        Err(_) => configured.unwrap_or(3_000),
+    };
+    if ms < 100 {
+        return Err(format!(
+            "{ms} ms is too short for a WireGuard handshake (at least 100)"
+        ));
+    }
+    Ok(ms)
 }
 
 impl ClientConfig {
@@ -122,6 +146,10 @@ impl ClientConfig {
             rpc_port: t.rpc_port.unwrap_or(RPC_PORT),
             timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(15_000)),
             attempt: std::time::Duration::from_millis(t.attempt_ms.unwrap_or(1_500)),
+            unreachable: std::time::Duration::from_millis(
+                unreachable_ms(t.unreachable_ms)
+                    .map_err(|e| Error::config(file, "unreachable_ms", e))?,
+            ),
             listen,
             mtu: mtu(t.mtu).map_err(|e| Error::config(file, "mtu", e))?,
         })

@@ -45,6 +45,20 @@ pub enum Error {
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// No node answered at all, not even with a WireGuard handshake or a
+    /// refusal, within the client's `unreachable_ms`: the cluster is down
+    /// or not where the config says.
+    #[error(
+        "no node answered within {:.1} s; tried {} (is the cluster running? `dlog cluster status`)",
+        .waited.as_secs_f64(),
+        .tried.join("; ")
+    )]
+    Unreachable {
+        /// How long the client waited.
+        waited: std::time::Duration,
+        /// Each node tried: its name, its UDP address and what happened.
+        tried: Vec<String>,
+    },
     /// A checkpoint or signature did not verify.
     #[error("verification failed: {0}")]
     Verify(String),

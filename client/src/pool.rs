@@ -196,6 +196,12 @@ impl Pool {
         Ok(m)
     }
 
+    /// Opens (or reuses) the stream to `peer` without calling anything:
+    /// whether the node is there at all.
+    pub async fn open(&self, peer: &PeerKey) -> Result<()> {
+        self.mux(peer).await.map(|_| ())
+    }
+
     /// One call to `peer`, bounded by `timeout`. If the pooled stream turns
     /// out to be closed before the call was queued on it, the call goes once
     /// on a fresh stream (nothing was delivered); a failure after queueing

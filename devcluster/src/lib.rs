@@ -188,11 +188,11 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
         ));
     }
     if dir.join("peers.toml").exists() {
-        return Err(Error::config(
-            &dir.join("peers.toml"),
-            "-",
-            "a cluster already exists here",
-        ));
+        return Err(Error::Process(format!(
+            "a cluster already exists in {d} (start it again: `dlog cluster start --dir {d}`; \
+             or choose another directory)",
+            d = dir.display()
+        )));
     }
     std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let mut log_id = [0u8; 16];
@@ -421,13 +421,83 @@ fn spawn(node_dir: &Path, stem: &str, program: &Path, args: &[OsString]) -> Resu
     Ok(pid)
 }
 
-/// Starts every node of the cluster in `dir`.
+/// Starts every node of the cluster in `dir` (not the spares, not the
+/// removed ones).
 pub fn start(dir: &Path, program: &Path, args: &[OsString]) -> Result<Vec<u32>> {
-    node_dirs(dir)?
+    member_dirs(dir)?
         .iter()
-        .filter(|d| !d.join("spare").exists())
         .map(|d| start_node(d, program, args))
         .collect()
+}
+
+/// The node directories of the members: neither spare (never started) nor
+/// removed (`cluster remove-node` leaves a `removed` file: such a node must
+/// never run again with its stale membership).
+fn member_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(node_dirs(dir)?
+        .into_iter()
+        .filter(|d| !d.join("spare").exists() && !d.join("removed").exists())
+        .collect())
+}
+
+/// What [`start_again`] did.
+#[derive(Debug, Default)]
+pub struct Restarted {
+    /// Nodes started now.
+    pub started: Vec<String>,
+    /// Nodes that were already running.
+    pub running: Vec<String>,
+    /// Auditors started now.
+    pub auditors_started: Vec<String>,
+    /// The leader elected (or found).
+    pub leader: String,
+}
+
+/// `dlog cluster start`: starts whatever of an existing cluster in `dir` is
+/// not running (its member nodes, then its auditors) and waits for a
+/// leader. Running processes (by their pid files) are left alone, so it is
+/// safe to run on a cluster that is partly or fully up.
+pub async fn start_again(
+    dir: &Path,
+    node_args: (&Path, &[OsString]),
+    auditor_args: &[OsString],
+    timeout: Duration,
+) -> Result<Restarted> {
+    let (program, args) = node_args;
+    if !dir.join("peers.toml").exists() {
+        return Err(Error::Process(format!(
+            "no cluster in {d} (create one: `dlog cluster up --dir {d}`)",
+            d = dir.display()
+        )));
+    }
+    let name_of = |d: &Path| {
+        d.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    };
+    let mut done = Restarted::default();
+    // Running means holding its directory's lock (the kernel drops it with
+    // the process, so a killed process never looks alive, zombie or not).
+    let holds = |d: &Path| dlog_ledger::fsutil::is_locked(d).unwrap_or(false);
+    for d in member_dirs(dir)? {
+        if holds(&d.join("data").join("ledger")) {
+            done.running.push(name_of(&d));
+        } else {
+            start_node(&d, program, args)?;
+            done.started.push(name_of(&d));
+        }
+    }
+    let client = Client::open(&dir.join("client.toml")).await?;
+    let leader = wait_for_leader(&client, timeout).await;
+    client.close().await;
+    done.leader = leader?.1;
+    for d in auditor_dirs(dir)? {
+        if !holds(&d.join("state")) {
+            spawn(&d, "auditor", program, auditor_args)?;
+            done.auditors_started.push(name_of(&d));
+        }
+    }
+    Ok(done)
 }
 
 /// The auditor directories of a cluster (`auditor-1`, `auditor-2`, ...).
@@ -625,12 +695,48 @@ pub async fn add_node(
             nodes.push(name.clone());
         }
     })
+    .and_then(|()| trust_add_voter(dir, &spare))
     .map_err(|e| {
         Error::Process(format!(
-            "{name} was added and promoted to voter, but the client configs were not updated: {e}"
+            "{name} was added and promoted to voter, but the configs were not updated: {e}"
         ))
     })?;
     Ok(name)
+}
+
+/// The cluster's trust file.
+fn load_trust_file(dir: &Path) -> Result<(PathBuf, TrustPolicy)> {
+    let path = dir.join("trust.toml");
+    let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+    let t = TrustPolicy::from_toml_str(&text).map_err(|e| Error::config(&path, "-", e))?;
+    Ok((path, t))
+}
+
+/// Adds the key of the node in `node_dir` to the trust file's voters (the
+/// quorum stays): the trust file only grows, so every receipt it verified
+/// before still verifies (see ARCHITECTURE.md, "Trust across membership
+/// changes").
+fn trust_add_voter(dir: &Path, node_dir: &Path) -> Result<()> {
+    let key_path = node_dir.join("node.key");
+    let text = std::fs::read_to_string(&key_path).map_err(Error::io("read", &key_path))?;
+    let key = NodeKey::from_toml_str(&text).map_err(|e| Error::config(&key_path, "-", e))?;
+    let (path, mut trust) = load_trust_file(dir)?;
+    let v = key.note_signer().verifier();
+    if trust.voters.iter().any(|x| x.to_vkey() == v.to_vkey()) {
+        return Ok(());
+    }
+    trust.voters.push(v);
+    dlog_ledger::store::write_atomic(
+        &path,
+        format!(
+            "# Trust file of the DLog log {}: give it to verifiers. It holds no secret.\n\
+             # It only grows: a removed node's key stays, so the receipts it signed keep verifying.\n{}",
+            trust.origin,
+            trust.to_toml_string()
+        )
+        .as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// `dlog cluster remove-node`: removes a voter from the membership (with an
@@ -639,6 +745,7 @@ pub async fn add_node(
 pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Duration) -> Result<()> {
     let node_dir = dir.join(name);
     let id = node_id(&node_dir)?;
+    let (_, trust) = load_trust_file(dir)?;
     let res = async {
         let (_, leader) = wait_for_leader(admin, timeout).await?;
         let voters: Vec<NodeId> = admin
@@ -648,13 +755,32 @@ pub async fn remove_node(dir: &Path, admin: &Client, name: &str, timeout: Durati
             .into_iter()
             .filter(|v| *v != id)
             .collect();
+        // The checkpoints after the change must still meet the trust file
+        // every verifier holds: as many listed signers as its quorum.
+        let listed = voters
+            .iter()
+            .filter(|v| {
+                let n = format!("node-{v}");
+                trust.voters.iter().any(|t| t.name() == n)
+            })
+            .count();
+        if listed < trust.quorum {
+            return Err(Error::Process(format!(
+                "removing {name} would leave {listed} voter(s) that trust.toml lists, fewer than \
+                 its quorum of {}: no checkpoint could be signed for the verifiers (add a node first)",
+                trust.quorum
+            )));
+        }
         admin.change_membership(&voters).await?;
         Ok::<_, Error>(())
     }
     .await;
     res?;
-    // Out of the membership: stop it whatever becomes of the config edit.
+    // Out of the membership: never to run again (`cluster start` skips
+    // it), stopped whatever becomes of the config edit.
+    let marked = dlog_ledger::store::write_atomic(&node_dir.join("removed"), b"removed\n");
     let stopped = stop_node(&node_dir, Duration::from_secs(5));
+    marked?;
     edit_config_nodes(dir, |nodes| nodes.retain(|n| n != name))?;
     stopped
 }

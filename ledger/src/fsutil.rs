@@ -66,6 +66,31 @@ pub fn syncfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether some process holds the `flock` of `dir/LOCK` right now (see
+/// [`lock_dir`]): a liveness check that cannot lie about a dead process,
+/// since the kernel drops the lock with its last descriptor. `false` when
+/// the lock file does not exist. Takes the lock for an instant when free.
+pub fn is_locked(dir: &Path) -> Result<bool> {
+    let path = dir.join(crate::store::LOCK_FILE);
+    let f = match std::fs::OpenOptions::new().read(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(LedgerError::io("open", &path)(e)),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        // Free (dropping `f` releases it).
+        return Ok(false);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        return Ok(true);
+    }
+    Err(LedgerError::io("lock", &path)(err))
+}
+
 /// Takes the exclusive `flock` on `dir/LOCK` (created if missing), held
 /// while the returned file is open: one writer per directory (a log, an
 /// auditor's or a witness's state). [`LedgerError::Locked`] if another
