@@ -171,7 +171,16 @@ fn cluster_appends_receipts_failover_and_membership() {
         .spawn()
         .unwrap();
     std::fs::write(node_dir.join("node.pid"), restarted.id().to_string()).unwrap();
+    // The trust file a verifier was handed before the membership changes.
+    let held = tmp.path().join("held-trust.toml");
+    std::fs::copy(&trust, &held).unwrap();
     expect(&dir, &["cluster", "add-node", "--timeout", "60"], None, 0);
+    // The trust file grew by node-4's key, quorum unchanged; nothing left it.
+    let t = std::fs::read_to_string(&trust).unwrap();
+    for n in ["node-1+", "node-2+", "node-3+", "node-4+"] {
+        assert!(t.contains(n), "{n} missing from trust.toml:\n{t}");
+    }
+    assert!(t.contains("quorum = 2"), "{t}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = json_lines(&expect(&dir, &["cluster", "status", "--json"], None, 0)).remove(0);
@@ -208,26 +217,75 @@ fn cluster_appends_receipts_failover_and_membership() {
         None,
         0,
     );
+    // ... with the trust file after the change and with the one held before.
+    for t in [&trust, &held] {
+        expect(
+            &nowhere,
+            &[
+                "verify",
+                "--trust",
+                t.to_str().unwrap(),
+                r2.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+    }
+    // Remove a voter: the rest keeps serving writes. Its key stays in the
+    // trust file (receipts it signed keep verifying), and it never runs again.
+    let out = expect(&dir, &["cluster", "remove-node", "node-2"], None, 0);
+    assert!(out.contains("node-2 removed"), "{out}");
+    assert!(std::fs::read_to_string(&trust).unwrap().contains("node-2+"));
+    assert!(dir.join("node-2").join("removed").exists());
+    let r3 = tmp.path().join("r3.tlog-proof");
+    expect(
+        &nowhere,
+        &[
+            "--cluster",
+            c,
+            "append",
+            "after removal",
+            "--receipt",
+            r3.to_str().unwrap(),
+        ],
+        None,
+        0,
+    );
+    // Every receipt, from before and after both changes, verifies with the
+    // trust file of today; the first one with the trust file held before.
+    for r in [&r, &r2, &r3] {
+        expect(
+            &nowhere,
+            &[
+                "verify",
+                "--trust",
+                trust.to_str().unwrap(),
+                r.to_str().unwrap(),
+            ],
+            None,
+            0,
+        );
+    }
     expect(
         &nowhere,
         &[
             "verify",
             "--trust",
-            trust.to_str().unwrap(),
-            r2.to_str().unwrap(),
+            held.to_str().unwrap(),
+            r.to_str().unwrap(),
         ],
         None,
         0,
     );
-    // Remove a voter: the rest keeps serving writes.
-    let out = expect(&dir, &["cluster", "remove-node", "node-2"], None, 0);
-    assert!(out.contains("node-2 removed"), "{out}");
-    expect(
-        &nowhere,
-        &["--cluster", c, "append", "after removal"],
-        None,
-        0,
-    );
+    // A removal that would leave fewer listed voters than the trust file's
+    // quorum (here: a trust file asking for 3, two voters would remain) is
+    // refused before the membership changes.
+    let today = std::fs::read_to_string(&trust).unwrap();
+    std::fs::write(&trust, today.replace("quorum = 2", "quorum = 3")).unwrap();
+    let e = expect_err(&dir, &["cluster", "remove-node", "node-3"], None, 2);
+    assert!(e.contains("fewer than its quorum of 3"), "{e}");
+    std::fs::write(&trust, &today).unwrap();
+    assert!(!dir.join("node-3").join("removed").exists());
     // Local-only verbs refuse clearly through --cluster.
     let e = expect_err(&nowhere, &["--cluster", c, "scrub"], None, 2);
     assert!(e.contains("local data directory"), "{e}");

@@ -95,12 +95,15 @@ pub enum TrustError {
         name: String,
     },
     /// Fewer distinct valid voter signatures than the quorum.
-    #[error("checkpoint has {} ({}), quorum is {quorum}", count(signers.len(), "valid voter signature"), names(signers))]
+    #[error("checkpoint has {} ({}), quorum is {quorum}{}", count(signers.len(), "valid voter signature"), names(signers), unlisted_hint(unlisted))]
     Quorum {
         /// The voters whose signatures verified.
         signers: Vec<String>,
         /// Required signatures.
         quorum: usize,
+        /// Names on signature lines whose key this trust file does not list
+        /// (a node added after the trust file was handed out, say).
+        unlisted: Vec<String>,
     },
     /// Fewer distinct valid auditor cosignatures than required.
     #[error("checkpoint has {} ({}), {required} required", count(cosigners.len(), "valid auditor cosignature"), names(cosigners))]
@@ -118,6 +121,16 @@ fn count(n: usize, what: &str) -> String {
     } else {
         format!("{n} {what}s")
     }
+}
+
+fn unlisted_hint(unlisted: &[String]) -> String {
+    if unlisted.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; also signed by {}, whose key this trust file does not list (is it older than a membership change? get the log's current trust file)",
+        unlisted.join(", ")
+    )
 }
 
 fn names(list: &[String]) -> String {
@@ -351,6 +364,7 @@ impl TrustPolicy {
         let mut auditor_seen = HashSet::new();
         let mut signers = Vec::new();
         let mut cosignatures = Vec::new();
+        let mut unlisted = Vec::new();
         for sig in &parsed.signatures {
             if let Some(i) = self
                 .voters
@@ -378,12 +392,15 @@ impl TrustPolicy {
                 if auditor_seen.insert(sig.name.as_str()) {
                     cosignatures.push((sig.name.clone(), time));
                 }
+            } else if !unlisted.contains(&sig.name) {
+                unlisted.push(sig.name.clone());
             }
         }
         if signers.len() < self.quorum {
             return Err(TrustError::Quorum {
                 signers,
                 quorum: self.quorum,
+                unlisted,
             });
         }
         if cosignatures.len() < self.cosignatures {
@@ -661,6 +678,14 @@ mod tests {
             "checkpoint has 1 valid voter signature (node-1), quorum is 2"
         );
         assert!(!err.is_malformed());
+        // A signer the trust file does not list (node-4: added after the
+        // file was handed out) is named in the refusal.
+        let err = p.verify_checkpoint(&note(&[1, 4], &[2])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("checkpoint has 1 valid voter signature (node-1), quorum is 2; also signed by node-4, whose key this trust file does not list"),
+            "{msg}"
+        );
         // The same voter twice counts once.
         let err = p.verify_checkpoint(&note(&[1, 1], &[2])).unwrap_err();
         assert!(matches!(err, TrustError::Quorum { .. }));
@@ -682,9 +707,11 @@ mod tests {
         let err = p
             .verify_checkpoint(&format!("{}\n{}\n", b, stranger.sign(&b).to_line()))
             .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "checkpoint has 0 valid voter signatures (none), quorum is 2"
+        assert!(
+            err.to_string().starts_with(
+                "checkpoint has 0 valid voter signatures (none), quorum is 2; also signed by node-9,"
+            ),
+            "{err}"
         );
     }
 
