@@ -443,3 +443,134 @@ fn a_down_cluster_is_said_fast_and_starts_again() {
         "{out}"
     );
 }
+
+/// Shell completions and man pages from the clap definitions; `notary
+/// verify --receipts DIR` over a tree of receipts (a tampered and a missing
+/// document fail, by name, exit 1); client defaults from the config file,
+/// overridden by the environment and by flags.
+#[test]
+fn completions_many_receipts_and_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("log");
+    let nowhere = tmp.path().join("nowhere");
+    let bash = expect(&nowhere, &["completions", "bash"], None, 0);
+    assert!(
+        bash.contains("_dlog()") && bash.contains("notarize"),
+        "{bash}"
+    );
+    let zsh = expect(&nowhere, &["completions", "zsh"], None, 0);
+    assert!(zsh.starts_with("#compdef dlog"), "{zsh}");
+    let man = expect(&nowhere, &["man"], None, 0);
+    assert!(
+        man.contains(".TH dlog 1") && man.contains("Exit codes"),
+        "{man}"
+    );
+    let mandir = tmp.path().join("man");
+    expect(
+        &nowhere,
+        &["man", "--out", mandir.to_str().unwrap()],
+        None,
+        0,
+    );
+    assert!(mandir.join("dlog-notary-verify.1").exists());
+
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(docs.join("a")).unwrap();
+    std::fs::create_dir_all(docs.join("b")).unwrap();
+    let names = ["a/x.txt", "b/x.txt", "y.txt"];
+    for n in names {
+        std::fs::write(docs.join(n), format!("doc {n}")).unwrap();
+    }
+    let r = tmp.path().join("r");
+    std::fs::create_dir(&r).unwrap();
+    let mut args = vec!["notarize".to_string()];
+    args.extend(
+        names
+            .iter()
+            .map(|n| docs.join(n).to_str().unwrap().to_string()),
+    );
+    args.extend(["--out".into(), r.to_str().unwrap().into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect(&d, &args, None, 0);
+    let trust = d.join("trust.toml");
+    let many = [
+        "notary",
+        "verify",
+        "--receipts",
+        r.to_str().unwrap(),
+        docs.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ];
+    let out = expect(&nowhere, &many, None, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{out}"
+    );
+    std::fs::write(docs.join("y.txt"), "tampered").unwrap();
+    std::fs::remove_file(docs.join("b/x.txt")).unwrap();
+    let o = common::run(&nowhere, &many, None);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ok      ") && out.contains("a/x.txt"), "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("y.txt: file blake3 digest"),
+        "{out}"
+    );
+    assert!(out.contains("b/x.txt is missing"), "{out}");
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("1 verified, 1 failed verification, 1 unreadable or missing (of 3)"));
+
+    // Defaults: the file gives the trust file; the environment and a flag
+    // override it; a malformed file is an error naming it.
+    let cfg = tmp.path().join("xdg");
+    std::fs::create_dir_all(cfg.join("dlog")).unwrap();
+    std::fs::write(
+        cfg.join("dlog/config.toml"),
+        format!("trust = {:?}\n", trust.to_str().unwrap()),
+    )
+    .unwrap();
+    let receipt = r.join("a/x.txt.tlog-proof");
+    let doc = docs.join("a/x.txt");
+    let verify = |envs: &[(&str, &str)], extra: &[&str]| {
+        let mut c = common::dlog(&nowhere);
+        c.args([
+            "notary",
+            "verify",
+            doc.to_str().unwrap(),
+            receipt.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("XDG_CONFIG_HOME", &cfg)
+        .env_remove("DLOG_TRUST")
+        .env_remove("DLOG_CONFIG");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(verify(&[], &[]).status.code(), Some(0));
+    let bogus = tmp.path().join("no-such-trust.toml");
+    let o = verify(&[("DLOG_TRUST", bogus.to_str().unwrap())], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-trust.toml"));
+    let o = verify(
+        &[("DLOG_TRUST", bogus.to_str().unwrap())],
+        &["--trust", trust.to_str().unwrap()],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(cfg.join("dlog/config.toml"), "trst = 1\n").unwrap();
+    let o = verify(&[], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("config.toml") && e.contains("unknown field `trst`"),
+        "{e}"
+    );
+}

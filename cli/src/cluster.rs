@@ -65,8 +65,10 @@ pub enum ClusterCmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Every node's role, term, applied index, sizes and health, and every
-    /// auditor's progress; exit 1 without a leader or on an auditor's alarm.
+    /// Every node's role, term, applied index, sizes and health (all asked
+    /// at once, 3 s each at most), and every auditor's progress and
+    /// liveness; exit 1 without a leader, on an auditor's alarm, or with an
+    /// auditor down.
     Status {
         /// Print JSON.
         #[arg(long)]

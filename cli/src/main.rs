@@ -7,6 +7,8 @@ mod auditor;
 mod backend;
 mod bench;
 mod cluster;
+mod defaults;
+mod notary;
 mod tiles;
 mod witness;
 
@@ -34,7 +36,7 @@ use std::process::ExitCode;
     name = "dlog",
     version,
     about = "DLog: a verifiable, append-only ledger",
-    after_help = "Exit codes:\n  0  done\n  1  verification failed, or damage found\n  2  error: usage, input, no node answered (an append that got this far says `appended as entry N`)\n  3  appended (its index is printed, its receipt written), but the receipt lacks the\n     cosignatures the trust file requires: upgrade it later with `dlog proof inclusion`\n\nA closed stdout (`dlog ... | head`) ends a command quietly; receipts are written before anything is printed."
+    after_help = "Exit codes:\n  0  done\n  1  verification failed, or damage found\n  2  error: usage, input, no node answered (an append that got this far says `appended as entry N`)\n  3  appended (its index is printed, its receipt written), but the receipt lacks the\n     cosignatures the trust file requires: upgrade it later with `dlog proof inclusion`\n\nA closed stdout (`dlog ... | head`) ends a command quietly; receipts are written before anything is printed.\n\nDefaults: ~/.config/dlog/config.toml (or $XDG_CONFIG_HOME/dlog/config.toml, or $DLOG_CONFIG) may set\ncluster, trust and dir; the environment (DLOG_CLUSTER, DLOG_TRUST, DLOG_DIR) overrides it, flags override both."
 )]
 struct Cli {
     /// Data directory of the local log (default ./dlog-data), or the
@@ -115,7 +117,7 @@ enum Cmd {
     /// Verify a receipt offline against a trust file (no data directory needed).
     Verify {
         /// The trust file.
-        #[arg(long)]
+        #[arg(long, env = "DLOG_TRUST")]
         trust: PathBuf,
         /// The receipt (.tlog-proof or its JSON form).
         receipt: PathBuf,
@@ -171,6 +173,19 @@ enum Cmd {
     /// A C2SP tlog-witness for other logs: init, run, status.
     #[command(subcommand)]
     Witness(witness::WitnessCmd),
+    /// Print a shell completion script: `dlog completions bash >
+    /// /etc/bash_completion.d/dlog` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (dlog.1), or write one page per subcommand into
+    /// --out DIR.
+    Man {
+        /// Write dlog.1 and dlog-*.1 into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,7 +253,7 @@ enum ProofCmd {
         #[arg(long, requires = "trust")]
         tiles: Option<String>,
         /// The trust file the tiles' checkpoint must meet (with --tiles).
-        #[arg(long)]
+        #[arg(long, env = "DLOG_TRUST")]
         trust: Option<PathBuf>,
     },
     /// Proof that the tree of size --to extends the tree of size --from
@@ -264,7 +279,7 @@ enum ProofCmd {
         #[arg(long, requires = "trust")]
         tiles: Option<String>,
         /// The trust file the tiles' checkpoint (and --old) must meet.
-        #[arg(long)]
+        #[arg(long, env = "DLOG_TRUST")]
         trust: Option<PathBuf>,
         /// Print JSON (the only format).
         #[arg(long)]
@@ -274,16 +289,22 @@ enum ProofCmd {
 
 #[derive(Subcommand)]
 enum NotaryCmd {
-    /// Re-hash FILE and check its receipt offline.
+    /// Re-hash FILE and check its receipt offline; with --receipts DIR,
+    /// every receipt under DIR against its document (exit 1 if any fails).
     Verify {
-        /// The document.
-        file: PathBuf,
-        /// Its receipt.
-        receipt: PathBuf,
+        /// The document; with --receipts, the directory the documents are
+        /// under (default: beside their receipts).
+        file: Option<PathBuf>,
+        /// Its receipt (default FILE.tlog-proof).
+        receipt: Option<PathBuf>,
+        /// Verify every `*.tlog-proof` under this directory: the document
+        /// of `DIR/a/x.txt.tlog-proof` is `FILE/a/x.txt`.
+        #[arg(long, conflicts_with = "receipt")]
+        receipts: Option<PathBuf>,
         /// The trust file.
-        #[arg(long)]
+        #[arg(long, env = "DLOG_TRUST")]
         trust: PathBuf,
-        /// Print JSON.
+        /// Print JSON (one line per document with --receipts).
         #[arg(long)]
         json: bool,
     },
@@ -333,6 +354,12 @@ fn main() -> ExitCode {
         }
     }
     let json = args.iter().any(|a| a == "--json");
+    // Defaults from the config file, as the environment clap reads (flags
+    // and the real environment win). Single-threaded still.
+    if let Err(e) = defaults::apply() {
+        eprintln!("dlog: error: {}", describe(&e));
+        return ExitCode::from(2);
+    }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -568,9 +595,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Notary(NotaryCmd::Verify {
             file,
             receipt,
+            receipts: Some(dir),
             trust,
             json,
-        }) => return notary_verify(&file, &receipt, &trust, json),
+        }) => {
+            debug_assert!(receipt.is_none());
+            return notary::verify_many(&dir, file.as_deref(), &trust, json);
+        }
+        Cmd::Notary(NotaryCmd::Verify {
+            file,
+            receipt,
+            receipts: None,
+            trust,
+            json,
+        }) => {
+            let file = file.context("name the document (FILE), or --receipts DIR")?;
+            let receipt = receipt.unwrap_or_else(|| notary::beside(&file));
+            return notary_verify(&file, &receipt, &trust, json);
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "dlog", &mut std::io::stdout());
+        }
+        Cmd::Man { out } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match out {
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("create {}", dir.display()))?;
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("write man pages into {}", dir.display()))?;
+                    println!("man pages written to {} (dlog.1, dlog-*.1)", dir.display());
+                }
+            }
+        }
         Cmd::Tiles(cmd) => return tiles::run(&target, cmd),
         Cmd::Scrub { json } => {
             let dir = target.local_only(
