@@ -574,3 +574,106 @@ fn completions_many_receipts_and_defaults() {
         "{e}"
     );
 }
+
+fn flip_middle_byte(file: &Path) {
+    let mut b = std::fs::read(file).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 1;
+    std::fs::write(file, b).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// One flipped byte: entries before it stay readable (with a warning),
+/// scrub counts every entry and prints its report as JSON, and a local
+/// repair cuts only where the damage starts, only when told, keeping the
+/// cut bytes; damage in a sealed segment leaves every other entry readable
+/// and is not cut.
+#[test]
+fn damage_is_read_around_named_and_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    expect(&clean, &["init", "--segment-bits", "8"], None, 0);
+    let lines: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    expect(&clean, &["append", "--lines"], Some(lines.as_bytes()), 0);
+    let seg = |d: &Path, s: u64| d.join("segments").join(format!("{s:020}.seg"));
+
+    // In the open segment (3: entries 768..).
+    let d = tmp.path().join("open");
+    copy_dir(&clean, &d);
+    flip_middle_byte(&seg(&d, 3));
+    let o = common::run(&d, &["get", "300"], None);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "301");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: the log is damaged at segment 3"));
+    let o = common::run(&d, &["scrub", "--json"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["entries_total"], 1000, "{report}");
+    assert_eq!(report["entries_damaged"], 1, "{report}");
+    let bad = report["problems"][0]["entry"].as_u64().unwrap();
+    assert!((768..1000).contains(&bad), "{report}");
+    let e = expect_err(&d, &["get", "999"], None, 1);
+    assert!(e.contains(&format!("damaged at entry {bad}")), "{e}");
+    let e = expect_err(&d, &["append", "more"], None, 1);
+    assert!(
+        e.contains(&format!("entry {bad}")) && e.contains("dlog repair"),
+        "{e}"
+    );
+    let before = std::fs::metadata(seg(&d, 3)).unwrap().len();
+    // Repair: only at the damage, only with --drop-signed (a checkpoint
+    // covers the cut entries), the cut bytes kept.
+    let e = expect_err(&d, &["repair", "--cut-at", &(bad - 1).to_string()], None, 2);
+    assert!(e.contains("must name exactly that entry"), "{e}");
+    let e = expect_err(&d, &["repair", "--cut-at", &bad.to_string()], None, 2);
+    assert!(e.contains("--drop-signed"), "{e}");
+    let out = expect(
+        &d,
+        &[
+            "repair",
+            "--cut-at",
+            &bad.to_string(),
+            "--drop-signed",
+            "--json",
+        ],
+        None,
+        0,
+    );
+    let cut: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let evidence = std::path::PathBuf::from(cut["evidence"].as_str().unwrap());
+    let kept = std::fs::metadata(evidence.join("cut.bin")).unwrap().len();
+    let after = std::fs::metadata(seg(&d, 3)).unwrap().len();
+    assert_eq!(kept + after, before, "every cut byte is kept");
+    assert!(evidence.join("checkpoint").exists() && evidence.join("NOTE.txt").exists());
+    assert_eq!(
+        expect(&d, &["append", "after repair"], None, 0).trim(),
+        bad.to_string()
+    );
+    expect(&d, &["scrub"], None, 0);
+
+    // In a sealed segment (1: entries 256..511).
+    let d = tmp.path().join("sealed");
+    copy_dir(&clean, &d);
+    flip_middle_byte(&seg(&d, 1));
+    assert_eq!(expect(&d, &["get", "10"], None, 0).trim(), "11");
+    assert_eq!(expect(&d, &["get", "900"], None, 0).trim(), "901");
+    let o = common::run(&d, &["scrub", "--json"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["entries_total"], 1000, "{report}");
+    assert_eq!(report["entries"], 999, "{report}");
+    let bad = report["problems"][0]["entry"].as_u64().unwrap();
+    assert!((256..512).contains(&bad), "{report}");
+    let e = expect_err(&d, &["repair", "--cut-at", &bad.to_string()], None, 2);
+    assert!(e.contains("sealed segment is not cut locally"), "{e}");
+}

@@ -155,6 +155,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cut a local log's damaged open segment at its first damaged entry
+    /// (which you must name), moving the cut bytes, and the checkpoint if
+    /// it covered them, to DIR/evidence/. Refuses anything else.
+    Repair {
+        /// The first damaged entry, as `dlog scrub` names it.
+        #[arg(long)]
+        cut_at: u64,
+        /// Also cut entries a signed checkpoint covers (receipts past the
+        /// cut will not verify against the log's next checkpoints).
+        #[arg(long)]
+        drop_signed: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure append, proof and verify speed against same-run baselines;
     /// --cluster: a temporary 3-node cluster against a 3-member etcd.
     Bench(bench::BenchArgs),
@@ -645,15 +660,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("DAMAGED: {p}");
                 }
                 println!(
-                    "scrub: {} segments, {} entries, {} bytes checked, {} problem(s)",
+                    "scrub: {} segments, {} entries ({} intact, {} damaged{}), {} bytes checked, {} problem(s)",
                     report.segments,
+                    report.entries_total,
                     report.entries,
+                    report.entries_damaged,
+                    if report.problems.iter().any(|p| p.detail.contains("cannot be located")) {
+                        ", more past a lost frame boundary"
+                    } else {
+                        ""
+                    },
                     report.bytes,
                     report.problems.len()
                 );
             }
             if !report.is_clean() {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Repair {
+            cut_at,
+            drop_signed,
+            json,
+        } => {
+            let dir = target.local_only(
+                "repair",
+                "a damaged replica of a cluster is repaired on its node: stop it and run `dlog --dir D/node-N/data/ledger repair --cut-at N`",
+            )?;
+            let cut = dlog_ledger::repair::cut_at_damage(dir, cut_at, drop_signed)?;
+            if json {
+                println!("{}", serde_json::to_string(&cut)?);
+            } else {
+                println!(
+                    "cut segment {} at entry {}: {} bytes moved to {}{}; the log now holds {} entries",
+                    cut.segment,
+                    cut.at,
+                    cut.bytes,
+                    cut.evidence.display(),
+                    cut.dropped_checkpoint
+                        .map_or(String::new(), |c| format!(" (with the checkpoint of size {c})")),
+                    cut.at
+                );
             }
         }
         Cmd::Node(c) => return cluster::node(c),

@@ -88,6 +88,9 @@ pub enum LedgerError {
     /// Writes are refused: opened read-only, or an earlier fsync failed.
     #[error("log is not writable: {0}")]
     NotWritable(String),
+    /// A repair was refused: what it would have cost, and what to do.
+    #[error("repair refused: {0}")]
+    RepairRefused(String),
 }
 
 impl LedgerError {

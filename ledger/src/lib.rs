@@ -4,13 +4,15 @@
 //! * [`entry`] and [`segment`] are pure codecs over bytes (fuzzed, no IO).
 //! * [`store`] is the file store: group of segment files, crash recovery,
 //!   proofs from stored nodes (never from payloads).
-//! * [`scrub`] re-reads everything and names what is damaged.
+//! * [`scrub`] re-reads everything and names what is damaged; [`repair`]
+//!   cuts a damaged open segment, keeping the cut bytes as evidence.
 #![deny(missing_docs)]
 
 pub mod commit;
 pub mod entry;
 pub mod error;
 pub mod fsutil;
+pub mod repair;
 pub mod scrub;
 pub mod segment;
 pub mod store;
@@ -21,7 +23,7 @@ pub use entry::{Entry, EntryError, EntryKind};
 pub use error::{LedgerError, Result};
 pub use fsutil::now_ns;
 pub use scrub::{Problem, ScrubReport};
-pub use store::{Appended, CreateOptions, Ledger, LogMeta, OpenMode, StoredCheckpoint};
+pub use store::{Appended, CreateOptions, Damage, Ledger, LogMeta, OpenMode, StoredCheckpoint};
 
 /// Entry points for fuzz targets: pure parsers over arbitrary bytes.
 pub mod fuzzing {

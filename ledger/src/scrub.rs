@@ -38,6 +38,12 @@ pub struct ScrubReport {
     pub segments: u64,
     /// Entries whose frame, CRC and leaf hash were checked.
     pub entries: u64,
+    /// Every entry found in the log, intact or damaged: sealed segments
+    /// are walked frame by frame past a damaged one, and so is the open
+    /// segment past the damage a read-only open stopped at.
+    pub entries_total: u64,
+    /// Entries whose frame failed its checks.
+    pub entries_damaged: u64,
     /// Bytes read.
     pub bytes: u64,
     /// Everything that is wrong; empty means the log is intact.
@@ -85,9 +91,27 @@ impl Ledger {
             report.bytes += (seg.len() + idx.len() + tree.len()) as u64;
             let first = s << bits;
             match segment::scan_with(self.meta().hash, seg, max_entry, min_ts) {
+                Err(e @ SegmentError::Damaged { .. }) => {
+                    // Walk every frame, so that each damaged entry is named
+                    // and every intact one counted.
+                    let w = walk(seg, segment::HEADER_LEN, first, max_entry);
+                    report.entries += w.intact;
+                    report.entries_total += w.intact + w.damaged.len() as u64;
+                    report.entries_damaged += w.damaged.len() as u64;
+                    if w.damaged.is_empty() {
+                        push(blame(&e), &seg_file, e.to_string());
+                    }
+                    for (index, detail) in w.damaged {
+                        push(Some(index), &seg_file, detail);
+                    }
+                    if let Some((index, detail)) = w.lost {
+                        push(Some(index), &seg_file, detail);
+                    }
+                }
                 Err(e) => push(blame(&e), &seg_file, e.to_string()),
                 Ok(scan) => {
                     report.entries += scan.offsets.len() as u64;
+                    report.entries_total += scan.offsets.len() as u64;
                     min_ts = scan.last_timestamp.unwrap_or(min_ts);
                     if scan.header.prev_chain != prev_chain {
                         push(
@@ -174,6 +198,32 @@ impl Ledger {
                     }),
                     Ok(scan) => {
                         report.entries += scan.offsets.len() as u64;
+                        report.entries_total += scan.offsets.len() as u64;
+                        if let Some(d) = self.damage() {
+                            // Past the damage a read-only open stopped at:
+                            // name it and every later damaged frame.
+                            if let Ok(full) = std::fs::read(path) {
+                                let w = walk(&full, d.offset as usize, d.entry, max_entry);
+                                report.entries_total += w.intact + w.damaged.len() as u64;
+                                report.entries_damaged += w.damaged.len() as u64;
+                                for (index, detail) in w.damaged.into_iter().take(MAX_PER_SEGMENT) {
+                                    report.problems.push(Problem {
+                                        segment: s,
+                                        entry: Some(index),
+                                        file: path.to_path_buf(),
+                                        detail,
+                                    });
+                                }
+                                if let Some((index, detail)) = w.lost {
+                                    report.problems.push(Problem {
+                                        segment: s,
+                                        entry: Some(index),
+                                        file: path.to_path_buf(),
+                                        detail,
+                                    });
+                                }
+                            }
+                        }
                         if scan.header.prev_chain != prev_chain {
                             report.problems.push(Problem {
                                 segment: s,
@@ -211,6 +261,19 @@ impl Ledger {
     fn scrub_checkpoint(&self, mut report: ScrubReport) -> ScrubReport {
         let bits = self.meta().segment_bits;
         if let Some(cp) = self.checkpoint() {
+            if let Some(d) = self.damage().filter(|_| cp.size > self.size()) {
+                report.problems.push(Problem {
+                    segment: d.segment,
+                    entry: Some(d.entry),
+                    file: self.dir().join(crate::store::CHECKPOINT_FILE),
+                    detail: format!(
+                        "the stored checkpoint covers {} entries; the {} before the damage are readable",
+                        cp.size,
+                        self.size()
+                    ),
+                });
+                return report;
+            }
             match self.root_at(cp.size) {
                 Ok(r) if r == cp.root => {}
                 _ => report.problems.push(Problem {
@@ -226,6 +289,54 @@ impl Ledger {
         }
         report
     }
+}
+
+/// What [`walk`] found.
+struct Walk {
+    /// Frames that passed every check.
+    intact: u64,
+    /// Each damaged frame's index and what is wrong.
+    damaged: Vec<(u64, String)>,
+    /// Where the walk lost the frame boundaries (a damaged length field),
+    /// if it did: the entries from there on cannot be located.
+    lost: Option<(u64, String)>,
+}
+
+/// Walks frames from byte `off` (entry `index`) to the footer or the end,
+/// stepping over a damaged frame by its length field (a frame's CRC covers
+/// its index, so a resynchronised walk cannot silently skip or misnumber
+/// entries). Never panics.
+fn walk(bytes: &[u8], mut off: usize, mut index: u64, max_entry: u32) -> Walk {
+    let mut w = Walk {
+        intact: 0,
+        damaged: Vec::new(),
+        lost: None,
+    };
+    loop {
+        match segment::read_frame(bytes, off, index, max_entry) {
+            segment::Frame::Entry { next, .. } => {
+                w.intact += 1;
+                off = next;
+            }
+            segment::Frame::Invalid {
+                detail,
+                declared_next,
+            } if declared_next <= bytes.len() && declared_next > off => {
+                w.damaged.push((index, detail));
+                off = declared_next;
+            }
+            segment::Frame::End | segment::Frame::Footer => break,
+            _ => {
+                w.lost = Some((
+                    index,
+                    format!("frames from byte {off} on cannot be located (a damaged frame length)"),
+                ));
+                break;
+            }
+        }
+        index += 1;
+    }
+    w
 }
 
 fn blame(e: &SegmentError) -> Option<u64> {

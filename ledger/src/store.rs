@@ -201,8 +201,42 @@ struct OpenSegment {
     len: u64,
 }
 
+/// Where a read-only open found the open segment damaged: a frame that
+/// fails its checks with valid frames after it (not a torn tail).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// The open segment's number.
+    pub segment: u64,
+    /// Global index of the first unreadable entry: the log is served up
+    /// to (not including) it.
+    pub entry: u64,
+    /// Byte offset of its frame in the segment file.
+    pub offset: u64,
+    /// The segment file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "segment {}, entry {} (byte {} of {}): {}",
+            self.segment,
+            self.entry,
+            self.offset,
+            self.file.display(),
+            self.detail
+        )
+    }
+}
+
 /// A log on disk. Reads take `&self`; appends take `&mut self`.
 pub struct Ledger {
+    /// Damage in the open segment that a read-only open stopped at (the
+    /// entries before it are served; see [`Ledger::damage`]).
+    damage: Option<Damage>,
     dir: PathBuf,
     meta: LogMeta,
     log_id: [u8; 16],
@@ -383,6 +417,11 @@ impl Ledger {
         Ledger::open_with(dir, OpenMode::ReadWrite, Some(lock_file))
     }
 
+    /// Opens read-write under a lock the caller already holds.
+    pub(crate) fn open_locked(dir: &Path, lock_file: File) -> Result<Ledger> {
+        Ledger::open_with(dir, OpenMode::ReadWrite, Some(lock_file))
+    }
+
     /// Opens an existing log; sub-second even with millions of entries.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Ledger> {
         Ledger::open_with(dir, mode, None)
@@ -504,11 +543,11 @@ impl Ledger {
             bits,
             prev_chain: chain,
         };
-        let (open, torn) = match open_seg {
+        let (open, torn, damage) = match open_seg {
             Some(path) => open_unsealed(&path, alg, &header, max_entry, last_ts, writable)?,
             // A crash between sealing and creating the next segment: read-write
             // creates it; read-only sees an empty open segment.
-            None if writable => (create_segment_file(dir, &header, alg)?, None),
+            None if writable => (create_segment_file(dir, &header, alg)?, None, None),
             None => (
                 OpenSegment {
                     header,
@@ -519,12 +558,14 @@ impl Ledger {
                     len: HEADER_LEN as u64,
                 },
                 None,
+                None,
             ),
         };
         if let Some(ts) = open_ts(&open)? {
             last_ts = ts;
         }
         let mut ledger = Ledger {
+            damage,
             dir: dir.to_path_buf(),
             meta,
             log_id,
@@ -544,7 +585,11 @@ impl Ledger {
             scratch: Vec::new(),
         };
         ledger.checkpoint = ledger.load_checkpoint()?;
-        if let Some(cp) = &ledger.checkpoint {
+        if let Some(d) = &ledger.damage {
+            // Read-only past damage: what the checkpoint covers beyond it is
+            // unreadable here, which the damage already says.
+            tracing::warn!(damage = %d, "serving the entries before damage (read-only)");
+        } else if let Some(cp) = &ledger.checkpoint {
             // The log must still hold everything the last checkpoint covered.
             if let Some((valid_len, detail)) = &torn {
                 if cp.size > ledger.size() {
@@ -588,6 +633,12 @@ impl Ledger {
     /// Log identity and shape.
     pub fn meta(&self) -> &LogMeta {
         &self.meta
+    }
+
+    /// Damage a read-only open stopped at, if any: [`Ledger::size`] then
+    /// counts the entries before it, and reads past it fail naming it.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
     }
 
     /// Number of entries.
@@ -881,6 +932,16 @@ impl Ledger {
     /// Canonical bytes of entry `index`, checked against its CRC and its leaf hash.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>> {
         let size = self.size();
+        if let Some(d) = self.damage.as_ref().filter(|_| index >= size) {
+            return Err(LedgerError::Corrupt {
+                segment: d.segment,
+                entry: Some(index),
+                detail: format!(
+                    "unreadable: the open segment is damaged at entry {} ({}); entries before it are intact",
+                    d.entry, d.detail
+                ),
+            });
+        }
         if index >= size {
             return Err(LedgerError::NoSuchEntry { index, size });
         }
@@ -1371,7 +1432,7 @@ fn open_unsealed(
     max_entry: u32,
     min_ts: u64,
     writable: bool,
-) -> Result<(OpenSegment, Torn)> {
+) -> Result<(OpenSegment, Torn, Option<Damage>)> {
     let s = expect.segment;
     let corrupt = |detail: String| LedgerError::Corrupt {
         segment: s,
@@ -1416,24 +1477,53 @@ fn open_unsealed(
                 len: HEADER_LEN as u64,
             },
             None,
+            None,
         ));
     }
     // SAFETY: see `map`; the mapping is dropped before anything writes the file.
     let bytes = unsafe { Mmap::map(&file) }.map_err(LedgerError::io("mmap", path))?;
-    let scan = segment::scan_with(alg, &bytes, max_entry, min_ts).map_err(|e| match e {
-        segment::SegmentError::Damaged { index, detail, .. } => LedgerError::Corrupt {
-            segment: s,
-            entry: Some(index),
+    let mut damage = None;
+    let scan = match segment::scan_with(alg, &bytes, max_entry, min_ts) {
+        Ok(scan) => scan,
+        // Read-only: serve the frames before the damage (a reader must not
+        // lose every intact entry to one bad byte); a writer refuses.
+        Err(segment::SegmentError::Damaged {
+            index,
+            offset,
             detail,
-        },
-        other => corrupt(other.to_string()),
-    })?;
+        }) if !writable && offset as usize <= bytes.len() => {
+            let prefix = segment::scan_with(alg, &bytes[..offset as usize], max_entry, min_ts)
+                .map_err(|e| corrupt(e.to_string()))?;
+            damage = Some(Damage {
+                segment: s,
+                entry: index,
+                offset,
+                file: path.to_path_buf(),
+                detail,
+            });
+            prefix
+        }
+        Err(segment::SegmentError::Damaged { index, detail, .. }) => {
+            return Err(LedgerError::Corrupt {
+                segment: s,
+                entry: Some(index),
+                detail: format!(
+                    "{detail} (valid entries follow it; reads of the entries before it still work; `dlog scrub` names all the damage, `dlog repair` cuts it)"
+                ),
+            })
+        }
+        Err(other) => return Err(corrupt(other.to_string())),
+    };
     drop(bytes);
     check_header(&scan.header, expect).map_err(corrupt)?;
     let (valid_len, torn) = match scan.tail {
         Tail::Clean => (len, None),
         Tail::Torn { valid_len, detail } => (valid_len, Some((valid_len, detail))),
         Tail::Sealed(_) => return Err(corrupt("sealed segment with a damaged side file".into())),
+    };
+    let (valid_len, torn) = match &damage {
+        Some(d) => (d.offset, None),
+        None => (valid_len, torn),
     };
     Ok((
         OpenSegment {
@@ -1445,6 +1535,7 @@ fn open_unsealed(
             len: valid_len,
         },
         torn,
+        damage,
     ))
 }
 

@@ -81,6 +81,14 @@ impl LocalLog {
             _ => None,
         };
         let ledger = Ledger::open(dir, mode)?;
+        if let Some(d) = ledger.damage() {
+            eprintln!(
+                "dlog: warning: the log is damaged at {d}; serving the {} entries before it (read-only). \
+                 `dlog scrub` names all the damage; `dlog repair --cut-at {}` cuts it, keeping the cut bytes",
+                ledger.size(),
+                d.entry
+            );
+        }
         Ok(LocalLog {
             ledger,
             dir: dir.to_path_buf(),
