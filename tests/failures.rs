@@ -677,3 +677,57 @@ fn damage_is_read_around_named_and_cut() {
     let e = expect_err(&d, &["repair", "--cut-at", &bad.to_string()], None, 2);
     assert!(e.contains("sealed segment is not cut locally"), "{e}");
 }
+
+/// A stopped node's damaged sealed segment is fetched again from the
+/// cluster, proved against the log's own chain, and the node rejoins.
+#[test]
+fn a_damaged_replica_is_refetched_from_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    let cs = c.to_str().unwrap();
+    expect(
+        tmp.path(),
+        &["cluster", "up", "--dir", cs, "--segment-bits", "6"],
+        None,
+        0,
+    );
+    let _down = Down(&c);
+    let client = c.join("client.toml");
+    let cl = client.to_str().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let lines: String = (1..=300).map(|i| format!("r{i}\n")).collect();
+    expect(
+        &nowhere,
+        &["--cluster", cl, "append", "--lines"],
+        Some(lines.as_bytes()),
+        0,
+    );
+    let ledger = c.join("node-2/data/ledger");
+    // A running node's ledger is refused.
+    let e = expect_err(&ledger, &["repair", "--from", cl], None, 2);
+    assert!(e.contains("stop it first"), "{e}");
+    let node2 = pid(&c.join("node-2"), "node");
+    unsafe { libc::kill(node2, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::run(&ledger, &["repair", "--from", cl], None)
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(Instant::now() < deadline, "node-2 did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    flip_middle_byte(&ledger.join("segments").join(format!("{:020}.seg", 1)));
+    expect_err(&ledger, &["scrub"], None, 1);
+    let out = expect(&ledger, &["repair", "--from", cl], None, 0);
+    assert!(out.contains("replaced segment 1 (64 entries"), "{out}");
+    assert!(out.contains("scrub: 300 entries, 0 problem(s)"), "{out}");
+    expect(&ledger, &["scrub"], None, 0);
+    let evidence: Vec<_> = std::fs::read_dir(ledger.join("evidence"))
+        .unwrap()
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    let out = expect(tmp.path(), &["cluster", "start", "--dir", cs], None, 0);
+    assert!(out.contains("started: node-2"), "{out}");
+    expect(&nowhere, &["--cluster", cl, "append", "after"], None, 0);
+}

@@ -155,13 +155,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Cut a local log's damaged open segment at its first damaged entry
-    /// (which you must name), moving the cut bytes, and the checkpoint if
-    /// it covered them, to DIR/evidence/. Refuses anything else.
+    /// Repair a damaged log: --from CLIENT.toml re-fetches every damaged
+    /// sealed segment from the cluster (a stopped node's ledger; the
+    /// entries must hash to the root the log commits to); --cut-at N cuts
+    /// a damaged open segment at its first damaged entry (which you must
+    /// name). What is replaced or cut is kept under DIR/evidence/.
+    #[command(group(clap::ArgGroup::new("how").required(true).args(["cut_at", "from"])))]
     Repair {
-        /// The first damaged entry, as `dlog scrub` names it.
+        /// The first damaged entry of the open segment, as `dlog scrub` names it.
         #[arg(long)]
-        cut_at: u64,
+        cut_at: Option<u64>,
+        /// A cluster's client.toml to fetch damaged sealed segments from.
+        #[arg(long)]
+        from: Option<PathBuf>,
         /// Also cut entries a signed checkpoint covers (receipts past the
         /// cut will not verify against the log's next checkpoints).
         #[arg(long)]
@@ -679,14 +685,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Repair {
-            cut_at,
-            drop_signed,
+            from: Some(from),
             json,
+            ..
         } => {
             let dir = target.local_only(
                 "repair",
-                "a damaged replica of a cluster is repaired on its node: stop it and run `dlog --dir D/node-N/data/ledger repair --cut-at N`",
+                "stop the damaged node and run `dlog --dir D/node-N/data/ledger repair --from D/client.toml`",
             )?;
+            return repair_from(dir, &from, json);
+        }
+        Cmd::Repair {
+            cut_at,
+            drop_signed,
+            json,
+            ..
+        } => {
+            let dir = target.local_only(
+                "repair",
+                "stop the damaged node and run `dlog --dir D/node-N/data/ledger repair ...` on its ledger",
+            )?;
+            let cut_at = cut_at.context("--cut-at or --from")?;
             let cut = dlog_ledger::repair::cut_at_damage(dir, cut_at, drop_signed)?;
             if json {
                 println!("{}", serde_json::to_string(&cut)?);
@@ -974,6 +993,98 @@ fn verify_outcome<T>(r: Result<T, dlog_notary::verify::VerifyError>) -> Result<T
         } else {
             anyhow::Error::new(VerifyFailed(e.to_string()))
         }
+    })
+}
+
+/// `dlog repair --from`: every sealed segment scrub finds damaged is
+/// fetched from the cluster and replaced (proved against the chain hash
+/// the next segment commits to), then the log is scrubbed again.
+fn repair_from(dir: &Path, from: &Path, json: bool) -> Result<ExitCode> {
+    if dlog_ledger::fsutil::is_locked(dir)? {
+        bail!(
+            "a process holds the log in {} (its node?): stop it first",
+            dir.display()
+        );
+    }
+    let (damaged, bits) = {
+        let ro = dlog_ledger::Ledger::open(dir, OpenMode::ReadOnly)?;
+        if let Some(d) = ro.damage() {
+            bail!(
+                "the open segment is damaged ({d}): --from replaces sealed segments only; cut it with --cut-at {} (the node then catches up from the others)",
+                d.entry
+            );
+        }
+        let report = ro.scrub()?;
+        let sealed = ro.sealed_segments();
+        let mut segs: Vec<u64> = report
+            .problems
+            .iter()
+            .map(|p| p.segment)
+            .filter(|&s| s < sealed)
+            .collect();
+        segs.dedup();
+        (segs, ro.meta().segment_bits)
+    };
+    if damaged.is_empty() {
+        if !json {
+            println!("no damaged sealed segment in {}", dir.display());
+        } else {
+            println!("{}", serde_json::json!({"replaced": []}));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let capacity = 1u64 << bits;
+    let rt = cluster::runtime()?;
+    let fetched: Vec<(u64, Vec<Vec<u8>>)> = rt.block_on(async {
+        let client = dlog_client::Client::open(from).await?;
+        let mut out = Vec::new();
+        for &s in &damaged {
+            let first = s << bits;
+            let mut entries = Vec::with_capacity(capacity as usize);
+            while (entries.len() as u64) < capacity {
+                let start = first + entries.len() as u64;
+                let want = (capacity - entries.len() as u64).min(u32::MAX as u64) as u32;
+                let got = client
+                    .entries(None, start, want, false)
+                    .await
+                    .with_context(|| format!("fetching entry {start} of segment {s}"))?;
+                entries.extend(got);
+            }
+            entries.truncate(capacity as usize);
+            out.push((s, entries));
+        }
+        client.close().await;
+        anyhow::Ok(out)
+    })?;
+    let mut replaced = Vec::new();
+    for (s, entries) in fetched {
+        let r = dlog_ledger::repair::replace_sealed(dir, s, &entries)?;
+        if !json {
+            println!(
+                "replaced segment {s} ({} entries, verified against the log's chain); the damaged file is in {}",
+                r.entries,
+                r.evidence.display()
+            );
+        }
+        replaced.push(r);
+    }
+    let report = dlog_ledger::Ledger::open(dir, OpenMode::ReadOnly)?.scrub()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"replaced": replaced, "scrub": report})
+        );
+    } else {
+        println!(
+            "scrub: {} entries, {} problem(s)",
+            report.entries_total,
+            report.problems.len()
+        );
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -137,3 +137,256 @@ pub fn cut_at_damage(dir: &Path, at: u64, drop_signed: bool) -> Result<Cut> {
         dropped_checkpoint: covered,
     })
 }
+
+/// What [`replace_sealed`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replaced {
+    /// The segment replaced.
+    pub segment: u64,
+    /// Its entries (the segment's capacity).
+    pub entries: u64,
+    /// Where the old segment file and its side files were moved.
+    pub evidence: PathBuf,
+}
+
+/// Replaces sealed segment `segment` of the log in `dir` with one rebuilt
+/// from `entries` (the canonical bytes of all its entries, in order, from
+/// anywhere: a replica, a backup), after proving they are exactly its
+/// entries: their Merkle root, chained from the previous segment's chain
+/// hash, must give the chain hash the *next* segment's header commits to
+/// (a file outside the damage). The old segment file and side files go to
+/// `dir/evidence/replaced-<segment>-<unix secs>/`; the side files are
+/// rebuilt by the read-write open that ends the repair, which also checks
+/// the stored checkpoint's root against the repaired log.
+pub fn replace_sealed(dir: &Path, segment: u64, entries: &[Vec<u8>]) -> Result<Replaced> {
+    use crate::segment::{self, SegmentFooter, SegmentHeader, Tail};
+    use dlog_crypto::tree::AlgTree;
+    let lock = crate::fsutil::lock_dir(dir)?;
+    let refuse = LedgerError::RepairRefused;
+    let ro = Ledger::open(dir, OpenMode::ReadOnly)?;
+    let meta = ro.meta().clone();
+    let (bits, alg) = (meta.segment_bits, meta.hash);
+    if segment >= ro.sealed_segments() {
+        return Err(refuse(format!(
+            "segment {segment} is not sealed (the log has {} sealed segments)",
+            ro.sealed_segments()
+        )));
+    }
+    let capacity = 1u64 << bits;
+    if entries.len() as u64 != capacity {
+        return Err(refuse(format!(
+            "segment {segment} holds {capacity} entries, {} were given",
+            entries.len()
+        )));
+    }
+    let log_id = crate::store::parse_log_id(&meta.log_id)
+        .ok_or_else(|| refuse("log.toml: log_id is not 32 hex digits".into()))?;
+    let prev_chain = match segment {
+        0 => [0u8; 32],
+        s => ro.sealed_view(s - 1).expect("sealed").footer.chain,
+    };
+    // What the rest of the log commits this segment to: the next
+    // segment's header (sealed or open, it exists).
+    let next_path = crate::store::seg_path(dir, segment + 1, "seg");
+    let mut head = [0u8; segment::HEADER_LEN];
+    File::open(&next_path)
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0))
+        .map_err(LedgerError::io("read", &next_path))?;
+    let committed = SegmentHeader::decode(&head)
+        .map_err(|e| {
+            refuse(format!(
+                "{}: {e}; cannot prove a replacement",
+                next_path.display()
+            ))
+        })?
+        .prev_chain;
+    drop(ro);
+
+    let header = SegmentHeader {
+        log_id,
+        segment,
+        bits,
+        prev_chain,
+    };
+    let first = segment << bits;
+    let mut bytes = header.encode().to_vec();
+    let mut leaves = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        crate::entry::decode_ref(e).map_err(|err| {
+            refuse(format!(
+                "entry {} given is not a canonical entry: {err}",
+                first + i as u64
+            ))
+        })?;
+        segment::encode_frame(&mut bytes, first + i as u64, e);
+        leaves.push(alg.hash_leaf(e));
+    }
+    let root = AlgTree::from_leaves(alg, leaves).root();
+    let chain = dlog_crypto::hash::chain_hash(segment, &root, &prev_chain);
+    if chain != committed {
+        return Err(refuse(format!(
+            "the entries given for segment {segment} do not hash to the root the log commits to \
+             (segment {}'s header); nothing was changed",
+            segment + 1
+        )));
+    }
+    bytes.extend_from_slice(
+        &SegmentFooter {
+            count: capacity,
+            root,
+            chain,
+        }
+        .encode(),
+    );
+    let max_entry = meta
+        .max_payload
+        .saturating_add(crate::entry::ENTRY_HEADER_LEN as u32);
+    match segment::scan_with(alg, &bytes, max_entry, 0) {
+        Ok(scan) if matches!(scan.tail, Tail::Sealed(_)) => {}
+        Ok(_) => {
+            return Err(refuse(
+                "the rebuilt segment does not end in its footer".into(),
+            ))
+        }
+        Err(e) => return Err(refuse(format!("the rebuilt segment does not scan: {e}"))),
+    }
+
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let evidence = dir
+        .join("evidence")
+        .join(format!("replaced-{segment}-{stamp}"));
+    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    let seg_path = crate::store::seg_path(dir, segment, "seg");
+    let tmp = seg_path.with_extension("seg.tmp");
+    {
+        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+        f.write_all(&bytes)
+            .map_err(LedgerError::io("write", &tmp))?;
+        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+    }
+    // The damaged file is copied (not moved): the log is never without a
+    // segment file, whatever step a crash stops at. The side files are
+    // derived data: moved, and rebuilt below.
+    let kept = evidence.join(format!("{segment:020}.seg"));
+    fs::copy(&seg_path, &kept)
+        .and_then(|_| File::open(&kept)?.sync_all())
+        .map_err(LedgerError::io("copy to evidence", &seg_path))?;
+    for ext in ["idx", "tree"] {
+        let p = crate::store::seg_path(dir, segment, ext);
+        if p.exists() {
+            let to = evidence.join(format!("{segment:020}.{ext}"));
+            fs::rename(&p, &to).map_err(LedgerError::io("move to evidence", &p))?;
+        }
+    }
+    fsync_dir(&evidence)?;
+    fs::rename(&tmp, &seg_path).map_err(LedgerError::io("rename", &seg_path))?;
+    fsync_dir(seg_path.parent().unwrap_or(dir))?;
+    fsync_dir(evidence.parent().unwrap_or(dir))?;
+    // Rebuilds the side files and checks the stored checkpoint's root.
+    let rw = Ledger::open_locked(dir, lock)?;
+    drop(rw);
+    Ok(Replaced {
+        segment,
+        entries: capacity,
+        evidence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CreateOptions;
+    use crate::EntryKind;
+
+    fn log(dir: &Path) -> Vec<Vec<u8>> {
+        let mut l = Ledger::create(
+            dir,
+            &CreateOptions {
+                segment_bits: 3,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..20u64 {
+            let p = format!("entry {i}");
+            l.append(1_000 + i, &[(EntryKind::Data, p.as_bytes())])
+                .unwrap();
+        }
+        (0..20).map(|i| l.entry(i).unwrap()).collect()
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut b = fs::read(path).unwrap();
+        b[at] ^= 1;
+        fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn a_sealed_segment_is_replaced_only_by_its_own_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = log(tmp.path());
+        let seg = crate::store::seg_path(tmp.path(), 1, "seg");
+        flip(&seg, 100);
+        let damaged = fs::read(&seg).unwrap();
+        assert!(!Ledger::open(tmp.path(), OpenMode::ReadOnly)
+            .unwrap()
+            .scrub()
+            .unwrap()
+            .is_clean());
+        // Wrong count, another segment's entries, one entry altered: refused,
+        // nothing changed.
+        let own: Vec<Vec<u8>> = entries[8..16].to_vec();
+        for bad in [own[..7].to_vec(), entries[0..8].to_vec(), {
+            let mut v = own.clone();
+            v[3] = entries[19].clone();
+            v
+        }] {
+            let e = replace_sealed(tmp.path(), 1, &bad).unwrap_err();
+            assert!(matches!(e, LedgerError::RepairRefused(_)), "{e}");
+            assert_eq!(fs::read(&seg).unwrap(), damaged);
+        }
+        // The open segment is not "sealed".
+        assert!(replace_sealed(tmp.path(), 2, &entries[16..20]).is_err());
+        let r = replace_sealed(tmp.path(), 1, &own).unwrap();
+        assert_eq!(
+            fs::read(r.evidence.join(format!("{:020}.seg", 1))).unwrap(),
+            damaged
+        );
+        let l = Ledger::open(tmp.path(), OpenMode::ReadOnly).unwrap();
+        assert!(l.scrub().unwrap().is_clean());
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(&l.entry(i as u64).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn a_cut_keeps_every_byte_and_only_at_the_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = log(tmp.path());
+        let seg = crate::store::seg_path(tmp.path(), 2, "seg");
+        let before = fs::read(&seg).unwrap();
+        // Entry 17's frame (the second of segment 2), in its payload.
+        let scan = crate::segment::scan(&before, 1 << 20, 0).unwrap();
+        let off = scan.offsets[1] as usize;
+        flip(&seg, off + crate::segment::FRAME_HEADER_LEN + 12);
+        let ro = Ledger::open(tmp.path(), OpenMode::ReadOnly).unwrap();
+        assert_eq!(ro.damage().map(|d| d.entry), Some(17));
+        assert_eq!(ro.size(), 17);
+        assert_eq!(ro.entry(16).unwrap(), entries[16]);
+        assert!(ro.entry(18).is_err());
+        drop(ro);
+        assert!(Ledger::open(tmp.path(), OpenMode::ReadWrite).is_err());
+        // No checkpoint is stored by the bare ledger: no --drop-signed needed.
+        assert!(cut_at_damage(tmp.path(), 16, false).is_err());
+        assert!(cut_at_damage(tmp.path(), 18, false).is_err());
+        let cut = cut_at_damage(tmp.path(), 17, false).unwrap();
+        let kept = fs::read(cut.evidence.join("cut.bin")).unwrap();
+        let now = fs::read(&seg).unwrap();
+        assert_eq!(now.len() + kept.len(), before.len());
+        assert_eq!(&before[..off], &now[..]);
+        let l = Ledger::open(tmp.path(), OpenMode::ReadWrite).unwrap();
+        assert_eq!(l.size(), 17);
+    }
+}

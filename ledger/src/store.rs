@@ -288,7 +288,7 @@ fn open_file(f: &Option<File>) -> Result<&File> {
     })
 }
 
-fn seg_path(dir: &Path, s: u64, ext: &str) -> PathBuf {
+pub(crate) fn seg_path(dir: &Path, s: u64, ext: &str) -> PathBuf {
     dir.join(SEGMENT_DIR).join(format!("{s:020}.{ext}"))
 }
 
