@@ -181,17 +181,32 @@ fn late_cosignatures_and_a_second_auditor() {
     );
     let _down = Down(&c);
     let aud = c.join("auditor-1");
-    let err = expect_err(
-        tmp.path(),
-        &[
-            "auditor",
-            "run",
-            "--config",
-            aud.join("auditor.toml").to_str().unwrap(),
-        ],
-        None,
-        2,
-    );
+    let acfg = aud.join("auditor.toml");
+    // Once the cluster's auditor runs (alive: lock and heartbeat), a second
+    // one on its config is refused at once.
+    let astatus = ["auditor", "status", "--config", acfg.to_str().unwrap()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::run(tmp.path(), &astatus, None).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the auditor never looked alive");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut second = dlog_in(tmp.path())
+        .args(["auditor", "run", "--config", acfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second auditor on one state directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = second.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("another auditor is running"), "{err}");
 
     let client = c.join("client.toml");

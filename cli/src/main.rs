@@ -1006,14 +1006,8 @@ fn repair_from(dir: &Path, from: &Path, json: bool) -> Result<ExitCode> {
             dir.display()
         );
     }
-    let (damaged, bits) = {
+    let (damaged, bits, open_tail) = {
         let ro = dlog_ledger::Ledger::open(dir, OpenMode::ReadOnly)?;
-        if let Some(d) = ro.damage() {
-            bail!(
-                "the open segment is damaged ({d}): --from replaces sealed segments only; cut it with --cut-at {} (the node then catches up from the others)",
-                d.entry
-            );
-        }
         let report = ro.scrub()?;
         let sealed = ro.sealed_segments();
         let mut segs: Vec<u64> = report
@@ -1023,9 +1017,15 @@ fn repair_from(dir: &Path, from: &Path, json: bool) -> Result<ExitCode> {
             .filter(|&s| s < sealed)
             .collect();
         segs.dedup();
-        (segs, ro.meta().segment_bits)
+        // The open segment from its damage to as far as the file reached
+        // (every entry scrub found) and the checkpoint covers.
+        let open_tail = ro.damage().map(|d| {
+            let cp = ro.checkpoint().map_or(0, |c| c.size);
+            (d.entry, report.entries_total.max(cp))
+        });
+        (segs, ro.meta().segment_bits, open_tail)
     };
-    if damaged.is_empty() {
+    if damaged.is_empty() && open_tail.is_none() {
         if !json {
             println!("no damaged sealed segment in {}", dir.display());
         } else {
@@ -1033,31 +1033,55 @@ fn repair_from(dir: &Path, from: &Path, json: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let capacity = 1u64 << bits;
     let rt = cluster::runtime()?;
-    let fetched: Vec<(u64, Vec<Vec<u8>>)> = rt.block_on(async {
+    // Ranges to fetch: each damaged sealed segment, and the open tail.
+    let mut ranges: Vec<(u64, u64)> = damaged
+        .iter()
+        .map(|&s| (s << bits, (s + 1) << bits))
+        .collect();
+    ranges.extend(open_tail);
+    let fetched: Vec<Vec<Vec<u8>>> = rt.block_on(async {
         let client = dlog_client::Client::open(from).await?;
         let mut out = Vec::new();
-        for &s in &damaged {
-            let first = s << bits;
-            let mut entries = Vec::with_capacity(capacity as usize);
-            while (entries.len() as u64) < capacity {
+        for &(first, end) in &ranges {
+            let mut entries = Vec::with_capacity((end - first) as usize);
+            while first + (entries.len() as u64) < end {
                 let start = first + entries.len() as u64;
-                let want = (capacity - entries.len() as u64).min(u32::MAX as u64) as u32;
+                let want = (end - start).min(u32::MAX as u64) as u32;
                 let got = client
                     .entries(None, start, want, false)
                     .await
-                    .with_context(|| format!("fetching entry {start} of segment {s}"))?;
+                    .with_context(|| format!("fetching entry {start} from the cluster"))?;
                 entries.extend(got);
             }
-            entries.truncate(capacity as usize);
-            out.push((s, entries));
+            entries.truncate((end - first) as usize);
+            out.push(entries);
         }
         client.close().await;
         anyhow::Ok(out)
     })?;
+    let mut fetched = fetched.into_iter();
+    let fetched_sealed: Vec<(u64, Vec<Vec<u8>>)> = damaged
+        .iter()
+        .map(|&s| (s, fetched.next().unwrap_or_default()))
+        .collect();
+    let fetched_tail = open_tail.map(|(from, _)| (from, fetched.next().unwrap_or_default()));
+    // The open tail first: a sealed replacement ends with a read-write
+    // open, which damage in the open segment would stop.
     let mut replaced = Vec::new();
-    for (s, entries) in fetched {
+    if let Some((from, entries)) = fetched_tail {
+        let r = dlog_ledger::repair::replace_open_tail(dir, from, &entries)?;
+        if !json {
+            println!(
+                "rewrote open segment {} from entry {from} ({} entries fetched, verified against the stored checkpoint); the damaged file is in {}",
+                r.segment,
+                r.entries,
+                r.evidence.display()
+            );
+        }
+        replaced.push(r);
+    }
+    for (s, entries) in fetched_sealed {
         let r = dlog_ledger::repair::replace_sealed(dir, s, &entries)?;
         if !json {
             println!(

@@ -164,6 +164,12 @@ pub fn replace_sealed(dir: &Path, segment: u64, entries: &[Vec<u8>]) -> Result<R
     let lock = crate::fsutil::lock_dir(dir)?;
     let refuse = LedgerError::RepairRefused;
     let ro = Ledger::open(dir, OpenMode::ReadOnly)?;
+    if let Some(d) = ro.damage() {
+        // The read-write open that ends this repair would fail on it.
+        return Err(refuse(format!(
+            "the open segment is damaged too ({d}): repair it first"
+        )));
+    }
     let meta = ro.meta().clone();
     let (bits, alg) = (meta.segment_bits, meta.hash);
     if segment >= ro.sealed_segments() {
@@ -294,6 +300,153 @@ pub fn replace_sealed(dir: &Path, segment: u64, entries: &[Vec<u8>]) -> Result<R
     })
 }
 
+/// Rewrites the open segment of the log in `dir` from its first damaged
+/// entry on with `entries` (canonical bytes of entries `from`, `from + 1`,
+/// ...: fetched from a replica), keeping the intact frames before the
+/// damage. Accepted only if a stored checkpoint covers the damage and the
+/// repaired log has its (signed) root at its size (entries past it are the
+/// replica's, as a node would get them from its leader): checked on a scratch
+/// copy (hard links of the sealed segments) before the segment file is
+/// replaced. The damaged file is copied to
+/// `dir/evidence/refetched-<segment>-<unix secs>/` first.
+pub fn replace_open_tail(dir: &Path, from: u64, entries: &[Vec<u8>]) -> Result<Replaced> {
+    use crate::segment::{self, Tail};
+    let lock = crate::fsutil::lock_dir(dir)?;
+    let refuse = LedgerError::RepairRefused;
+    let (d, checkpoint, meta) = {
+        let ro = Ledger::open(dir, OpenMode::ReadOnly)?;
+        let Some(d) = ro.damage().cloned() else {
+            return Err(refuse("the open segment is not damaged".into()));
+        };
+        (d, ro.checkpoint().map(|c| c.size), ro.meta().clone())
+    };
+    if from != d.entry {
+        return Err(refuse(format!(
+            "the damage starts at entry {}, not {from}",
+            d.entry
+        )));
+    }
+    if checkpoint.is_none_or(|c| c <= from) {
+        return Err(refuse(format!(
+            "no stored checkpoint covers entry {from}: nothing to prove fetched entries against \
+             (cut the damage with --cut-at instead)"
+        )));
+    }
+    let reach = from + entries.len() as u64;
+    if let Some(c) = checkpoint.filter(|&c| c > reach) {
+        return Err(refuse(format!(
+            "the entries given reach {reach}, the stored checkpoint covers {c}: fetch them all"
+        )));
+    }
+    let bits = meta.segment_bits;
+    if reach > ((d.segment + 1) << bits) {
+        return Err(refuse(format!(
+            "the open segment ends at entry {}; {reach} entries were given",
+            (d.segment + 1) << bits
+        )));
+    }
+    let old = fs::read(&d.file).map_err(LedgerError::io("read", &d.file))?;
+    let mut bytes = old
+        .get(..d.offset as usize)
+        .ok_or_else(|| refuse("the segment file is shorter than the damage offset".into()))?
+        .to_vec();
+    for (i, e) in entries.iter().enumerate() {
+        crate::entry::decode_ref(e).map_err(|err| {
+            refuse(format!(
+                "entry {} given is not a canonical entry: {err}",
+                from + i as u64
+            ))
+        })?;
+        segment::encode_frame(&mut bytes, from + i as u64, e);
+    }
+    let max_entry = meta
+        .max_payload
+        .saturating_add(crate::entry::ENTRY_HEADER_LEN as u32);
+    match segment::scan_with(meta.hash, &bytes, max_entry, 0) {
+        Ok(scan)
+            if scan.tail == Tail::Clean
+                && scan.offsets.len() as u64 + (d.segment << bits) == reach => {}
+        Ok(_) => {
+            return Err(refuse(
+                "the rebuilt open segment does not hold exactly the entries given".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(refuse(format!(
+                "the rebuilt open segment does not scan: {e}"
+            )))
+        }
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let evidence = dir
+        .join("evidence")
+        .join(format!("refetched-{}-{stamp}", d.segment));
+    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    let name = d.file.file_name().unwrap_or_default().to_owned();
+
+    // Prove it on a scratch copy: the sealed segments hard-linked, the new
+    // open segment, log.toml and the checkpoint copied; a read-only open
+    // checks the checkpoint's root against the repaired tree.
+    let scratch = evidence.join("scratch");
+    let sseg = scratch.join(crate::store::SEGMENT_DIR);
+    fs::create_dir_all(&sseg).map_err(LedgerError::io("create directory", &sseg))?;
+    let segdir = dir.join(crate::store::SEGMENT_DIR);
+    for ent in fs::read_dir(&segdir).map_err(LedgerError::io("read directory", &segdir))? {
+        let ent = ent.map_err(LedgerError::io("read directory", &segdir))?;
+        if ent.file_name() == name || ent.path().extension().is_some_and(|e| e == "tmp") {
+            continue;
+        }
+        fs::hard_link(ent.path(), sseg.join(ent.file_name()))
+            .or_else(|_| fs::copy(ent.path(), sseg.join(ent.file_name())).map(|_| ()))
+            .map_err(LedgerError::io("link", ent.path()))?;
+    }
+    fs::write(sseg.join(&name), &bytes).map_err(LedgerError::io("write", &sseg))?;
+    for f in [crate::store::LOG_FILE, CHECKPOINT_FILE] {
+        let p = dir.join(f);
+        if p.exists() {
+            fs::copy(&p, scratch.join(f)).map_err(LedgerError::io("copy", &p))?;
+        }
+    }
+    let proved = Ledger::open(&scratch, OpenMode::ReadOnly).and_then(|l| {
+        if l.damage().is_some() || l.size() != reach {
+            return Err(refuse("the repaired copy does not open whole".into()));
+        }
+        Ok(())
+    });
+    let _ = fs::remove_dir_all(&scratch);
+    proved.map_err(|e| match e {
+        LedgerError::RepairRefused(m) => LedgerError::RepairRefused(m),
+        e => refuse(format!(
+            "the entries given do not make the log whole: {e}; nothing was changed"
+        )),
+    })?;
+
+    let kept = evidence.join(&name);
+    fs::copy(&d.file, &kept)
+        .and_then(|_| File::open(&kept)?.sync_all())
+        .map_err(LedgerError::io("copy to evidence", &d.file))?;
+    fsync_dir(&evidence)?;
+    fsync_dir(evidence.parent().unwrap_or(dir))?;
+    let tmp = d.file.with_extension("seg.tmp");
+    {
+        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
+        f.write_all(&bytes)
+            .map_err(LedgerError::io("write", &tmp))?;
+        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
+    }
+    fs::rename(&tmp, &d.file).map_err(LedgerError::io("rename", &d.file))?;
+    fsync_dir(&segdir)?;
+    let rw = Ledger::open_locked(dir, lock)?;
+    drop(rw);
+    Ok(Replaced {
+        segment: d.segment,
+        entries: entries.len() as u64,
+        evidence,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +508,53 @@ mod tests {
             damaged
         );
         let l = Ledger::open(tmp.path(), OpenMode::ReadOnly).unwrap();
+        assert!(l.scrub().unwrap().is_clean());
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(&l.entry(i as u64).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn an_open_tail_is_rewritten_only_to_the_checkpointed_tree() {
+        use base64::Engine;
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = log(tmp.path());
+        {
+            let mut l = Ledger::open(tmp.path(), OpenMode::ReadWrite).unwrap();
+            let root = l.root_at(19).unwrap();
+            let note = format!(
+                "dlog/test\n19\n{}\n",
+                base64::engine::general_purpose::STANDARD.encode(root)
+            );
+            l.store_checkpoint(19, root, &note).unwrap();
+        }
+        let seg = crate::store::seg_path(tmp.path(), 2, "seg");
+        let scan = crate::segment::scan(&fs::read(&seg).unwrap(), 1 << 20, 0).unwrap();
+        flip(
+            &seg,
+            scan.offsets[1] as usize + crate::segment::FRAME_HEADER_LEN + 12,
+        );
+        let damaged = fs::read(&seg).unwrap();
+        // Too few (the checkpoint covers 19), altered, at the wrong entry.
+        let own = entries[17..20].to_vec();
+        let mut altered = own.clone();
+        altered[0] = entries[18].clone();
+        for (from, given) in [
+            (17, own[..1].to_vec()),
+            (17, altered),
+            (18, own[1..].to_vec()),
+        ] {
+            let e = replace_open_tail(tmp.path(), from, &given).unwrap_err();
+            assert!(matches!(e, LedgerError::RepairRefused(_)), "{e}");
+            assert_eq!(fs::read(&seg).unwrap(), damaged, "nothing changed");
+        }
+        let r = replace_open_tail(tmp.path(), 17, &own).unwrap();
+        assert_eq!(
+            fs::read(r.evidence.join(seg.file_name().unwrap())).unwrap(),
+            damaged
+        );
+        let l = Ledger::open(tmp.path(), OpenMode::ReadWrite).unwrap();
+        assert_eq!(l.size(), 20);
         assert!(l.scrub().unwrap().is_clean());
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(&l.entry(i as u64).unwrap(), e);

@@ -204,6 +204,7 @@ impl Ledger {
                             // name it and every later damaged frame.
                             if let Ok(full) = std::fs::read(path) {
                                 let w = walk(&full, d.offset as usize, d.entry, max_entry);
+                                report.entries += w.intact;
                                 report.entries_total += w.intact + w.damaged.len() as u64;
                                 report.entries_damaged += w.damaged.len() as u64;
                                 for (index, detail) in w.damaged.into_iter().take(MAX_PER_SEGMENT) {

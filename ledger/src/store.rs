@@ -1508,7 +1508,7 @@ fn open_unsealed(
                 segment: s,
                 entry: Some(index),
                 detail: format!(
-                    "{detail} (valid entries follow it; reads of the entries before it still work; `dlog scrub` names all the damage, `dlog repair` cuts it)"
+                    "{detail} (valid entries follow it; reads of the entries before it still work; `dlog scrub` names all the damage, `dlog repair` mends it)"
                 ),
             })
         }

@@ -84,7 +84,8 @@ impl LocalLog {
         if let Some(d) = ledger.damage() {
             eprintln!(
                 "dlog: warning: the log is damaged at {d}; serving the {} entries before it (read-only). \
-                 `dlog scrub` names all the damage; `dlog repair --cut-at {}` cuts it, keeping the cut bytes",
+                 `dlog scrub` names all the damage; `dlog repair --cut-at {}` cuts it, keeping the cut bytes \
+                 (a cluster node's ledger: `dlog repair --from CLIENT.toml` fetches it again)",
                 ledger.size(),
                 d.entry
             );
