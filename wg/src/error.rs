@@ -79,7 +79,7 @@ pub enum Error {
     #[error("connection reset by peer")]
     ConnectionReset,
     /// Nobody listens on that port at the peer (or it refused the stream).
-    #[error("connection refused by {peer} port {port}")]
+    #[error("connection refused by {peer} (nothing listens on tunnel port {port})")]
     ConnectionRefused {
         /// Peer name.
         peer: String,
@@ -88,7 +88,7 @@ pub enum Error {
     },
     /// A connect did not complete in time (tunnel down, peer unreachable or
     /// `pq = "required"` without an installed post-quantum key).
-    #[error("connect to {peer} port {port} timed out")]
+    #[error("connect to {peer} (tunnel port {port}) timed out")]
     ConnectTimeout {
         /// Peer name.
         peer: String,
