@@ -49,7 +49,7 @@ pub enum Error {
     /// refusal, within the client's `unreachable_ms`: the cluster is down
     /// or not where the config says.
     #[error(
-        "no node answered within {:.1} s; tried {} (is the cluster running? `dlog cluster status`)",
+        "no node answered within {:.1} s; tried {} (is the cluster running, at these addresses, and does it know this client's key? `dlog cluster status`)",
         .waited.as_secs_f64(),
         .tried.join("; ")
     )]

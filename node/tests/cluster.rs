@@ -916,7 +916,9 @@ async fn unknown_key_gets_nothing_and_config_errors_name_the_field() {
     assert!(
         matches!(
             err,
-            dlog_client::Error::Timeout(_) | dlog_client::Error::Transport(_)
+            dlog_client::Error::Timeout(_)
+                | dlog_client::Error::Transport(_)
+                | dlog_client::Error::Unreachable { .. }
         ),
         "{err}"
     );
