@@ -156,6 +156,21 @@ fn pid(dir: &Path, stem: &str) -> i32 {
         .unwrap()
 }
 
+/// Waits (20 s at most) until `auditor status` calls the auditor alive.
+fn wait_alive(auditor_toml: &Path) {
+    let args = [
+        "auditor",
+        "status",
+        "--config",
+        auditor_toml.to_str().unwrap(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::run(Path::new("."), &args, None).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the auditor never looked alive");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// With cosignatures required and the only auditor dead, an append is
 /// still acknowledged: its index is printed, a receipt with the voters'
 /// signatures is written, and exit 3 says "appended, not yet cosigned".
@@ -184,12 +199,7 @@ fn late_cosignatures_and_a_second_auditor() {
     let acfg = aud.join("auditor.toml");
     // Once the cluster's auditor runs (alive: lock and heartbeat), a second
     // one on its config is refused at once.
-    let astatus = ["auditor", "status", "--config", acfg.to_str().unwrap()];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while common::run(tmp.path(), &astatus, None).status.code() != Some(0) {
-        assert!(Instant::now() < deadline, "the auditor never looked alive");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_alive(&acfg);
     let mut second = dlog_in(tmp.path())
         .args(["auditor", "run", "--config", acfg.to_str().unwrap()])
         .stdout(Stdio::piped())
@@ -381,11 +391,7 @@ fn a_down_cluster_is_said_fast_and_starts_again() {
     let acfg = aud.join("auditor.toml");
     let astatus = ["auditor", "status", "--config", acfg.to_str().unwrap()];
     // Alive: its heartbeat is fresh (it beats every second).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while common::run(&nowhere, &astatus, None).status.code() != Some(0) {
-        assert!(Instant::now() < deadline, "the auditor never looked alive");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_alive(&acfg);
     unsafe { libc::kill(pid(&aud, "auditor"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));
     let o = common::run(&nowhere, &astatus, None);

@@ -376,33 +376,38 @@ impl Client {
     /// node's UDP address and whether its WireGuard session is up.
     async fn unreachable_error(&self, started: Instant, failed: Vec<Option<Failed>>) -> Error {
         let mut tried = Vec::new();
-        for (i, e) in failed.into_iter().enumerate() {
-            let (name, key) = &self.nodes[i];
-            let addr = self.addrs[i].map_or("no address in the peer table".into(), |a| {
-                format!("udp {a}")
-            });
-            let session = self
-                .pool
-                .endpoint()
-                .peer_status(key)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.established);
-            let what = if session {
-                "the tunnel is up but the node service did not answer".to_string()
-            } else {
-                "no WireGuard handshake answer".to_string()
-            };
-            let what = match e {
-                Some(Failed::Said(e)) => format!("{what} ({e})"),
-                Some(Failed::Silent) | None => what,
-            };
-            tried.push(format!("{name} at {addr}: {what}"));
+        for (i, f) in failed.into_iter().enumerate() {
+            tried.push(self.describe_failure(i, f).await);
         }
         Error::Unreachable {
             waited: started.elapsed(),
             tried,
+        }
+    }
+
+    /// "node-1 at udp ADDR: what happened", with whether its WireGuard
+    /// session is up.
+    async fn describe_failure(&self, i: usize, failed: Option<Failed>) -> String {
+        let (name, key) = &self.nodes[i];
+        let addr = self.addrs[i].map_or("no address in the peer table".into(), |a| {
+            format!("udp {a}")
+        });
+        let session = self
+            .pool
+            .endpoint()
+            .peer_status(key)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.established);
+        let what = if session {
+            "the tunnel is up but the node service did not answer"
+        } else {
+            "no WireGuard handshake answer"
+        };
+        match failed {
+            Some(Failed::Said(e)) => format!("{name} at {addr}: {what} ({e})"),
+            Some(Failed::Silent) | None => format!("{name} at {addr}: {what}"),
         }
     }
 
@@ -740,17 +745,10 @@ impl Client {
                 Ok(r) => Err(unexpected(r)),
                 Err(e @ Error::Remote(_)) => Err(e),
                 Err(e @ Error::Transport(dlog_wg::Error::ConnectionRefused { .. })) => Err(e),
-                Err(e) => {
-                    let mut failed = vec![None; self.nodes.len()];
-                    failed[i] = Some(Failed::of(&e));
-                    match self.unreachable_error(started, failed).await {
-                        Error::Unreachable { waited, tried } => Err(Error::Unreachable {
-                            waited,
-                            tried: tried.into_iter().skip(i).take(1).collect(),
-                        }),
-                        e => Err(e),
-                    }
-                }
+                Err(e) => Err(Error::Unreachable {
+                    waited: started.elapsed(),
+                    tried: vec![self.describe_failure(i, Some(Failed::of(&e))).await],
+                }),
             };
             (n.clone(), r)
         });

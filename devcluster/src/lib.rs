@@ -342,14 +342,7 @@ pub fn generate(dir: &Path, spec: &ClusterSpec) -> Result<ClusterLayout> {
     )
     .map_err(|e| Error::config(&dir.join("trust.toml"), "cosignatures", e))?
     .with_hash(spec.hash);
-    write_new(
-        &dir.join("trust.toml"),
-        &format!(
-            "# Trust file of the DLog log {}: give it to verifiers. It holds no secret.\n{}",
-            spec.origin,
-            trust.to_toml_string()
-        ),
-    )?;
+    write_new(&dir.join("trust.toml"), &trust_file_text(&trust))?;
     Ok(ClusterLayout {
         dir: dir.to_path_buf(),
         node_configs,
@@ -726,17 +719,18 @@ fn trust_add_voter(dir: &Path, node_dir: &Path) -> Result<()> {
         return Ok(());
     }
     trust.voters.push(v);
-    dlog_ledger::store::write_atomic(
-        &path,
-        format!(
-            "# Trust file of the DLog log {}: give it to verifiers. It holds no secret.\n\
-             # It only grows: a removed node's key stays, so the receipts it signed keep verifying.\n{}",
-            trust.origin,
-            trust.to_toml_string()
-        )
-        .as_bytes(),
-    )?;
+    dlog_ledger::store::write_atomic(&path, trust_file_text(&trust).as_bytes())?;
     Ok(())
+}
+
+/// A cluster's trust.toml, with its header.
+fn trust_file_text(trust: &TrustPolicy) -> String {
+    format!(
+        "# Trust file of the DLog log {}: give it to verifiers. It holds no secret.\n\
+         # It only grows: a removed node's key stays, so the receipts it signed keep verifying.\n{}",
+        trust.origin,
+        trust.to_toml_string()
+    )
 }
 
 /// `dlog cluster remove-node`: removes a voter from the membership (with an

@@ -16,6 +16,31 @@ use std::path::{Path, PathBuf};
 use crate::error::{LedgerError, Result};
 use crate::store::{fsync_dir, Ledger, OpenMode, CHECKPOINT_FILE};
 
+/// A new evidence directory `dir/evidence/<what>-<unix secs>/`.
+fn evidence_dir(dir: &Path, what: &str) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let evidence = dir.join("evidence").join(format!("{what}-{stamp}"));
+    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    Ok(evidence)
+}
+
+/// Writes `data` to `path` and fsyncs the file (the caller fsyncs the
+/// directory once for all it kept).
+fn keep_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(LedgerError::io("create", path))?;
+    f.write_all(data).map_err(LedgerError::io("write", path))?;
+    f.sync_all().map_err(LedgerError::io("fsync", path))
+}
+
+/// Copies `from` into `to` and fsyncs the copy.
+fn copy_synced(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .and_then(|_| File::open(to)?.sync_all())
+        .map_err(LedgerError::io("copy to evidence", from))
+}
+
 /// What [`cut_at_damage`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cut {
@@ -69,13 +94,7 @@ pub fn cut_at_damage(dir: &Path, at: u64, drop_signed: bool) -> Result<Cut> {
              checkpoint is kept as evidence)"
         )));
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
-    let evidence = dir
-        .join("evidence")
-        .join(format!("cut-{}-{}-{stamp}", d.segment, d.entry));
-    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    let evidence = evidence_dir(dir, &format!("cut-{}-{}", d.segment, d.entry))?;
     let seg = OpenOptions::new()
         .read(true)
         .write(true)
@@ -88,12 +107,7 @@ pub fn cut_at_damage(dir: &Path, at: u64, drop_signed: bool) -> Result<Cut> {
             d.file.display()
         ))
     })?;
-    let keep = |name: &str, data: &[u8]| -> Result<()> {
-        let p = evidence.join(name);
-        let mut f = File::create(&p).map_err(LedgerError::io("create", &p))?;
-        f.write_all(data).map_err(LedgerError::io("write", &p))?;
-        f.sync_all().map_err(LedgerError::io("fsync", &p))
-    };
+    let keep = |name: &str, data: &[u8]| keep_synced(&evidence.join(name), data);
     keep("cut.bin", cut)?;
     let mut note = format!(
         "dlog repair: cut segment {} of {} at entry {} (byte {}), {} bytes, moved to cut.bin.\n\
@@ -257,28 +271,12 @@ pub fn replace_sealed(dir: &Path, segment: u64, entries: &[Vec<u8>]) -> Result<R
         Err(e) => return Err(refuse(format!("the rebuilt segment does not scan: {e}"))),
     }
 
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
-    let evidence = dir
-        .join("evidence")
-        .join(format!("replaced-{segment}-{stamp}"));
-    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    let evidence = evidence_dir(dir, &format!("replaced-{segment}"))?;
     let seg_path = crate::store::seg_path(dir, segment, "seg");
-    let tmp = seg_path.with_extension("seg.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
-        f.write_all(&bytes)
-            .map_err(LedgerError::io("write", &tmp))?;
-        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
-    }
     // The damaged file is copied (not moved): the log is never without a
     // segment file, whatever step a crash stops at. The side files are
     // derived data: moved, and rebuilt below.
-    let kept = evidence.join(format!("{segment:020}.seg"));
-    fs::copy(&seg_path, &kept)
-        .and_then(|_| File::open(&kept)?.sync_all())
-        .map_err(LedgerError::io("copy to evidence", &seg_path))?;
+    copy_synced(&seg_path, &evidence.join(format!("{segment:020}.seg")))?;
     for ext in ["idx", "tree"] {
         let p = crate::store::seg_path(dir, segment, ext);
         if p.exists() {
@@ -287,9 +285,8 @@ pub fn replace_sealed(dir: &Path, segment: u64, entries: &[Vec<u8>]) -> Result<R
         }
     }
     fsync_dir(&evidence)?;
-    fs::rename(&tmp, &seg_path).map_err(LedgerError::io("rename", &seg_path))?;
-    fsync_dir(seg_path.parent().unwrap_or(dir))?;
     fsync_dir(evidence.parent().unwrap_or(dir))?;
+    crate::store::write_atomic(&seg_path, &bytes)?;
     // Rebuilds the side files and checks the stored checkpoint's root.
     let rw = Ledger::open_locked(dir, lock)?;
     drop(rw);
@@ -377,13 +374,7 @@ pub fn replace_open_tail(dir: &Path, from: u64, entries: &[Vec<u8>]) -> Result<R
             )))
         }
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
-    let evidence = dir
-        .join("evidence")
-        .join(format!("refetched-{}-{stamp}", d.segment));
-    fs::create_dir_all(&evidence).map_err(LedgerError::io("create directory", &evidence))?;
+    let evidence = evidence_dir(dir, &format!("refetched-{}", d.segment))?;
     let name = d.file.file_name().unwrap_or_default().to_owned();
 
     // Prove it on a scratch copy: the sealed segments hard-linked, the new
@@ -423,21 +414,10 @@ pub fn replace_open_tail(dir: &Path, from: u64, entries: &[Vec<u8>]) -> Result<R
         )),
     })?;
 
-    let kept = evidence.join(&name);
-    fs::copy(&d.file, &kept)
-        .and_then(|_| File::open(&kept)?.sync_all())
-        .map_err(LedgerError::io("copy to evidence", &d.file))?;
+    copy_synced(&d.file, &evidence.join(&name))?;
     fsync_dir(&evidence)?;
     fsync_dir(evidence.parent().unwrap_or(dir))?;
-    let tmp = d.file.with_extension("seg.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(LedgerError::io("create", &tmp))?;
-        f.write_all(&bytes)
-            .map_err(LedgerError::io("write", &tmp))?;
-        f.sync_all().map_err(LedgerError::io("fsync", &tmp))?;
-    }
-    fs::rename(&tmp, &d.file).map_err(LedgerError::io("rename", &d.file))?;
-    fsync_dir(&segdir)?;
+    crate::store::write_atomic(&d.file, &bytes)?;
     let rw = Ledger::open_locked(dir, lock)?;
     drop(rw);
     Ok(Replaced {
